@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): set up the venv, build and import the CUDA extension when nvcc is
+# present (no GPU needed: this checks the kernels compile and link for sm_80 and sm_90), run pytest.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bash "$root/scripts/setup_env.sh"
+venv=${ANYRES_FAST_VENV:-$root/.venv}
+cd "$root"
+if command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+  "$venv/bin/anyres-fast" doctor --build
+else
+  echo "run_tests: no nvcc on this machine: the extension build is not checked here"
+  "$venv/bin/anyres-fast" doctor
+fi
+exec "$venv/bin/python" -m pytest python_tests -q -ra "$@"
