@@ -1,0 +1,313 @@
+"""Modulated convolution with optional demodulation (DESIGN §2.3).
+
+    y[b,o] = d[b,o] · Σ_{i,ky,kx} W[o,i,ky,kx] · s[b,i] · x[b,i, window]
+    d[b,o] = rsqrt(Σ_{i,ky,kx} (W[o,i,ky,kx] · s[b,i])² + eps)   (demodulate=True, else 1)
+
+Geometry (x is (B,I,H,W), weight (O,I,kh,kw), styles (B,I)):
+  up=1  stride-1 convolution with symmetric zero padding p:
+        y[..,Y,X] uses x[.., Y-p+ky, X-p+kx];  H_out = H + 2p - kh + 1.
+        padding=0 is InfinityGAN's padding-free ("valid") convolution.
+  up=2  stride-2 transposed convolution (``F.conv_transpose2d(stride=2, padding=p)`` with the weight
+        read as W[o,i], no flip): x[..,iy,ix] contributes to y[.., 2·iy+ky-p, 2·ix+kx-p];
+        H_out = 2·(H-1) + kh - 2p.  With p=0 and k=3 this is the full 2H+1 output of InfinityGAN's
+        texture synthesizer, which then crops 1 px per side and applies a valid [1,2,1] blur (not part
+        of this op).  The demodulation is the same d[b,o] as for up=1 (StyleGAN2's convention).
+
+Implementations:
+  modulated_conv2d_ref(form="three_pass")  x·s, one shared-weight convolution, ·d  (cuDNN friendly)
+  modulated_conv2d_ref(form="grouped")     per-sample weights W·s·d, grouped convolution (StyleGAN2)
+  anyres_fast::modulated_conv2d            custom op: CUDA implicit GEMM (csrc/kernels/modulated_conv2d.cu),
+                                           CPU kernel = three-pass math; explicit backward formulas.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import _dispatch
+
+OP = "modulated_conv2d"
+FORMS = ("three_pass", "grouped")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Geometry shared with style_fused_conv2d.
+
+def output_size(size: int, k: int, padding: int, up: int) -> int:
+    """Output length along one axis (see the module docstring)."""
+    if up == 1:
+        return size + 2 * padding - k + 1
+    return 2 * (size - 1) + k - 2 * padding
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, padding: int, up: int) -> torch.Tensor:
+    """The shared-weight (un-modulated) convolution of the op: conv2d for up=1, stride-2 transposed
+    conv for up=2 (weight stays (O,I,kh,kw))."""
+    if up == 1:
+        return F.conv2d(x, weight, padding=padding)
+    return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=padding)
+
+
+def conv_adjoint_input(grad: torch.Tensor, weight: torch.Tensor, input_hw, padding: int, up: int) -> torch.Tensor:
+    """Adjoint of `conv` w.r.t. its input: maps (B,O,Ho,Wo) back to (B,I,H,W)."""
+    if up == 1:
+        shape = (grad.shape[0], weight.shape[1], *input_hw)
+        return torch.nn.grad.conv2d_input(shape, weight, grad, padding=padding)
+    # conv_transpose2d(., V) is the adjoint of conv2d(., V), so its adjoint is conv2d(., V).
+    return F.conv2d(grad, weight.transpose(0, 1), stride=2, padding=padding)
+
+
+def conv_adjoint_weight(x: torch.Tensor, grad: torch.Tensor, weight_shape, padding: int, up: int) -> torch.Tensor:
+    """Gradient of <grad, conv(x, W)> w.r.t. W (summed over the batch), shape (O,I,kh,kw)."""
+    if up == 1:
+        return torch.nn.grad.conv2d_weight(x, weight_shape, grad, padding=padding)
+    o, i, kh, kw = weight_shape
+    # <grad, conv_transpose2d(x, V)> = <conv2d(grad, V), x>: V's gradient is conv2d_weight(grad -> x).
+    dv = torch.nn.grad.conv2d_weight(grad, (i, o, kh, kw), x, stride=2, padding=padding)
+    return dv.transpose(0, 1)
+
+
+def weight_energy(weight: torch.Tensor) -> torch.Tensor:
+    """Q[o,i] = Σ_k W[o,i,k]², shape (O,I)."""
+    return weight.square().sum(dim=(2, 3))
+
+
+def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float) -> torch.Tensor:
+    """d[b,o] = rsqrt(Σ_i s[b,i]² Q[o,i] + eps), shape (B,O)."""
+    return torch.rsqrt(styles.square() @ weight_energy(weight).t() + eps)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference (pure PyTorch, differentiable by autograd).
+
+def modulated_conv2d_ref(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e-8, form="three_pass"):
+    """Reference forms. Both are autograd-differentiable and run on any device and dtype."""
+    if form == "three_pass":
+        styles = styles.to(x.dtype)
+        y = conv(x * styles[:, :, None, None], weight, padding, up)
+        if demodulate:
+            y = y * demod_coefficients(weight, styles, eps)[:, :, None, None]
+        return y
+    if form == "grouped":
+        return _grouped(x, weight, styles.to(x.dtype), demodulate, padding, up, eps)
+    raise ValueError(f"{OP}: form must be one of {FORMS}, got {form!r}")
+
+
+def _grouped(x, weight, styles, demodulate, padding, up, eps):
+    b, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    per_sample = weight[None] * styles[:, None, :, None, None]          # (B,O,I,kh,kw)
+    if demodulate:
+        per_sample = per_sample * torch.rsqrt(per_sample.square().sum(dim=(2, 3, 4), keepdim=True) + eps)
+    xg = x.reshape(1, b * i, h, w)
+    if up == 1:
+        y = F.conv2d(xg, per_sample.reshape(b * o, i, kh, kw), padding=padding, groups=b)
+    else:
+        wt = per_sample.transpose(1, 2).reshape(b * i, o, kh, kw)
+        y = F.conv_transpose2d(xg, wt, stride=2, padding=padding, groups=b)
+    return y.reshape(b, o, y.shape[2], y.shape[3])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Explicit forward/backward math (CPU kernels of the custom ops; also the CUDA path's dW/ds reductions).
+
+def forward_math(x, weight, styles, demodulate, padding, up, eps):
+    return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps, form="three_pass")
+
+
+def backward_math(grad, x, weight, styles, demodulate, padding, up, eps, grad_conv_input=None):
+    """Returns (dx, dweight, dstyles) by explicit formulas (no autograd).
+
+    With z = conv(x·s, W) and y = z·d:
+      gz = g·d;  gxs = conv_adjoint_input(gz);  dx = gxs·s;  ds_conv = Σ_pix gxs·x
+      dW_conv = conv_adjoint_weight(x·s, gz)
+      demod:  gd = Σ_pix g·z;  gE = -½ gd d³ with E = s² Qᵀ;
+              ds += 2 s · (gE Q);  dW += 2 W · (gEᵀ s²)[:, :, None, None]
+    grad_conv_input: optional precomputed conv_adjoint_input(g·d) (the CUDA path's kernel result)."""
+    styles = styles.to(x.dtype)
+    xs = x * styles[:, :, None, None]
+    if demodulate:
+        d = demod_coefficients(weight, styles, eps)
+        gz = grad * d[:, :, None, None]
+    else:
+        gz = grad
+    gxs = grad_conv_input if grad_conv_input is not None else \
+        conv_adjoint_input(gz, weight, x.shape[2:], padding, up)
+    dx = gxs * styles[:, :, None, None]
+    dstyles = (gxs * x).sum(dim=(2, 3))
+    dweight = conv_adjoint_weight(xs, gz, weight.shape, padding, up)
+    if demodulate:
+        z = conv(xs, weight, padding, up)
+        gd = (grad * z).sum(dim=(2, 3))                                  # (B,O)
+        ge = -0.5 * gd * d.pow(3)                                         # (B,O)
+        q = weight_energy(weight)                                         # (O,I)
+        dstyles = dstyles + 2.0 * styles * (ge @ q)
+        dweight = dweight + 2.0 * weight * (ge.t() @ styles.square())[:, :, None, None]
+    return dx, dweight, dstyles
+
+
+# ----------------------------------------------------------------------------------------------------
+# Custom ops (torch.library).
+
+@torch.library.custom_op("anyres_fast::modulated_conv2d", mutates_args=())
+def _modulated_conv2d_op(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                         padding: int, up: int, eps: float) -> torch.Tensor:
+    if x.device.type == "cuda":
+        return _cuda_forward(x, weight, styles, demodulate, padding, up, eps)
+    return forward_math(x, weight, styles, demodulate, padding, up, eps).contiguous()
+
+
+@_modulated_conv2d_op.register_fake
+def _(x, weight, styles, demodulate, padding, up, eps):
+    b, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    return x.new_empty((b, o, output_size(h, kh, padding, up), output_size(w, kw, padding, up)))
+
+
+@torch.library.custom_op("anyres_fast::modulated_conv2d_backward", mutates_args=())
+def _modulated_conv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                                  styles: torch.Tensor, demodulate: bool, padding: int, up: int,
+                                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if x.device.type == "cuda":
+        return _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps)
+    dx, dw, ds = backward_math(grad, x, weight, styles, demodulate, padding, up, eps)
+    return dx.contiguous(), dw.contiguous(), ds.to(styles.dtype).contiguous()
+
+
+@_modulated_conv2d_backward_op.register_fake
+def _(grad, x, weight, styles, demodulate, padding, up, eps):
+    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(styles)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, styles, demodulate, padding, up, eps = inputs
+    ctx.save_for_backward(x, weight, styles)
+    ctx.args = (demodulate, padding, up, eps)
+
+
+def _backward(ctx, grad):
+    x, weight, styles = ctx.saved_tensors
+    dx, dw, ds = _modulated_conv2d_backward_op(grad.contiguous(), x, weight, styles, *ctx.args)
+    return dx, dw, ds, None, None, None, None
+
+
+_modulated_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CUDA path (extension kernels; see csrc/kernels/modulated_conv2d.cu for the design).
+
+# Exact fp32 (FMA) instead of TF32 tensor cores for float32 inputs; the CUDA tests switch this on for
+# the 1e-5 comparison.
+EXACT_FP32 = {"enabled": False}
+
+
+def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
+    ext = _dispatch.extension()
+    x, weight = x.contiguous(), weight.contiguous()
+    s32 = styles.float().contiguous()
+    b, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    if demodulate:
+        d = torch.empty((b, o), device=x.device, dtype=torch.float32)
+        with torch.cuda.device(x.device):
+            ext.modulated_conv2d_demod(weight, s32, d, float(eps), _dispatch.current_stream(x.device))
+    else:
+        d = torch.ones((b, o), device=x.device, dtype=torch.float32)
+    y = torch.empty((b, o, output_size(h, kh, padding, up), output_size(w, kw, padding, up)),
+                    device=x.device, dtype=x.dtype)
+    with torch.cuda.device(x.device):
+        ext.modulated_conv2d_igemm(x, weight, s32, d, y, _mode_forward(up), padding, False,
+                                   EXACT_FP32["enabled"], _dispatch.current_stream(x.device))
+    return y
+
+
+def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps):
+    """dx by the same implicit-GEMM kernel run as the adjoint convolution, modulated by d on its input
+    side (gz = g·d, fused into the loads) and left unscaled on the output side (gxs); dx = gxs·s, and
+    the dW/ds reductions use cuDNN/cuBLAS on activation-sized tensors (never a per-sample weight)."""
+    ext = _dispatch.extension()
+    grad, x, weight = grad.contiguous(), x.contiguous(), weight.contiguous()
+    s32 = styles.float().contiguous()
+    b, _, h, w = x.shape
+    o = weight.shape[0]
+    if demodulate:
+        d = torch.empty((b, o), device=x.device, dtype=torch.float32)
+        with torch.cuda.device(x.device):
+            ext.modulated_conv2d_demod(weight, s32, d, float(eps), _dispatch.current_stream(x.device))
+    else:
+        d = torch.ones((b, o), device=x.device, dtype=torch.float32)
+    ones = torch.ones((b, weight.shape[1]), device=x.device, dtype=torch.float32)
+    gxs = torch.empty_like(x)
+    with torch.cuda.device(x.device):
+        # The adjoint conv reads grad (B,O,..) modulated by d and writes (B,I,..) unscaled.
+        ext.modulated_conv2d_igemm(grad, weight, d, ones, gxs, _mode_adjoint(up), padding, True,
+                                   EXACT_FP32["enabled"], _dispatch.current_stream(x.device))
+    # Reductions in float32 for accuracy, cast back at the end.
+    dx, dw, ds = backward_math(grad.float(), x.float(), weight.float(), s32, demodulate, padding, up, eps,
+                               grad_conv_input=gxs.float())
+    return dx.to(x.dtype), dw.to(weight.dtype), ds.to(styles.dtype)
+
+
+# Geometry modes of the kernel (csrc/kernels/implicit_gemm.cuh, ConvMode).
+_CONV_S1, _CONV_S2, _TCONV_S1, _TCONV_S2 = 0, 1, 2, 3
+
+
+def _mode_forward(up):
+    return _CONV_S1 if up == 1 else _TCONV_S2
+
+
+def _mode_adjoint(up):
+    return _TCONV_S1 if up == 1 else _CONV_S2
+
+
+def _cuda_unsupported(x, weight) -> str | None:
+    if x.dtype not in _dispatch.CUDA_DTYPES:
+        return f"dtype {x.dtype} (CUDA kernels take float32, float16, bfloat16)"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public function.
+
+def validate(op, x, weight, padding, up, eps):
+    """Shared checks of x, weight, padding, up and eps; returns (padding, up, eps)."""
+    _dispatch.check_tensor(op, "x", x, ndim=4)
+    _dispatch.check_tensor(op, "weight", weight, ndim=4)
+    padding = _dispatch.check_int(op, "padding", padding, minimum=0)
+    up = _dispatch.check_int(op, "up", up, allowed=(1, 2))
+    eps = _dispatch.check_finite(op, "eps", eps, positive=True)
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them")
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"{op}: weight has {weight.shape[1]} input channels but x has {x.shape[1]} "
+                         f"(x {tuple(x.shape)}, weight {tuple(weight.shape)})")
+    if min(weight.shape) == 0 or min(x.shape) == 0:
+        raise ValueError(f"{op}: empty tensor (x {tuple(x.shape)}, weight {tuple(weight.shape)})")
+    kh, kw = weight.shape[2:]
+    hout, wout = output_size(x.shape[2], kh, padding, up), output_size(x.shape[3], kw, padding, up)
+    if hout < 1 or wout < 1:
+        raise ValueError(f"{op}: output would be empty ({hout}x{wout}) for input {x.shape[2]}x{x.shape[3]}, "
+                         f"kernel {kh}x{kw}, padding {padding}, up {up}")
+    if up == 1 and padding >= max(kh, kw):
+        raise ValueError(f"{op}: padding {padding} must be smaller than the kernel size {max(kh, kw)}")
+    return padding, up, eps
+
+
+def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e-8, impl="auto"):
+    """Modulated (and by default demodulated) convolution, DESIGN §2.3; see the module docstring.
+
+    x (B,I,H,W); weight (O,I,kh,kw), same dtype as x; styles (B,I), any float dtype (the math runs in
+    x's dtype on the reference path and in float32 in the CUDA kernel). Returns (B,O,H_out,W_out)."""
+    padding, up, eps = validate(OP, x, weight, padding, up, eps)
+    _dispatch.check_tensor(OP, "styles", styles, ndim=2)
+    if styles.shape != (x.shape[0], x.shape[1]):
+        raise ValueError(f"{OP}: styles must have shape (B, I) = {(x.shape[0], x.shape[1])}, "
+                         f"got {tuple(styles.shape)}")
+    if not isinstance(demodulate, bool):
+        raise TypeError(f"{OP}: demodulate must be a bool, got {demodulate!r}")
+    _dispatch.check_same_device(OP, x=x, weight=weight, styles=styles)
+    which = _dispatch.resolve_impl(OP, impl, (x, weight, styles), lambda: _cuda_unsupported(x, weight))
+    if which == "ref":
+        return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps)
+    return _modulated_conv2d_op(x, weight, styles, demodulate, padding, up, eps)
