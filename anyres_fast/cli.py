@@ -57,7 +57,7 @@ def doctor(args) -> int:
             rc = 1
     else:
         print(f"  built       {status['built']}" + ("" if status["built"] else " (run `anyres-fast doctor --build`)"))
-    print(f"  build log   {_extension.log_path()}")
+    print(f"  build log   {status['build_dir']}/build.log")
     return rc
 
 
