@@ -40,8 +40,8 @@ if command -v cmake >/dev/null; then
   rc=$?; status "C++ kernel self-tests (ctest)" "$([ $rc = 0 ] && echo pass || echo "FAILED (rc $rc)")"
 fi
 
-# 3. CUDA tests against the float64 references, then the whole suite.
-ANYRES_FAST_EXT=require "$py" -m pytest python_tests -m cuda -q -ra -p no:cacheprovider > "$out/cuda_tests.log" 2>&1
+# 3. CUDA tests against the float64 references (-rP keeps what passing tests print, e.g. peak memory).
+ANYRES_FAST_EXT=require "$py" -m pytest python_tests -m cuda -q -rfEsP -p no:cacheprovider > "$out/cuda_tests.log" 2>&1
 rc=$?; status "CUDA tests (pytest -m cuda)" "$(tail -n 1 "$out/cuda_tests.log") (rc $rc)"
 
 # 4. Benchmarks (tables of ratios measured in this one run).

@@ -109,13 +109,13 @@ def _grouped(x, weight, styles, demodulate, padding, up, eps):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Explicit forward/backward math (CPU kernels of the custom ops; also the CUDA path's dW/ds reductions).
+# Explicit forward/backward math (the custom ops' CPU kernels; _cuda_backward mirrors it).
 
 def forward_math(x, weight, styles, demodulate, padding, up, eps):
     return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps, form="three_pass")
 
 
-def backward_math(grad, x, weight, styles, demodulate, padding, up, eps, grad_conv_input=None):
+def backward_math(grad, x, weight, styles, demodulate, padding, up, eps, y=None):
     """Returns (dx, dweight, dstyles) by explicit formulas (no autograd).
 
     With z = conv(x·s, W) and y = z·d:
@@ -123,7 +123,7 @@ def backward_math(grad, x, weight, styles, demodulate, padding, up, eps, grad_co
       dW_conv = conv_adjoint_weight(x·s, gz)
       demod:  gd = Σ_pix g·z;  gE = -½ gd d³ with E = s² Qᵀ;
               ds += 2 s · (gE Q);  dW += 2 W · (gEᵀ s²)[:, :, None, None]
-    grad_conv_input: optional precomputed conv_adjoint_input(g·d) (the CUDA path's kernel result)."""
+    y: optional forward output; with it gd = Σ_pix g·y/d instead of recomputing the convolution z."""
     styles = styles.to(x.dtype)
     xs = x * styles[:, :, None, None]
     if demodulate:
@@ -131,14 +131,15 @@ def backward_math(grad, x, weight, styles, demodulate, padding, up, eps, grad_co
         gz = grad * d[:, :, None, None]
     else:
         gz = grad
-    gxs = grad_conv_input if grad_conv_input is not None else \
-        conv_adjoint_input(gz, weight, x.shape[2:], padding, up)
+    gxs = conv_adjoint_input(gz, weight, x.shape[2:], padding, up)
     dx = gxs * styles[:, :, None, None]
     dstyles = (gxs * x).sum(dim=(2, 3))
     dweight = conv_adjoint_weight(xs, gz, weight.shape, padding, up)
     if demodulate:
-        z = conv(xs, weight, padding, up)
-        gd = (grad * z).sum(dim=(2, 3))                                  # (B,O)
+        if y is not None:
+            gd = (grad * y).sum(dim=(2, 3)) / d                           # y = z·d
+        else:
+            gd = (grad * conv(xs, weight, padding, up)).sum(dim=(2, 3))   # (B,O)
         ge = -0.5 * gd * d.pow(3)                                         # (B,O)
         q = weight_energy(weight)                                         # (O,I)
         dstyles = dstyles + 2.0 * styles * (ge @ q)
@@ -166,28 +167,28 @@ def _(x, weight, styles, demodulate, padding, up, eps):
 
 @torch.library.custom_op("anyres_fast::modulated_conv2d_backward", mutates_args=())
 def _modulated_conv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                                  styles: torch.Tensor, demodulate: bool, padding: int, up: int,
-                                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                  styles: torch.Tensor, y: torch.Tensor, demodulate: bool, padding: int,
+                                  up: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if x.device.type == "cuda":
-        return _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps)
-    dx, dw, ds = backward_math(grad, x, weight, styles, demodulate, padding, up, eps)
+        return _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y)
+    dx, dw, ds = backward_math(grad, x, weight, styles, demodulate, padding, up, eps, y=y)
     return dx.contiguous(), dw.contiguous(), ds.to(styles.dtype).contiguous()
 
 
 @_modulated_conv2d_backward_op.register_fake
-def _(grad, x, weight, styles, demodulate, padding, up, eps):
+def _(grad, x, weight, styles, y, demodulate, padding, up, eps):
     return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(styles)
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, styles, demodulate, padding, up, eps = inputs
-    ctx.save_for_backward(x, weight, styles)
+    ctx.save_for_backward(x, weight, styles, output)
     ctx.args = (demodulate, padding, up, eps)
 
 
 def _backward(ctx, grad):
-    x, weight, styles = ctx.saved_tensors
-    dx, dw, ds = _modulated_conv2d_backward_op(grad.contiguous(), x, weight, styles, *ctx.args)
+    x, weight, styles, y = ctx.saved_tensors
+    dx, dw, ds = _modulated_conv2d_backward_op(grad.contiguous(), x, weight, styles, y, *ctx.args)
     return dx, dw, ds, None, None, None, None
 
 
@@ -197,9 +198,13 @@ _modulated_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------------------
 # CUDA path (extension kernels; see csrc/kernels/modulated_conv2d.cu for the design).
 
-# Exact fp32 (FMA) instead of TF32 tensor cores for float32 inputs; the CUDA tests switch this on for
-# the 1e-5 comparison.
+# float32 inputs run on TF32 tensor cores like cuDNN's default; exact fp32 (FMA) when this flag is on or
+# when the user turned TF32 off for cuDNN (torch.backends.cudnn.allow_tf32 = False).
 EXACT_FP32 = {"enabled": False}
+
+
+def exact_fp32() -> bool:
+    return EXACT_FP32["enabled"] or not torch.backends.cudnn.allow_tf32
 
 
 def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
@@ -218,11 +223,11 @@ def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
                     device=x.device, dtype=x.dtype)
     with torch.cuda.device(x.device):
         ext.modulated_conv2d_igemm(x, weight, s32, d, y, _mode_forward(up), padding, False,
-                                   EXACT_FP32["enabled"], _dispatch.current_stream(x.device))
+                                   exact_fp32(), _dispatch.current_stream(x.device))
     return y
 
 
-def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps):
+def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y=None):
     """dx by the same implicit-GEMM kernel run as the adjoint convolution, modulated by d on its input
     side (gz = g·d, fused into the loads) and left unscaled on the output side (gxs); dx = gxs·s, and
     the dW/ds reductions use cuDNN/cuBLAS on activation-sized tensors (never a per-sample weight)."""
@@ -242,11 +247,26 @@ def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps):
     with torch.cuda.device(x.device):
         # The adjoint conv reads grad (B,O,..) modulated by d and writes (B,I,..) unscaled.
         ext.modulated_conv2d_igemm(grad, weight, d, ones, gxs, _mode_adjoint(up), padding, True,
-                                   EXACT_FP32["enabled"], _dispatch.current_stream(x.device))
-    # Reductions in float32 for accuracy, cast back at the end.
-    dx, dw, ds = backward_math(grad.float(), x.float(), weight.float(), s32, demodulate, padding, up, eps,
-                               grad_conv_input=gxs.float())
-    return dx.to(x.dtype), dw.to(weight.dtype), ds.to(styles.dtype)
+                                   exact_fp32(), _dispatch.current_stream(x.device))
+    # Big tensors stay in the input dtype (cuDNN accumulates in fp32); the small (B,I), (B,O), (O,I)
+    # reductions and the demodulation terms are in (at least) float32.
+    ct = torch.promote_types(x.dtype, torch.float32)
+    s_t = s32.to(x.dtype)[:, :, None, None]
+    dx = gxs * s_t
+    ds = (gxs * x).sum(dim=(2, 3), dtype=ct)
+    gz = grad * d.to(x.dtype)[:, :, None, None]
+    dw = conv_adjoint_weight(x * s_t, gz, weight.shape, padding, up).to(ct)
+    if demodulate:
+        s_c, d_c = s32.to(ct), d.to(ct)
+        if y is not None:
+            gd = (grad * y).sum(dim=(2, 3), dtype=ct) / d_c                   # y = z·d
+        else:
+            gd = (grad * conv(x * s_t, weight, padding, up)).sum(dim=(2, 3), dtype=ct)
+        ge = -0.5 * gd * d_c.pow(3)
+        q = weight_energy(weight.to(ct))
+        ds = ds + 2.0 * s_c * (ge @ q)
+        dw = dw + 2.0 * weight.to(ct) * (ge.t() @ s_c.square())[:, :, None, None]
+    return dx, dw.to(weight.dtype), ds.to(styles.dtype)
 
 
 # Geometry modes of the kernel (csrc/kernels/implicit_gemm.cuh, ConvMode).
@@ -262,8 +282,12 @@ def _mode_adjoint(up):
 
 
 def _cuda_unsupported(x, weight) -> str | None:
+    """None when the kernels cover this configuration (shared by style_fused_conv2d), else why not."""
     if x.dtype not in _dispatch.CUDA_DTYPES:
         return f"dtype {x.dtype} (CUDA kernels take float32, float16, bfloat16)"
+    o, i, kh, kw = weight.shape
+    if max(o, i) * kh * kw >= 2**31 - 64 or max(x.shape) >= 2**31 or -(-o // 64) > 65535 or -(-i // 64) > 65535:
+        return f"sizes beyond the kernel's 32-bit GEMM dimensions (weight {tuple(weight.shape)})"
     return None
 
 
