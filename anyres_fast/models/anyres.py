@@ -1,0 +1,752 @@
+"""Any-resolution generator: StyleGAN3 (configs T and R) with patch coordinates and a scale branch.
+
+DESIGN §4.1. The synthesis network follows StyleGAN3's layer schedule, filters, margins and parameter
+names, so weights map one to one. Two additions:
+
+- Patch coordinates enter only at the Fourier input. A per-sample 3x3 transform
+  T = [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]] (s = p/N, v = patch centre in [-1, 1]^2 canvas units)
+  maps the input grid onto the patch's footprint in one canvas frame, before the learned
+  rotation/translation. Every later layer is translation-equivariant, so patches of one canvas agree.
+- The scale N/p is embedded with a log-scale Fourier embedding (no RMS normalisation, so the value
+  survives), mapped by a small MLP and added to every layer's style through a per-layer affine that
+  starts at zero: a fresh scale branch leaves a pretrained StyleGAN3 unchanged.
+
+Only `anyres_fast.ops` is used for the heavy ops (modulated_conv2d, filtered_lrelu, bias_act).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .. import ops
+from .. import render as _render
+from .filters import design_lowpass
+
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+FORMAT = "anyres_fast.Generator/1"
+
+# StyleGAN3's two published configs; channel widths of R are doubled and its convs are 1x1.
+CONFIGS = {
+    "T": dict(conv_kernel=3, use_radial_filters=False, channel_base=32768, channel_max=512),
+    "R": dict(conv_kernel=1, use_radial_filters=True, channel_base=65536, channel_max=1024),
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration and layer schedule
+
+@dataclass
+class GeneratorConfig:
+    """Everything needed to rebuild a Generator (stored as JSON next to the weights)."""
+    resolution: int = 256                   # p: patch / generator size, power of two >= 64
+    config: str = "T"                       # "T" or "R"
+    z_dim: int = 512
+    w_dim: int = 512
+    c_dim: int = 0
+    img_channels: int = 3
+    channel_base: Optional[int] = None      # None: the config's value
+    channel_max: Optional[int] = None
+    mapping_layers: int = 2
+    mapping_width: Optional[int] = None     # hidden width of the mapping MLP; None: w_dim (StyleGAN3)
+    mapping_lr_multiplier: float = 0.01
+    w_avg_beta: float = 0.998
+    num_layers: int = 14
+    num_critical: int = 2
+    first_cutoff: float = 2.0
+    first_stopband: float = 2 ** 2.1
+    last_stopband_rel: float = 2 ** 0.3
+    margin_size: int = 10
+    output_scale: float = 0.25
+    num_fp16_res: int = 4
+    filter_size: int = 6
+    lrelu_upsampling: int = 2
+    conv_clamp: Optional[float] = 256.0
+    magnitude_ema_beta: float = 0.999
+    scale_branch: bool = True
+    scale_dim: int = 128                    # width of the scale MLP
+    scale_embed_freqs: int = 4              # Fourier bands of log2(N/p)
+    scale_mapping_layers: int = 2
+
+    def __post_init__(self):
+        if self.config not in CONFIGS:
+            raise ValueError(f"Generator: config must be one of {sorted(CONFIGS)}, got {self.config!r}")
+        p = self.resolution
+        if not isinstance(p, int) or p < 64 or p & (p - 1):
+            raise ValueError(f"Generator: resolution must be a power of two >= 64, got {p!r}")
+        for name in ("z_dim", "w_dim", "img_channels", "mapping_layers", "num_layers", "scale_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Generator: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.num_critical < self.num_layers:
+            raise ValueError(f"Generator: num_critical must be in [0, num_layers), got {self.num_critical}")
+
+    @property
+    def conv_kernel(self) -> int:
+        return CONFIGS[self.config]["conv_kernel"]
+
+    @property
+    def use_radial_filters(self) -> bool:
+        return CONFIGS[self.config]["use_radial_filters"]
+
+    @property
+    def resolved_channel_base(self) -> int:
+        return self.channel_base if self.channel_base is not None else CONFIGS[self.config]["channel_base"]
+
+    @property
+    def resolved_channel_max(self) -> int:
+        return self.channel_max if self.channel_max is not None else CONFIGS[self.config]["channel_max"]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Generator config: unknown keys {unknown}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One synthesis layer of the StyleGAN3 schedule (rates and cutoffs in samples per image width)."""
+    index: int
+    name: str
+    is_torgb: bool
+    is_critical: bool
+    use_fp16: bool
+    in_channels: int
+    out_channels: int
+    in_size: int
+    out_size: int
+    in_rate: int
+    out_rate: int
+    in_cutoff: float
+    out_cutoff: float
+    in_half_width: float
+    out_half_width: float
+    conv_kernel: int
+    up: int
+    down: int
+    up_taps: int
+    down_taps: int
+    radial_down: bool
+    tmp_rate: int
+    padding: tuple          # (x0, x1, y0, y1) of filtered_lrelu, in the upsampled grid
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    channels: int
+    size: int
+    rate: int
+    bandwidth: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    input: InputSpec
+    layers: tuple
+
+
+def layer_schedule(cfg: GeneratorConfig) -> Schedule:
+    """StyleGAN3's geometric progression of cutoffs and stopbands, and the per-layer sizes, filters and
+    paddings that follow from it. Pure arithmetic: allocates no weights."""
+    res, n = cfg.resolution, cfg.num_layers
+    last_cutoff = res / 2
+    last_stopband = last_cutoff * cfg.last_stopband_rel
+    exponents = np.minimum(np.arange(n + 1) / (n - cfg.num_critical), 1)
+    cutoffs = cfg.first_cutoff * (last_cutoff / cfg.first_cutoff) ** exponents
+    stopbands = cfg.first_stopband * (last_stopband / cfg.first_stopband) ** exponents
+    rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, res))))
+    half_widths = np.maximum(stopbands, rates / 2) - cutoffs
+    sizes = rates + cfg.margin_size * 2
+    sizes[-2:] = res            # the last two layers are critically sampled and carry no margin
+    channels = np.rint(np.minimum((cfg.resolved_channel_base / 2) / cutoffs, cfg.resolved_channel_max))
+    channels[-1] = cfg.img_channels
+
+    layers = []
+    for idx in range(n + 1):
+        prev = max(idx - 1, 0)
+        is_torgb = idx == n
+        is_critical = idx >= n - cfg.num_critical
+        k = 1 if is_torgb else cfg.conv_kernel
+        in_rate, out_rate = int(rates[prev]), int(rates[idx])
+        tmp_rate = max(in_rate, out_rate) * (1 if is_torgb else cfg.lrelu_upsampling)
+        up, down = int(round(tmp_rate / in_rate)), int(round(tmp_rate / out_rate))
+        up_taps = cfg.filter_size * up if up > 1 and not is_torgb else 1
+        down_taps = cfg.filter_size * down if down > 1 and not is_torgb else 1
+        in_size, out_size = int(sizes[prev]), int(sizes[idx])
+        # Padding so that the filtered_lrelu output has exactly out_size samples.
+        total = (out_size - 1) * down + 1 - (in_size + k - 1) * up + up_taps + down_taps - 2
+        lo = (total + up) // 2
+        hi = total - lo
+        out_channels = int(channels[idx])
+        layers.append(LayerSpec(
+            index=idx, name=f"L{idx}_{out_size}_{out_channels}", is_torgb=is_torgb, is_critical=is_critical,
+            use_fp16=bool(rates[idx] * 2 ** cfg.num_fp16_res > res),
+            in_channels=int(channels[prev]), out_channels=out_channels, in_size=in_size, out_size=out_size,
+            in_rate=in_rate, out_rate=out_rate, in_cutoff=float(cutoffs[prev]), out_cutoff=float(cutoffs[idx]),
+            in_half_width=float(half_widths[prev]), out_half_width=float(half_widths[idx]), conv_kernel=k,
+            up=up, down=down, up_taps=up_taps, down_taps=down_taps,
+            radial_down=cfg.use_radial_filters and not is_critical, tmp_rate=tmp_rate,
+            padding=(lo, hi, lo, hi)))
+    inp = InputSpec(channels=int(channels[0]), size=int(sizes[0]), rate=int(rates[0]), bandwidth=float(cutoffs[0]))
+    return Schedule(input=inp, layers=tuple(layers))
+
+
+def format_schedule(schedule: Schedule, params: Optional[dict] = None) -> str:
+    """A table of the schedule; `params` maps layer name -> parameter count (plus "input")."""
+    i = schedule.input
+    lines = [f"input: {i.channels} ch, {i.size}x{i.size}, rate {i.rate}, bandwidth {i.bandwidth:g}"
+             + (f", {params['input']:,} params" if params else ""),
+             f"{'layer':<14} {'rate':>5} {'size':>5} {'cutoff':>8} {'half_w':>8} {'ch in->out':>11} "
+             f"{'up':>3} {'down':>4} {'taps u/d':>8} {'pad':>16} {'fp16':>5}" + (f" {'params':>11}" if params else "")]
+    for s in schedule.layers:
+        taps = f"{s.up_taps}/{s.down_taps}{'r' if s.radial_down else ''}"
+        lines.append(
+            f"{s.name:<14} {s.out_rate:>5} {s.out_size:>5} {s.out_cutoff:>8.2f} {s.out_half_width:>8.2f} "
+            f"{s.in_channels:>5}->{s.out_channels:<5} {s.up:>3} {s.down:>4} {taps:>8} {str(s.padding):>16} "
+            f"{str(s.use_fp16):>5}" + (f" {params[s.name]:>11,}" if params else ""))
+    if params:
+        lines.append(f"total parameters (synthesis incl. scale affines, mapping, scale mapping): "
+                     f"{sum(params.values()):,}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+
+class FullyConnected(torch.nn.Module):
+    """Equalised-learning-rate linear layer (StyleGAN's FullyConnectedLayer, same parameter layout)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "linear", bias: bool = True,
+                 lr_multiplier: float = 1.0, weight_init: float = 1.0, bias_init=0.0):
+        super().__init__()
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = torch.nn.Parameter(torch.randn(out_features, in_features) * (weight_init / lr_multiplier))
+        if bias:
+            b = torch.as_tensor(np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features]).copy())
+            self.bias = torch.nn.Parameter(b / lr_multiplier)
+        else:
+            self.register_parameter("bias", None)
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return ops.bias_act(x.matmul(w.t()), b, act=self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, activation={self.activation}"
+
+
+def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(torch.nn.Module):
+    """z (+ optional class c) -> w, broadcast to num_ws; keeps the running mean w_avg for truncation."""
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2,
+                 width: Optional[int] = None, lr_multiplier: float = 0.01, w_avg_beta: float = 0.998):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
+        self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
+        width = w_dim if width is None else width
+        if c_dim > 0:
+            self.embed = FullyConnected(c_dim, w_dim)
+        features = [z_dim + (w_dim if c_dim > 0 else 0)] + [width] * (num_layers - 1) + [w_dim]
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnected(features[idx], features[idx + 1], activation="lrelu",
+                                                     lr_multiplier=lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"Generator: z must have shape (B, {self.z_dim}), got "
+                             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            if c is None or c.ndim != 2 or c.shape != (z.shape[0], self.c_dim):
+                raise ValueError(f"Generator: this model is conditional; c must have shape "
+                                 f"({z.shape[0]}, {self.c_dim}), got {None if c is None else tuple(c.shape)}")
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
+            x[:, :cutoff] = self.w_avg.lerp(x[:, :cutoff], truncation_psi)
+        return x
+
+
+def scale_embedding(scale: torch.Tensor, num_freqs: int) -> torch.Tensor:
+    """[log2 s, sin(pi log2 s / 2^k), cos(pi log2 s / 2^k)] for k < num_freqs: (B,) -> (B, 1 + 2K).
+    Log scale makes doubling the canvas one fixed step; no RMS normalisation, so the value survives."""
+    e = torch.log2(scale.to(torch.float32)).unsqueeze(1)
+    bands = torch.pi / 2.0 ** torch.arange(num_freqs, dtype=torch.float32, device=e.device)
+    return torch.cat([e, torch.sin(e * bands), torch.cos(e * bands)], dim=1)
+
+
+class ScaleMapping(torch.nn.Module):
+    """Scale N/p -> feature vector that every synthesis layer turns into a style offset."""
+
+    def __init__(self, num_freqs: int, dim: int, num_layers: int):
+        super().__init__()
+        self.num_freqs, self.num_layers = num_freqs, num_layers
+        features = [1 + 2 * num_freqs] + [dim] * num_layers
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnected(features[idx], features[idx + 1], activation="lrelu"))
+
+    def forward(self, scale: torch.Tensor) -> torch.Tensor:
+        x = scale_embedding(scale, self.num_freqs)
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        return x
+
+
+class SynthesisInput(torch.nn.Module):
+    """Fourier features sampled on a grid, moved by the patch transform T and the learned rotation and
+    translation (StyleGAN3's input layer; the buffer `transform` is kept for weight compatibility)."""
+
+    def __init__(self, w_dim: int, spec: InputSpec):
+        super().__init__()
+        self.w_dim, self.channels, self.size = w_dim, spec.channels, spec.size
+        self.sampling_rate, self.bandwidth = spec.rate, spec.bandwidth
+        freqs = torch.randn(self.channels, 2)
+        radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
+        freqs /= radii * radii.square().exp().pow(0.25)
+        freqs *= self.bandwidth
+        phases = torch.rand(self.channels) - 0.5
+        self.weight = torch.nn.Parameter(torch.randn(self.channels, self.channels))
+        self.affine = FullyConnected(w_dim, 4, weight_init=0, bias_init=[1, 0, 0, 0])
+        self.register_buffer("transform", torch.eye(3))
+        self.register_buffer("freqs", freqs)
+        self.register_buffer("phases", phases)
+
+    def grid(self, device=None) -> torch.Tensor:
+        """Sample positions (size,) along one axis in image units: spacing 1/rate, centred on 0."""
+        i = torch.arange(self.size, dtype=torch.float32, device=device)
+        return (i + 0.5 - self.size / 2) / self.sampling_rate
+
+    def frame(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """M = R(w) @ T(w) @ buffer @ T_patch: (B,3,3); grid point g goes to M g (applied right to left)."""
+        t = self.affine(w)
+        t = t / t[:, :2].norm(dim=1, keepdim=True)
+        b = w.shape[0]
+        m_r = torch.eye(3, device=w.device).repeat(b, 1, 1)
+        m_r[:, 0, 0], m_r[:, 0, 1], m_r[:, 1, 0], m_r[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
+        m_t = torch.eye(3, device=w.device).repeat(b, 1, 1)
+        m_t[:, 0, 2], m_t[:, 1, 2] = -t[:, 2], -t[:, 3]
+        m = m_r @ m_t @ self.transform.unsqueeze(0)
+        if transform is not None:
+            m = m @ transform.to(device=w.device, dtype=torch.float32)
+        return m
+
+    def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None,
+                output_gain: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+        m = self.frame(w, transform)
+        # sin(2 pi (f^T (A g + b) + phi)) = sin(2 pi ((f^T A) g + (phi + f^T b))).
+        freqs = self.freqs.unsqueeze(0) @ m[:, :2, :2]                       # (B, C, 2)
+        phases = self.phases.unsqueeze(0) + (self.freqs.unsqueeze(0) @ m[:, :2, 2:]).squeeze(2)
+        # Fade out frequencies that the transform pushed beyond the band (zooming out).
+        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
+                      / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        g = self.grid(w.device)
+        # Grid x runs along the width (last axis), y along the height.
+        arg = (freqs[:, :, 0, None, None] * g.view(1, 1, 1, -1)
+               + freqs[:, :, 1, None, None] * g.view(1, 1, -1, 1)
+               + phases[:, :, None, None])                                   # (B, C, H, W)
+        x = torch.sin(arg * (2 * math.pi)) * amplitudes[:, :, None, None]
+        weight = self.weight * (output_gain / math.sqrt(self.channels))
+        return torch.einsum("oc,bchw->bohw", weight, x)
+
+
+class SynthesisLayer(torch.nn.Module):
+    """Modulated conv (padding k-1) followed by filtered_lrelu (upsample, lrelu, filter, downsample)."""
+
+    def __init__(self, spec: LayerSpec, w_dim: int, conv_clamp: Optional[float], magnitude_ema_beta: float,
+                 scale_dim: Optional[int]):
+        super().__init__()
+        self.spec = spec
+        self.is_torgb, self.use_fp16 = spec.is_torgb, spec.use_fp16
+        self.in_channels, self.out_channels = spec.in_channels, spec.out_channels
+        self.conv_kernel, self.conv_clamp = spec.conv_kernel, conv_clamp
+        self.magnitude_ema_beta = magnitude_ema_beta
+        self.affine = FullyConnected(w_dim, spec.in_channels, bias_init=1)
+        # Zero-initialised so that adding the scale branch changes nothing until it is trained.
+        self.scale_affine = (FullyConnected(scale_dim, spec.in_channels, weight_init=0, bias_init=0)
+                             if scale_dim is not None else None)
+        k = spec.conv_kernel
+        self.weight = torch.nn.Parameter(torch.randn(spec.out_channels, spec.in_channels, k, k))
+        self.bias = torch.nn.Parameter(torch.zeros(spec.out_channels))
+        self.register_buffer("magnitude_ema", torch.ones([]))
+        self.register_buffer("up_filter", design_lowpass(spec.up_taps, spec.in_cutoff, spec.in_half_width * 2,
+                                                         spec.tmp_rate))
+        self.register_buffer("down_filter", design_lowpass(spec.down_taps, spec.out_cutoff,
+                                                           spec.out_half_width * 2, spec.tmp_rate,
+                                                           radial=spec.radial_down))
+        self.gain = 1.0 if spec.is_torgb else math.sqrt(2)
+        self.slope = 1.0 if spec.is_torgb else 0.2
+        self.torgb_weight_gain = 1 / math.sqrt(spec.in_channels * k * k)
+
+    def styles(self, w: torch.Tensor, scale_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-sample modulation (B, in_channels): affine(w) [+ scale_affine(scale features)]."""
+        s = self.affine(w)
+        if self.scale_affine is not None and scale_features is not None:
+            s = s + self.scale_affine(scale_features)
+        if self.is_torgb:
+            s = s * self.torgb_weight_gain
+        return s
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, scale_features: Optional[torch.Tensor] = None, *,
+                dtype: torch.dtype = torch.float32, update_emas: bool = False,
+                input_gain_applied: bool = False, output_gain: float = 1.0) -> torch.Tensor:
+        """input_gain_applied: the caller already multiplied x by this layer's magnitude_ema^-1/2
+        (folded into the previous layer). output_gain: a positive factor folded into gain and clamp."""
+        if update_emas:
+            if input_gain_applied:
+                raise ValueError("SynthesisLayer: update_emas needs the unscaled input (input_gain_applied=False)")
+            cur = x.detach().to(torch.float32).square().mean()
+            self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
+        styles = self.styles(w, scale_features)
+        if not input_gain_applied:
+            x = x * self.magnitude_ema.rsqrt().to(x.dtype)
+        x = x.to(dtype)
+        weight = self.weight
+        demodulate = not self.is_torgb
+        if demodulate:
+            # Scale-free rescaling before the fp16 conv (cancels in the demodulation; keeps values in range).
+            weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+            styles = styles * styles.square().mean(dim=1, keepdim=True).rsqrt()
+        x = ops.modulated_conv2d(x, weight.to(dtype), styles, demodulate=demodulate, padding=self.conv_kernel - 1)
+        clamp = None if self.conv_clamp is None else self.conv_clamp * output_gain
+        return ops.filtered_lrelu(x, self.up_filter, self.down_filter, b=self.bias.to(dtype), up=self.spec.up,
+                                  down=self.spec.down, padding=self.spec.padding, gain=self.gain * output_gain,
+                                  slope=self.slope, clamp=clamp)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (f"{s.in_channels}->{s.out_channels}, size {s.in_size}->{s.out_size}, rate {s.in_rate}->"
+                f"{s.out_rate}, up {s.up}, down {s.down}, fp16={s.use_fp16}")
+
+
+class SynthesisNetwork(torch.nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.schedule = layer_schedule(cfg)
+        self.w_dim, self.img_resolution, self.output_scale = cfg.w_dim, cfg.resolution, cfg.output_scale
+        self.num_ws = cfg.num_layers + 2
+        self.input = SynthesisInput(cfg.w_dim, self.schedule.input)
+        self.layer_names = []
+        for spec in self.schedule.layers:
+            layer = SynthesisLayer(spec, cfg.w_dim, cfg.conv_clamp, cfg.magnitude_ema_beta,
+                                   cfg.scale_dim if cfg.scale_branch else None)
+            setattr(self, spec.name, layer)
+            self.layer_names.append(spec.name)
+
+    @property
+    def layers(self) -> list:
+        return [getattr(self, n) for n in self.layer_names]
+
+    def input_gains(self) -> list:
+        """magnitude_ema^-1/2 of every layer as Python floats (one device sync), for folding."""
+        return torch.stack([l.magnitude_ema for l in self.layers]).rsqrt().tolist()
+
+    def forward(self, ws: torch.Tensor, transform: Optional[torch.Tensor] = None,
+                scale_features: Optional[torch.Tensor] = None, *, half_dtype: Optional[torch.dtype] = torch.float16,
+                update_emas: bool = False, input_gains: Optional[Sequence[float]] = None) -> torch.Tensor:
+        """ws (B, num_ws, w_dim). half_dtype: dtype of the fp16 layers on CUDA (None: all float32).
+        input_gains (from input_gains()): fold each layer's input gain and the output scale into the
+        previous layer's filtered_lrelu gain/clamp, which saves one elementwise pass per layer."""
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"Generator: ws must have shape (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
+        if input_gains is not None and update_emas:
+            raise ValueError("Generator: input_gains folding cannot be combined with update_emas")
+        ws = ws.to(torch.float32).unbind(dim=1)
+        layers = self.layers
+        folded = input_gains is not None
+        x = self.input(ws[0], transform, output_gain=input_gains[0] if folded else 1.0)
+        use_half = half_dtype is not None and x.device.type == "cuda"
+        for i, (layer, w) in enumerate(zip(layers, ws[1:])):
+            dtype = half_dtype if (use_half and layer.use_fp16) else torch.float32
+            if folded:
+                out_gain = input_gains[i + 1] if i + 1 < len(layers) else self.output_scale
+                x = layer(x, w, scale_features, dtype=dtype, input_gain_applied=True, output_gain=out_gain)
+            else:
+                x = layer(x, w, scale_features, dtype=dtype, update_emas=update_emas)
+        x = x.to(torch.float32)
+        if not folded and self.output_scale != 1:
+            x = x * self.output_scale
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Patch coordinates
+
+def _per_sample(name: str, value, batch: int, width: int, device, check: bool = True) -> torch.Tensor:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and width == 1:
+        t = torch.full((batch,), float(value), dtype=torch.float64, device=device)   # no host-to-device copy
+    else:
+        t = torch.as_tensor(value, dtype=torch.float64, device=device)
+    if t.ndim == 0 and width == 1:
+        t = t.expand(batch)
+    elif t.ndim == 1 and width > 1 and t.shape[0] == width:
+        t = t.unsqueeze(0).expand(batch, width)
+    if (width == 1 and t.shape != (batch,)) or (width > 1 and t.shape != (batch, width)):
+        want = "a number or (B,)" if width == 1 else f"({width},) or (B, {width})"
+        raise ValueError(f"Generator: {name} must be {want} with B = {batch}, got shape {tuple(t.shape)}")
+    if check and not torch.isfinite(t).all():
+        raise ValueError(f"Generator: {name} must be finite")
+    return t
+
+
+def patch_transform(resolution: int, canvas, box=None, center=None, batch: int = 1,
+                    device=None, check: bool = True) -> tuple:
+    """Transform T (B,3,3) and scale N/p (B,) of a p x p patch on an N x N canvas (DESIGN §4.1).
+
+    box: (x0, y0) top-left pixel of the patch on the canvas (any real numbers, also outside the canvas);
+    center: patch centre v in [-1, 1]^2 canvas units; neither: the canvas centre. Values may be
+    per-sample tensors. T = [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]], s = p / N.
+    check=False skips the value checks, which read device tensors back (a sync per call)."""
+    if box is not None and center is not None:
+        raise ValueError("Generator: give box or center, not both")
+    n = _per_sample("canvas", canvas, batch, 1, device, check)
+    if check and (n <= 0).any():
+        raise ValueError(f"Generator: canvas must be > 0, got {canvas}")
+    if box is not None:
+        b = _per_sample("box", box, batch, 2, device, check)
+        v = (b + resolution / 2) / n.unsqueeze(1) * 2 - 1
+    elif center is not None:
+        v = _per_sample("center", center, batch, 2, device, check)
+    else:
+        v = torch.zeros(batch, 2, dtype=torch.float64, device=device)
+    s = resolution / n
+    t = torch.zeros(batch, 3, 3, dtype=torch.float64, device=device)
+    t[:, 0, 0], t[:, 1, 1], t[:, 2, 2] = s, s, 1
+    t[:, 0, 2], t[:, 1, 2] = v[:, 0] / 2, v[:, 1] / 2
+    return t.to(torch.float32), (n / resolution).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generator
+
+class Generator(torch.nn.Module):
+    """Any-resolution StyleGAN3 generator. See the module docstring and DESIGN §4.1.
+
+    G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch; G.render(z, size=N) a whole canvas;
+    G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas."""
+
+    def __init__(self, cfg: Optional[GeneratorConfig] = None, **kwargs):
+        """Generator(GeneratorConfig(...)) or Generator(resolution=256, config="T", ...)."""
+        super().__init__()
+        if cfg is None:
+            cfg = GeneratorConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("Generator: pass either a GeneratorConfig or keyword arguments, not both")
+        elif not isinstance(cfg, GeneratorConfig):
+            raise TypeError(f"Generator: cfg must be a GeneratorConfig, got {type(cfg).__name__}")
+        self.config = config = cfg
+        self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
+        self.img_resolution, self.img_channels = config.resolution, config.img_channels
+        self.synthesis = SynthesisNetwork(config)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(config.z_dim, config.c_dim, config.w_dim, self.num_ws,
+                                      num_layers=config.mapping_layers, width=config.mapping_width,
+                                      lr_multiplier=config.mapping_lr_multiplier, w_avg_beta=config.w_avg_beta)
+        self.scale_mapping = (ScaleMapping(config.scale_embed_freqs, config.scale_dim, config.scale_mapping_layers)
+                              if config.scale_branch else None)
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def layer_params(self) -> dict:
+        counts = {"input": sum(p.numel() for p in self.synthesis.input.parameters())}
+        for name, layer in zip(self.synthesis.layer_names, self.synthesis.layers):
+            counts[name] = sum(p.numel() for p in layer.parameters())
+        counts["mapping"] = sum(p.numel() for p in self.mapping.parameters())
+        if self.scale_mapping is not None:
+            counts["scale_mapping"] = sum(p.numel() for p in self.scale_mapping.parameters())
+        return counts
+
+    def schedule_table(self) -> str:
+        counts = self.layer_params()
+        table = format_schedule(self.synthesis.schedule, counts)
+        extra = f"mapping: {counts['mapping']:,} params"
+        if "scale_mapping" in counts:
+            extra += f"; scale mapping: {counts['scale_mapping']:,} params"
+        return table + "\n" + extra
+
+    # -- forward ----------------------------------------------------------------------------------
+    def frame(self, batch: int, *, canvas=None, box=None, center=None, transform=None, scale=None,
+              device=None) -> tuple:
+        """(T, scale) for a batch: explicit transform (scale defaults to 1/T[0,0]) or canvas/box/center."""
+        if transform is not None:
+            if canvas is not None or box is not None or center is not None:
+                raise ValueError("Generator: give transform or canvas/box/center, not both")
+            if not isinstance(transform, torch.Tensor) or transform.shape != (batch, 3, 3):
+                raise ValueError(f"Generator: transform must be a (B, 3, 3) tensor with B = {batch}")
+            t = transform.to(device=device, dtype=torch.float32)
+            s = 1 / t[:, 0, 0]
+        else:
+            t, s = patch_transform(self.img_resolution, self.img_resolution if canvas is None else canvas,
+                                   box=box, center=center, batch=batch, device=device)
+        if scale is not None:
+            s = _per_sample("scale", scale, batch, 1, device).to(torch.float32)
+        return t, s
+
+    def scale_features(self, scale: torch.Tensor) -> Optional[torch.Tensor]:
+        return None if self.scale_mapping is None else self.scale_mapping(scale)
+
+    def synthesize(self, ws: torch.Tensor, *, canvas=None, box=None, center=None, transform=None, scale=None,
+                   force_fp32: bool = False, half_dtype: torch.dtype = torch.float16, update_emas: bool = False,
+                   input_gains: Optional[Sequence[float]] = None) -> torch.Tensor:
+        t, s = self.frame(ws.shape[0], canvas=canvas, box=box, center=center, transform=transform, scale=scale,
+                          device=ws.device)
+        return self.synthesis(ws, t, self.scale_features(s), half_dtype=None if force_fp32 else half_dtype,
+                              update_emas=update_emas, input_gains=input_gains)
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, *, canvas=None, box=None, center=None,
+                transform=None, scale=None, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
+                force_fp32: bool = False, half_dtype: torch.dtype = torch.float16,
+                update_emas: bool = False) -> torch.Tensor:
+        """One p x p patch per sample, float32 in about [-1, 1]. Without canvas/box/center/transform
+        this is the plain fixed-resolution StyleGAN3 image."""
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesize(ws, canvas=canvas, box=box, center=center, transform=transform, scale=scale,
+                               force_fp32=force_fp32, half_dtype=half_dtype, update_emas=update_emas)
+
+    @torch.no_grad()
+    def calibrate_magnitudes_(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> "Generator":
+        """Set every magnitude EMA to the mean square of that layer's input for this batch, and w_avg to
+        its mean w: what training statistics provide. Makes untrained models produce full-contrast
+        images (demos, tests); trained weights already carry these buffers."""
+        layers = self.synthesis.layers
+        betas = [l.magnitude_ema_beta for l in layers], self.mapping.w_avg_beta
+        try:
+            for l in layers:
+                l.magnitude_ema_beta = 0.0
+            self.mapping.w_avg_beta = 0.0
+            self(z, c, update_emas=True, force_fp32=True)
+        finally:
+            for l, b in zip(layers, betas[0]):
+                l.magnitude_ema_beta = b
+            self.mapping.w_avg_beta = betas[1]
+        return self
+
+    # -- rendering --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, z: torch.Tensor, size: int, *, c: Optional[torch.Tensor] = None, window=None,
+               tile_batch: int = 8, device=None, truncation_psi: float = 1.0,
+               truncation_cutoff: Optional[int] = None, force_fp32: bool = False,
+               half_dtype: torch.dtype = torch.float16, progress: bool = True,
+               out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Render canvas N = size tile by tile; returns a CPU tensor (B, C, H, W).
+
+        window (x0, y0, w) or (x0, y0, w, h) in canvas pixels selects a part of the virtual canvas (any
+        position, also beyond [0, N)); default the whole canvas. Tiles sit on a p-stride grid from the
+        window origin, so every tile samples the same grid at every layer; tiles sticking out of the
+        window are cropped. Device memory depends on tile_batch, not on N. out_dtype float32 (values
+        as the model outputs) or uint8 (SG3 convention x*127.5+128, converted on the device)."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"Generator.render: size must be a positive int, got {size!r}")
+        if window is None:
+            if size < self.img_resolution:
+                raise ValueError(f"Generator.render: size must be >= the patch size {self.img_resolution}, "
+                                 f"got {size} (use G(z, canvas=N) to see a zoomed-out patch)")
+            window = (0, 0, size, size)
+        x0, y0, width, height = _render.parse_window(window)
+        model_device = next(self.parameters()).device
+        device = model_device if device is None else torch.device(device)
+        if not _same_device(device, model_device):
+            raise ValueError(f"Generator.render: the model is on {model_device} but device is {device}; "
+                             f"move the model with G.to(device)")
+        device = model_device
+        z = z.to(device)
+        ws = self.mapping(z, None if c is None else c.to(device), truncation_psi=truncation_psi,
+                          truncation_cutoff=truncation_cutoff)
+        p = self.img_resolution
+        scale_feat = self.scale_features(torch.full((1,), size / p, device=device))
+        gains = self.synthesis.input_gains()
+        half = None if force_fp32 else half_dtype
+
+        def render_tiles(sample: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+            # Everything stays on the device: no per-tile host-to-device copies that would stall the stream.
+            k = sample.shape[0]
+            boxes = torch.stack([tx.to(torch.float64) + x0, ty.to(torch.float64) + y0], dim=1)
+            t, _ = patch_transform(p, size, box=boxes, batch=k, device=device, check=False)
+            sf = None if scale_feat is None else scale_feat.expand(k, -1)
+            return self.synthesis(ws[sample], t, sf, half_dtype=half, input_gains=gains)
+
+        return _render.render_canvas(render_tiles, num_images=ws.shape[0], width=width, height=height, tile=p,
+                                     channels=self.img_channels, tile_batch=tile_batch, device=device,
+                                     progress=progress, out_dtype=out_dtype)
+
+    def zoom(self, z: torch.Tensor, canvas: int, window, **kwargs) -> torch.Tensor:
+        """Render window (x0, y0, w[, h]) of a virtual canvas of size `canvas` (see render)."""
+        return self.render(z, canvas, window=window, **kwargs)
+
+    # -- weights ----------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str) -> None:
+        """config.json + weights.pt (state dict), each written to a temporary file and renamed."""
+        os.makedirs(directory, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
+        meta = {"format": FORMAT, "config": self.config.to_dict()}
+        _atomic_write(os.path.join(directory, CONFIG_FILE),
+                      lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+
+    @classmethod
+    def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
+        cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
+        for path in (cfg_path, w_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"Generator.from_pretrained: {path} not found "
+                                        f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} from save_pretrained)")
+        with open(cfg_path) as f:
+            meta = json.load(f)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"Generator.from_pretrained: {cfg_path} has format {meta.get('format')!r}, "
+                             f"expected {FORMAT!r}")
+        model = cls(GeneratorConfig.from_dict(meta["config"]))
+        state = torch.load(w_path, map_location=map_location, weights_only=True)
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+

@@ -1,0 +1,133 @@
+"""StyleGAN2 residual discriminator (DESIGN §4.2): shapes, names, minibatch std, conditioning, aux head,
+downsampling layer against an independent blur + strided conv, and the double backward R1 needs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyres_fast.models import Discriminator
+from anyres_fast.models.discriminator import Conv2dLayer, MinibatchStd
+
+SMALL = dict(resolution=32, channel_base=256, channel_max=16)
+
+
+def test_shapes_names_and_channels():
+    torch.manual_seed(0)
+    D = Discriminator(**SMALL)
+    assert D.block_resolutions == [32, 16, 8]
+    names = set(D.state_dict())
+    for n in ("b32.fromrgb.weight", "b32.conv0.weight", "b32.conv1.bias", "b32.skip.weight", "b16.conv0.weight",
+              "b4.conv.weight", "b4.fc.weight", "b4.out.weight", "b32.conv1.resample_filter"):
+        assert n in names, n
+    assert "b16.fromrgb.weight" not in names and "b32.skip.bias" not in names
+    assert D.b32.conv0.weight.shape == (8, 8, 3, 3) and D.b8.conv1.weight.shape == (16, 16, 3, 3)
+    out = D(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 1) and torch.isfinite(out).all()
+
+
+def test_full_size_256_channels_follow_stylegan2():
+    D = Discriminator(resolution=256)
+    assert D.b256.fromrgb.weight.shape[0] == 128 and D.b128.conv0.weight.shape[0] == 256
+    assert D.b4.fc.weight.shape == (512, 512 * 16)
+    assert [getattr(D, f"b{r}").use_fp16 for r in D.block_resolutions] == [True] * 4 + [False] * 2   # num_fp16_res = 4
+
+
+def test_minibatch_std_against_explicit_groups():
+    x = torch.randn(8, 6, 4, 4, dtype=torch.float64)
+    out = MinibatchStd(group_size=4)(x)
+    assert out.shape == (8, 7, 4, 4) and torch.equal(out[:, :6], x)
+    for i in range(8):
+        members = [j for j in range(8) if j % 2 == i % 2]           # groups of 4: samples i, i+2, i+4, i+6
+        std = x[members].std(dim=0, unbiased=False)
+        expect = (std.square() + 1e-8).sqrt().mean()
+        torch.testing.assert_close(out[i, 6], expect.expand(4, 4))
+    with pytest.raises(ValueError, match="divisible"):
+        MinibatchStd(group_size=4)(torch.randn(6, 2, 4, 4))
+    assert MinibatchStd(group_size=4)(torch.randn(3, 2, 4, 4)).shape == (3, 3, 4, 4)   # group = batch
+
+
+def test_downsampling_conv_against_blur_then_strided_conv():
+    torch.manual_seed(1)
+    layer = Conv2dLayer(5, 7, 3, activation="lrelu", down=2).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 5, 16, 16, dtype=torch.float64)
+    k = torch.tensor([1.0, 3, 3, 1], dtype=torch.float64)
+    blur = torch.outer(k, k) / 64
+    y = F.conv2d(F.pad(x, (2, 2, 2, 2)), blur.expand(5, 1, 4, 4), groups=5)        # 17 x 17
+    y = F.conv2d(y, layer.weight / math.sqrt(5 * 9), stride=2) + layer.bias.view(1, -1, 1, 1)
+    y = F.leaky_relu(y, 0.2) * math.sqrt(2)
+    got = layer(x)
+    assert got.shape == (2, 7, 8, 8)
+    torch.testing.assert_close(got, y)
+    skip = Conv2dLayer(5, 7, 1, bias=False, down=2).double()
+    ys = F.conv2d(F.pad(x, (1, 1, 1, 1)), blur.expand(5, 1, 4, 4), groups=5)[:, :, ::2, ::2]
+    ys = F.conv2d(ys, skip.weight / math.sqrt(5)) * math.sqrt(0.5)
+    torch.testing.assert_close(skip(x, gain=math.sqrt(0.5)), ys)
+
+
+def test_conditioning_changes_output_and_is_required():
+    torch.manual_seed(2)
+    D = Discriminator(**SMALL, c_dim=4, mapping_layers=2)
+    img = torch.randn(4, 3, 32, 32)
+    c1, c2 = torch.eye(4), torch.eye(4).roll(1, dims=0)
+    a, b = D(img, c1), D(img, c2)
+    assert a.shape == (4, 1) and not torch.allclose(a, b)
+    assert "mapping.embed.weight" in D.state_dict() and "mapping.fc1.weight" in D.state_dict()
+    with pytest.raises(ValueError, match="conditional"):
+        D(img)
+
+
+def test_aux_head_and_input_checks():
+    D = Discriminator(**SMALL, aux_outputs=1)
+    logits, aux = D(torch.randn(4, 3, 32, 32))
+    assert logits.shape == (4, 1) and aux.shape == (4, 1)
+    with pytest.raises(ValueError, match="img must have shape"):
+        D(torch.randn(4, 3, 16, 16))
+    with pytest.raises(ValueError, match="power of two"):
+        Discriminator(resolution=48)
+
+
+def test_r1_double_backward():
+    torch.manual_seed(3)
+    D = Discriminator(**SMALL)
+    img = torch.randn(4, 3, 32, 32, requires_grad=True)
+    (grad,) = torch.autograd.grad(D(img).sum(), img, create_graph=True)
+    penalty = grad.square().sum()
+    penalty.backward()
+    assert D.b32.conv0.weight.grad is not None and D.b32.conv0.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_close_to_cpu_fp32():
+    torch.manual_seed(4)
+    D = Discriminator(**SMALL)
+    img = torch.randn(4, 3, 32, 32)
+    ref = D(img)
+    got = D.cuda()(img.cuda()).cpu()
+    assert (got - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+
+
+@pytest.mark.parametrize("c_dim", [0, 5])
+def test_matches_published_stylegan2_discriminator(c_dim):
+    """Optional oracle: NVlabs/stylegan3's networks_stylegan2.Discriminator (STYLEGAN3_SRC checkout)."""
+    from test_anyres_generator import import_stylegan3
+    sg2 = import_stylegan3("networks_stylegan2")
+    torch.manual_seed(0)
+    ref = sg2.Discriminator(c_dim=c_dim, img_resolution=32, img_channels=3, channel_base=256, channel_max=16,
+                            conv_clamp=256).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.ndim == 1:
+                p.normal_()                      # non-zero biases
+    ours = Discriminator(resolution=32, c_dim=c_dim, channel_base=256, channel_max=16)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    img = torch.randn(8, 3, 32, 32)
+    c = torch.randn(8, c_dim) if c_dim else None
+    with torch.no_grad():
+        a, b = ref(img, c), ours(img, c)
+    assert (a - b).abs().max() < 1e-5 * max(1.0, float(a.abs().max()))
