@@ -2,3 +2,9 @@
 from ._dispatch import OpUnsupported
 from ._extension import ExtensionUnavailable
 from .modulated_conv2d import modulated_conv2d, modulated_conv2d_ref
+from .upfirdn2d import upfirdn2d, upfirdn2d_ref, setup_filter
+from .bias_act import bias_act, bias_act_ref
+from .filtered_lrelu import filtered_lrelu, filtered_lrelu_ref
+from .style_fused_conv2d import style_fused_conv2d, style_fused_conv2d_ref
+from .lanczos_resample import lanczos_resample, lanczos_resample_ref
+from .teacher_warp import teacher_warp

@@ -56,8 +56,6 @@ def check_filter(op: str, name: str, f) -> None:
     if f is not None:
         if f.numel() == 0:
             raise ValueError(f"{op}: {name} must not be empty, got shape {tuple(f.shape)}")
-        if not bool(torch.isfinite(f).all()):
-            raise ValueError(f"{op}: {name} contains non-finite values")
 
 
 def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_filter: bool = False,

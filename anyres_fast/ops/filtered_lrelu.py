@@ -1,0 +1,434 @@
+"""filtered_lrelu: bias, upsample + FIR, leaky ReLU, clamp, FIR + downsample, fused (DESIGN §2.1).
+
+Same semantics and signature as StyleGAN3's op. Per channel c:
+  u = x + b[c]
+  v = up² · FIR_fu(pad(zero_insert(u, up), padding))      (the "upsampled buffer", Hc x Wc)
+  a = clamp(gain · leaky_relu(v, slope), ±clamp)
+  y = FIR_fd(a) sampled every `down`-th position from 0
+FIR is a 'valid' convolution (correlation when flip_filter=True); 1-D filters are separable (f⊗f);
+padding is int, (px, py) or (px0, px1, py0, py1) in upsampled pixels, negative values crop.
+
+Paths:
+  filtered_lrelu_ref       pure PyTorch composition (upfirdn2d_ref), autograd to any order.
+  anyres_fast::filtered_lrelu            custom op -> (y, signs): CUDA fused kernel / CPU explicit math.
+  anyres_fast::filtered_lrelu_backward   custom op -> dx from dy and the sign record.
+  anyres_fast::filtered_lrelu_masked     forward with the activation frozen to the record: the adjoint of
+                                         the backward, so the custom-op path has derivatives of any order.
+The sign record keeps 2 bits per element of the part of the upsampled buffer that the down filter
+reads (code 0: positive, 1: negative -> ×slope, 2: clamped -> 0), 4 elements per byte; layout in
+csrc/kernels/filtered_lrelu.cuh. Backward = transposed down filter, × derivative mask from the record,
+transposed up filter; on CUDA it is the forward kernel with up/down and filters swapped and flipped.
+Gradients flow to x and b (not to the filters: use impl="ref" for that).
+The CUDA kernel takes up, down in {1, 2, 4}, float32/float16/bfloat16, separable filters up to 64 taps
+and 2-D filters up to 32x32; impl="auto" uses the reference for anything else.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import _dispatch
+from .upfirdn2d import Padding, check_filter, filter_size, parse_padding, upfirdn2d_ref
+
+OP = "filtered_lrelu"
+CUDA_FACTORS = (1, 2, 4)        # up and down the CUDA kernel is specialised for
+CUDA_MAX_TAPS_1D = 64           # separable filter taps (shared-memory filter buffer)
+CUDA_MAX_TAPS_2D = 32           # per side of a full 2-D filter
+INT32_MAX = 2**31 - 1
+GRID_MAX = 65535
+SIGN_NONE, SIGN_WRITE, SIGN_READ = 0, 1, 2   # kernel sign modes (match the .cuh)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one call. buf_* = upsampled buffer after fu; sign_* = the part the down filter reads."""
+    in_h: int
+    in_w: int
+    up: int
+    down: int
+    pads: tuple[int, int, int, int]   # px0, px1, py0, py1
+    fu_h: int
+    fu_w: int
+    fd_h: int
+    fd_w: int
+
+    @property
+    def buf_w(self) -> int:
+        return self.in_w * self.up + self.pads[0] + self.pads[1] - (self.fu_w - 1)
+
+    @property
+    def buf_h(self) -> int:
+        return self.in_h * self.up + self.pads[2] + self.pads[3] - (self.fu_h - 1)
+
+    @property
+    def out_w(self) -> int:
+        return (self.buf_w - self.fd_w) // self.down + 1
+
+    @property
+    def out_h(self) -> int:
+        return (self.buf_h - self.fd_h) // self.down + 1
+
+    @property
+    def sign_w(self) -> int:
+        return (self.out_w - 1) * self.down + self.fd_w
+
+    @property
+    def sign_h(self) -> int:
+        return (self.out_h - 1) * self.down + self.fd_h
+
+    @property
+    def sign_row_bytes(self) -> int:
+        """Rows padded to 16 elements = 4-byte multiples."""
+        return (self.sign_w + 15) // 16 * 4
+
+
+def geometry(x_shape, fu, fd, up: int, down: int, pads) -> Geometry:
+    fu_w, fu_h = filter_size(fu)
+    fd_w, fd_h = filter_size(fd)
+    return Geometry(int(x_shape[2]), int(x_shape[3]), up, down, tuple(pads), fu_h, fu_w, fd_h, fd_w)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reference
+
+def filtered_lrelu_ref(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optional[torch.Tensor] = None,
+                       b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: Padding = 0,
+                       gain: float = math.sqrt(2), slope: float = 0.2, clamp: Optional[float] = None,
+                       flip_filter: bool = False) -> torch.Tensor:
+    """Pure-PyTorch composition; materialises the upsampled buffer. Differentiable to any order."""
+    pads = parse_padding(OP, padding)
+    if b is not None:
+        x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
+    v = upfirdn2d_ref(x, fu, up=up, padding=pads, flip_filter=flip_filter, gain=up**2)
+    a = F.leaky_relu(v, slope) * gain
+    if clamp is not None:
+        a = a.clamp(-clamp, clamp)
+    return upfirdn2d_ref(a, fd, down=down, flip_filter=flip_filter)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sign record (2 bits per element, 4 per byte, element k of a byte at bits 2k..2k+1)
+
+def pack_signs(codes: torch.Tensor, row_bytes: int) -> torch.Tensor:
+    """codes uint8 [N, C, Hs, Ws] in {0,1,2} -> packed uint8 [N, C, Hs, row_bytes]."""
+    n, c, h, w = codes.shape
+    codes = F.pad(codes, [0, row_bytes * 4 - w]).reshape(n, c, h, row_bytes, 4).to(torch.int32)
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=codes.device)
+    return (codes << shifts).sum(-1).to(torch.uint8)
+
+
+def unpack_signs(signs: torch.Tensor, width: int) -> torch.Tensor:
+    """packed uint8 [N, C, Hs, row_bytes] -> codes uint8 [N, C, Hs, width]."""
+    n, c, h, nb = signs.shape
+    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=signs.device)
+    codes = (signs.to(torch.int32)[..., None] >> shifts) & 3
+    return codes.reshape(n, c, h, nb * 4)[..., :width].to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU kernels of the custom ops: explicit formulas from the reference math (no autograd inside)
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _forward_explicit(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter, write_signs):
+    geo = geometry(x.shape, fu, fd, up, down, pads)
+    xc = x.to(_compute_dtype(x.dtype))
+    if b is not None:
+        xc = xc + b.to(xc.dtype).reshape(1, -1, 1, 1)
+    v = upfirdn2d_ref(xc, fu, up=up, padding=pads, flip_filter=flip_filter, gain=up**2)
+    positive = v > 0
+    a = torch.where(positive, v, v * slope) * gain
+    clamped = a.abs() > clamp if clamp is not None else torch.zeros_like(positive)
+    if clamp is not None:
+        a = a.clamp(-clamp, clamp)
+    y = upfirdn2d_ref(a, fd, down=down, flip_filter=flip_filter).to(x.dtype).contiguous()
+    if not write_signs:
+        return y, x.new_empty((0,), dtype=torch.uint8)
+    codes = torch.where(clamped, 2, torch.where(positive, 0, 1)).to(torch.uint8)
+    codes = codes[:, :, :geo.sign_h, :geo.sign_w]
+    return y, pack_signs(codes, geo.sign_row_bytes)
+
+
+def _backward_explicit(dy, signs, fu, fd, in_h, in_w, up, down, pads, gain, slope, flip_filter):
+    """dx = up² · FIRᵀ_fu( mask ⊙ FIRᵀ_fd(dy) ), with mask = gain · {1, slope, 0} from the record."""
+    geo = Geometry(in_h, in_w, up, down, tuple(pads), *_hw(fu), *_hw(fd))
+    px0, px1, py0, py1 = pads
+    dyc = dy.to(_compute_dtype(dy.dtype))
+    # transposed decimation + fd: zero-insert dy by `down`, full convolution with the flipped filter
+    da = upfirdn2d_ref(dyc, fd, up=down, flip_filter=not flip_filter,
+                       padding=(geo.fd_w - 1, geo.fd_w - down, geo.fd_h - 1, geo.fd_h - down))
+    dv = F.pad(da * _mask(signs, geo, gain, slope, da.dtype), [0, geo.buf_w - geo.sign_w, 0, geo.buf_h - geo.sign_h])
+    # transposed fu + upsampling: correlate with the flipped filter and keep every up-th sample
+    dx = upfirdn2d_ref(dv, fu, down=up, flip_filter=not flip_filter, gain=up**2,
+                       padding=(geo.fu_w - 1 - px0, geo.fu_w - up - px1, geo.fu_h - 1 - py0, geo.fu_h - up - py1))
+    return dx.to(dy.dtype).contiguous()
+
+
+def _masked_explicit(x, signs, fu, fd, up, down, pads, gain, slope, flip_filter):
+    """The forward with the activation replaced by the recorded derivative mask (a linear map of x):
+    the adjoint of _backward_explicit, used for double backward."""
+    geo = geometry(x.shape, fu, fd, up, down, pads)
+    v = upfirdn2d_ref(x.to(_compute_dtype(x.dtype)), fu, up=up, padding=pads, flip_filter=flip_filter, gain=up**2)
+    a = v[:, :, :geo.sign_h, :geo.sign_w] * _mask(signs, geo, gain, slope, v.dtype)
+    return upfirdn2d_ref(a, fd, down=down, flip_filter=flip_filter).to(x.dtype).contiguous()
+
+
+def _mask(signs, geo: Geometry, gain, slope, dtype) -> torch.Tensor:
+    """Derivative of the activation per sign-region element: gain * {1, slope, 0}[code]."""
+    codes = unpack_signs(signs, geo.sign_w)
+    # a lookup table in the compute dtype (python scalars in torch.where would round to float32)
+    table = torch.tensor([gain, gain * slope, 0.0, 0.0], dtype=dtype, device=signs.device)
+    return table[codes.long()]
+
+
+def _hw(f: Optional[torch.Tensor]) -> tuple[int, int]:
+    w, h = filter_size(f)
+    return h, w
+
+
+# ----------------------------------------------------------------------------------------------------
+# CUDA launch helpers
+
+def _kernel_filter(f: Optional[torch.Tensor], flip_filter: bool, device) -> tuple[torch.Tensor, bool]:
+    """(float32 contiguous taps, reverse): the kernel correlates, reading the taps reversed (= flipped in
+    every axis) when reverse is set, i.e. for a convolution (flip_filter=False)."""
+    if f is None:
+        return torch.ones(1, 1, dtype=torch.float32, device=device), False
+    return f.to(device=device, dtype=torch.float32).contiguous(), not flip_filter
+
+
+def _launch(x, b, fu_k, fd_k, out, signs, up, down, p0x, p0y, gain, slope, clamp, mode, sign_w, sx, sy):
+    (fu_c, fu_rev), (fd_c, fd_rev) = fu_k, fd_k
+    ext = _dispatch.extension()
+    bias = b.to(x.dtype).contiguous() if b is not None else x.new_empty((0,))
+    # (CPU tensors only reach here in the tests, which plug in a host emulation of the kernel)
+    stream = _dispatch.current_stream(x.device) if x.is_cuda else 0
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        ext.filtered_lrelu(x, bias, fu_c, fd_c, fu_rev, fd_rev, out, signs, up, down, p0x, p0y, float(gain),
+                           float(slope), float(clamp), mode, sign_w, sx, sy, stream)
+
+
+def _forward_cuda(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter, write_signs):
+    geo = geometry(x.shape, fu, fd, up, down, pads)
+    n, c = x.shape[:2]
+    y = torch.empty((n, c, geo.out_h, geo.out_w), dtype=x.dtype, device=x.device)
+    if write_signs:
+        signs = torch.zeros((n, c, geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8, device=x.device)
+    else:
+        signs = torch.empty((0,), dtype=torch.uint8, device=x.device)
+    _launch(x, b, _kernel_filter(fu, flip_filter, x.device), _kernel_filter(fd, flip_filter, x.device),
+            y, signs, up, down, pads[0], pads[2], gain, slope, math.inf if clamp is None else clamp,
+            SIGN_WRITE if write_signs else SIGN_NONE, geo.sign_w, 0, 0)
+    return y, signs
+
+
+def _backward_cuda(dy, signs, fu, fd, in_h, in_w, up, down, pads, gain, slope, flip_filter):
+    """The forward kernel run on dy with up<->down, fu<->fd, flipped taps, reading the sign record.
+    Its buffer index i maps to the forward buffer position i - q0 with q0 = fu_w-1-px0 (same for y)."""
+    geo = Geometry(in_h, in_w, up, down, tuple(pads), *_hw(fu), *_hw(fd))
+    q0x, q0y = geo.fu_w - 1 - pads[0], geo.fu_h - 1 - pads[2]
+    n, c = dy.shape[:2]
+    dx = torch.empty((n, c, in_h, in_w), dtype=dy.dtype, device=dy.device)
+    _launch(dy, None, _kernel_filter(fd, not flip_filter, dy.device),
+            _kernel_filter(fu, not flip_filter, dy.device), dx, signs, down, up,
+            geo.fd_w - 1 + q0x, geo.fd_h - 1 + q0y, gain * up**2 / down**2, slope, math.inf, SIGN_READ,
+            geo.sign_w, -q0x, -q0y)
+    return dx
+
+
+def _masked_cuda(x, signs, fu, fd, up, down, pads, gain, slope, flip_filter):
+    geo = geometry(x.shape, fu, fd, up, down, pads)
+    y = torch.empty((x.shape[0], x.shape[1], geo.out_h, geo.out_w), dtype=x.dtype, device=x.device)
+    _launch(x, None, _kernel_filter(fu, flip_filter, x.device), _kernel_filter(fd, flip_filter, x.device),
+            y, signs, up, down, pads[0], pads[2], gain, slope, math.inf, SIGN_READ, geo.sign_w, 0, 0)
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library registration
+
+@torch.library.custom_op("anyres_fast::filtered_lrelu", mutates_args=())
+def _filtered_lrelu_op(x: torch.Tensor, fu: torch.Tensor, fd: torch.Tensor, b: Optional[torch.Tensor],
+                       up: int, down: int, padding: list[int], gain: float, slope: float,
+                       clamp: Optional[float], flip_filter: bool, write_signs: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward_explicit(x, fu, fd, b, up, down, tuple(padding), gain, slope, clamp, flip_filter, write_signs)
+
+
+@_filtered_lrelu_op.register_kernel("cuda")
+def _(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, write_signs):
+    return _forward_cuda(x, fu, fd, b, up, down, tuple(padding), gain, slope, clamp, flip_filter, write_signs)
+
+
+@_filtered_lrelu_op.register_fake
+def _(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, write_signs):
+    geo = geometry(x.shape, fu, fd, up, down, padding)
+    y = x.new_empty((x.shape[0], x.shape[1], geo.out_h, geo.out_w))
+    if write_signs:
+        return y, x.new_empty((x.shape[0], x.shape[1], geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8)
+    return y, x.new_empty((0,), dtype=torch.uint8)
+
+
+@torch.library.custom_op("anyres_fast::filtered_lrelu_backward", mutates_args=())
+def _filtered_lrelu_backward_op(dy: torch.Tensor, signs: torch.Tensor, fu: torch.Tensor, fd: torch.Tensor,
+                                in_h: int, in_w: int, up: int, down: int, padding: list[int], gain: float,
+                                slope: float, flip_filter: bool) -> torch.Tensor:
+    return _backward_explicit(dy, signs, fu, fd, in_h, in_w, up, down, tuple(padding), gain, slope, flip_filter)
+
+
+@_filtered_lrelu_backward_op.register_kernel("cuda")
+def _(dy, signs, fu, fd, in_h, in_w, up, down, padding, gain, slope, flip_filter):
+    return _backward_cuda(dy, signs, fu, fd, in_h, in_w, up, down, tuple(padding), gain, slope, flip_filter)
+
+
+@_filtered_lrelu_backward_op.register_fake
+def _(dy, signs, fu, fd, in_h, in_w, up, down, padding, gain, slope, flip_filter):
+    return dy.new_empty((dy.shape[0], dy.shape[1], in_h, in_w))
+
+
+@torch.library.custom_op("anyres_fast::filtered_lrelu_masked", mutates_args=())
+def _filtered_lrelu_masked_op(x: torch.Tensor, signs: torch.Tensor, fu: torch.Tensor, fd: torch.Tensor, up: int,
+                              down: int, padding: list[int], gain: float, slope: float,
+                              flip_filter: bool) -> torch.Tensor:
+    """Forward with the activation frozen to the recorded mask; the adjoint of filtered_lrelu_backward."""
+    return _masked_explicit(x, signs, fu, fd, up, down, tuple(padding), gain, slope, flip_filter)
+
+
+@_filtered_lrelu_masked_op.register_kernel("cuda")
+def _(x, signs, fu, fd, up, down, padding, gain, slope, flip_filter):
+    return _masked_cuda(x, signs, fu, fd, up, down, tuple(padding), gain, slope, flip_filter)
+
+
+@_filtered_lrelu_masked_op.register_fake
+def _(x, signs, fu, fd, up, down, padding, gain, slope, flip_filter):
+    geo = geometry(x.shape, fu, fd, up, down, padding)
+    return x.new_empty((x.shape[0], x.shape[1], geo.out_h, geo.out_w))
+
+
+# filtered_lrelu_backward and filtered_lrelu_masked are linear in their tensor input and adjoint to each
+# other (same sign record), so each one's gradient is the other: derivatives of any order.
+def _setup_backward_context(ctx, inputs, output):
+    dy, signs, fu, fd, in_h, in_w, up, down, padding, gain, slope, flip_filter = inputs
+    ctx.save_for_backward(signs, fu, fd)
+    ctx.params = (up, down, list(padding), gain, slope, flip_filter)
+
+
+def _backward_of_backward(ctx, g):
+    signs, fu, fd = ctx.saved_tensors
+    return (torch.ops.anyres_fast.filtered_lrelu_masked(g, signs, fu, fd, *ctx.params),) + (None,) * 11
+
+
+def _setup_masked_context(ctx, inputs, output):
+    x, signs, fu, fd, up, down, padding, gain, slope, flip_filter = inputs
+    ctx.save_for_backward(signs, fu, fd)
+    ctx.params = (x.shape[2], x.shape[3], up, down, list(padding), gain, slope, flip_filter)
+
+
+def _backward_of_masked(ctx, g):
+    signs, fu, fd = ctx.saved_tensors
+    return (torch.ops.anyres_fast.filtered_lrelu_backward(g, signs, fu, fd, *ctx.params),) + (None,) * 9
+
+
+_filtered_lrelu_backward_op.register_autograd(_backward_of_backward, setup_context=_setup_backward_context)
+_filtered_lrelu_masked_op.register_autograd(_backward_of_masked, setup_context=_setup_masked_context)
+
+
+def _setup_context(ctx, inputs, output):
+    x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, write_signs = inputs
+    _, signs = output
+    ctx.save_for_backward(fu, fd, signs)
+    ctx.params = (x.shape[2], x.shape[3], up, down, list(padding), gain, slope, flip_filter)
+    ctx.write_signs = write_signs
+    ctx.b_dtype = None if b is None else b.dtype
+
+
+def _backward(ctx, dy, _dsigns):
+    fu, fd, signs = ctx.saved_tensors
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        raise RuntimeError(f"{OP}: gradients with respect to the filters fu/fd are not supported; "
+                           f"use impl='ref' for that")
+    if not ctx.write_signs:
+        raise RuntimeError(f"{OP}: backward needs the sign record; call the op with write_signs=True "
+                           f"(the public filtered_lrelu does so when x or b requires grad)")
+    dx = torch.ops.anyres_fast.filtered_lrelu_backward(dy.contiguous(), signs, fu, fd, *ctx.params)
+    db = None
+    if ctx.b_dtype is not None and ctx.needs_input_grad[3]:
+        db = dx.sum(dim=(0, 2, 3), dtype=_compute_dtype(dx.dtype)).to(ctx.b_dtype)
+    return (dx if ctx.needs_input_grad[0] else None, None, None, db) + (None,) * 8
+
+
+_filtered_lrelu_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public function
+
+def _cuda_unsupported(x, fu, fd, up, down, geo: Geometry) -> Optional[str]:
+    if x.dtype not in _dispatch.CUDA_DTYPES:
+        return f"dtype {x.dtype} (the kernel handles float32, float16, bfloat16)"
+    if up not in CUDA_FACTORS or down not in CUDA_FACTORS:
+        return f"up={up}, down={down} (the kernel handles {CUDA_FACTORS})"
+    for name, f in (("fu", fu), ("fd", fd)):
+        if f is None:
+            continue
+        if f.ndim == 1 and f.shape[0] > CUDA_MAX_TAPS_1D:
+            return f"{name} has {f.shape[0]} taps (at most {CUDA_MAX_TAPS_1D} for separable filters)"
+        if f.ndim == 2 and max(f.shape) > CUDA_MAX_TAPS_2D:
+            return f"{name} is {tuple(f.shape)} (at most {CUDA_MAX_TAPS_2D}x{CUDA_MAX_TAPS_2D} for 2-D filters)"
+    n, c = x.shape[:2]
+    if n * c > INT32_MAX or max(geo.buf_h, geo.buf_w, x.shape[2], x.shape[3]) > INT32_MAX // 8:
+        return "tensor dimensions too large for the kernel's 32-bit plane indexing"
+    return None
+
+
+def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optional[torch.Tensor] = None,
+                   b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: Padding = 0,
+                   gain: float = math.sqrt(2), slope: float = 0.2, clamp: Optional[float] = None,
+                   flip_filter: bool = False, impl: str = "auto") -> torch.Tensor:
+    """Fused bias + upsample + FIR + leaky ReLU + clamp + FIR + downsample (module docstring).
+
+    x: [N, C, H, W] float tensor; fu/fd: None, 1-D (separable) or 2-D float filters on x's device;
+    b: [C] or None. impl: "auto" | "cuda" | "ref" (DESIGN §2)."""
+    _dispatch.check_tensor(OP, "x", x, ndim=4)
+    check_filter(OP, "fu", fu)
+    check_filter(OP, "fd", fd)
+    _dispatch.check_tensor(OP, "b", b, ndim=1, allow_none=True)
+    _dispatch.check_same_device(OP, x=x, fu=fu, fd=fd, b=b)
+    if b is not None and b.shape[0] != x.shape[1]:
+        raise ValueError(f"{OP}: b has {b.shape[0]} elements but x has {x.shape[1]} channels")
+    up = _dispatch.check_int(OP, "up", up, minimum=1)
+    down = _dispatch.check_int(OP, "down", down, minimum=1)
+    pads = parse_padding(OP, padding)
+    gain = _dispatch.check_finite(OP, "gain", gain)
+    slope = _dispatch.check_finite(OP, "slope", slope)
+    clamp = _dispatch.check_finite(OP, "clamp", clamp, allow_none=True)
+    if clamp is not None and clamp < 0:
+        raise ValueError(f"{OP}: clamp must be >= 0 or None, got {clamp}")
+    if not isinstance(flip_filter, bool):
+        raise TypeError(f"{OP}: flip_filter must be a bool, got {flip_filter!r}")
+    if x.numel() == 0:
+        raise ValueError(f"{OP}: x must not be empty, got shape {tuple(x.shape)}")
+    geo = geometry(x.shape, fu, fd, up, down, pads)
+    if geo.buf_w < geo.fd_w or geo.buf_h < geo.fd_h or geo.buf_w < 1 or geo.buf_h < 1:
+        raise ValueError(
+            f"{OP}: filters too large for the input: x {x.shape[2]}x{x.shape[3]} upsampled by {up} with "
+            f"padding {pads} and fu {geo.fu_h}x{geo.fu_w} leaves {geo.buf_h}x{geo.buf_w}, which the down "
+            f"filter fd {geo.fd_h}x{geo.fd_w} does not fit")
+
+    path = _dispatch.resolve_impl(OP, impl, [x, fu, fd, b],
+                                  lambda: _cuda_unsupported(x, fu, fd, up, down, geo))
+    if path == "ref":
+        return filtered_lrelu_ref(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter)
+    write_signs = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))
+    fu_t = fu if fu is not None else torch.ones(1, 1, dtype=torch.float32, device=x.device)
+    fd_t = fd if fd is not None else torch.ones(1, 1, dtype=torch.float32, device=x.device)
+    y, _ = torch.ops.anyres_fast.filtered_lrelu(x, fu_t, fd_t, b, up, down, list(pads), gain, slope, clamp,
+                                                flip_filter, write_signs)
+    return y
