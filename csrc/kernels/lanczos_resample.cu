@@ -10,6 +10,53 @@
 
 #include "common.cuh"
 
+#ifdef ANYRES_FAST_HOST_EMULATION
+// Host emulation, for checking the kernels on a machine without a GPU: python_tests build this file with
+// g++ -x c++ -DANYRES_FAST_HOST_EMULATION and compare with the reference. Never defined in the extension
+// or CMake builds. A launch runs every (block, thread) of its grid serially. That is exact for these
+// kernels: no shared memory, no synchronisation, no atomics, and each thread writes only the outputs of
+// its own grid-stride indices, so the order of the threads cannot change any result. Float math matches
+// the GPU's except the last bits of the double sin(): fmaf is fused on the host too, the double _rn
+// intrinsics are plain +, * (the test compiles with -ffp-contract=off, so nothing else gets fused).
+#include <algorithm>
+#include <cmath>
+namespace anyres_fast::lanczos::emulation {
+inline uint3 thread_idx, block_idx;
+inline dim3 block_dim, grid_dim;
+// 0: every launch runs its own grid. n > 0: at most n blocks, so each thread walks several
+// grid-stride indices (the path real launches take only at huge sizes).
+inline unsigned max_blocks = 0;
+template <typename... Params>
+auto launch(void (*kernel)(Params...), unsigned grid, unsigned block) {
+  return [=](auto&&... args) {
+    grid_dim = dim3(max_blocks != 0 && grid > max_blocks ? max_blocks : grid);
+    block_dim = dim3(block);
+    for (unsigned b = 0; b < grid_dim.x; ++b)
+      for (unsigned t = 0; t < block; ++t) {
+        block_idx = {b, 0, 0};
+        thread_idx = {t, 0, 0};
+        kernel(args...);
+      }
+  };
+}
+}  // namespace anyres_fast::lanczos::emulation
+#define threadIdx ::anyres_fast::lanczos::emulation::thread_idx
+#define blockIdx ::anyres_fast::lanczos::emulation::block_idx
+#define blockDim ::anyres_fast::lanczos::emulation::block_dim
+#define gridDim ::anyres_fast::lanczos::emulation::grid_dim
+#define ANYRES_LAUNCH(grid, block, smem, stream, ...) \
+  ::anyres_fast::lanczos::emulation::launch(__VA_ARGS__, grid, block)
+#define cudaGetLastError() cudaSuccess  // emulated launches cannot fail (no CUDA runtime linked)
+using std::max;
+using std::min;
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+#else
+// kernel<<<grid, block, smem, stream>>>(args); the kernel comes last because template argument
+// lists hold commas.
+#define ANYRES_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
 namespace anyres_fast {
 namespace lanczos {
 namespace {
@@ -186,14 +233,15 @@ int compute_tables(const double* boxes, int64_t batch, int axis, int a, bool ant
                    const AxisTables& t, cudaStream_t stream) {
   if (batch <= 0 || t.out_size <= 0 || t.in_size <= 0 || t.taps <= 0 || (axis != 0 && axis != 1) || a < 1)
     return static_cast<int>(cudaErrorInvalidValue);
-  tables_kernel<<<grid_for(batch * t.out_size), kThreads, 0, stream>>>(boxes, batch, axis, a, antialias, t);
+  ANYRES_LAUNCH(grid_for(batch * t.out_size), kThreads, 0, stream, tables_kernel)(
+      boxes, batch, axis, a, antialias, t);
   return static_cast<int>(cudaGetLastError());
 }
 
 int compute_inverse_ranges(int64_t batch, const AxisTables& t, cudaStream_t stream) {
   if (batch <= 0 || t.in_size <= 0 || t.out_size <= 0 || t.inv_begin == nullptr || t.inv_end == nullptr)
     return static_cast<int>(cudaErrorInvalidValue);
-  inverse_ranges_kernel<<<grid_for(batch * t.in_size), kThreads, 0, stream>>>(batch, t);
+  ANYRES_LAUNCH(grid_for(batch * t.in_size), kThreads, 0, stream, inverse_ranges_kernel)(batch, t);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -206,10 +254,10 @@ int resample_axis(int in_type, const void* in, int out_type, void* out, int64_t 
   return with_elem_type(float_in ? out_type : in_type, [&](auto other) {
     using T = decltype(other);
     if (float_in) {
-      resample_axis_kernel<float, T><<<grid, kThreads, 0, stream>>>(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<float, T>)(
           static_cast<const float*>(in), static_cast<T*>(out), planes, planes_per_sample, inner, t);
     } else {
-      resample_axis_kernel<T, float><<<grid, kThreads, 0, stream>>>(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<T, float>)(
           static_cast<const T*>(in), static_cast<float*>(out), planes, planes_per_sample, inner, t);
     }
     return static_cast<int>(cudaGetLastError());
@@ -227,10 +275,10 @@ int resample_axis_transpose(int in_type, const void* grad_out, int out_type, voi
   return with_elem_type(float_in ? out_type : in_type, [&](auto other) {
     using T = decltype(other);
     if (float_in) {
-      resample_axis_transpose_kernel<float, T><<<grid, kThreads, 0, stream>>>(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<float, T>)(
           static_cast<const float*>(grad_out), static_cast<T*>(grad_in), planes, planes_per_sample, inner, t);
     } else {
-      resample_axis_transpose_kernel<T, float><<<grid, kThreads, 0, stream>>>(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<T, float>)(
           static_cast<const T*>(grad_out), static_cast<float*>(grad_in), planes, planes_per_sample, inner, t);
     }
     return static_cast<int>(cudaGetLastError());
