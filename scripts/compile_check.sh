@@ -4,7 +4,7 @@
 # ARCH (default 90) picks the SM; the full build (anyres-fast doctor --build) targets sm_80 and sm_90.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-py=${PYTHON:-$here/.venv/bin/python}
+py=${PYTHON:-${ANYRES_FAST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/venv}/bin/python}
 arch=${ARCH:-90}
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 out=$(mktemp -d)

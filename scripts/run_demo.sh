@@ -4,4 +4,4 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/setup_env.sh"
 cd "$root"
-exec "${ANYRES_FAST_VENV:-$root/.venv}/bin/anyres-fast" demo "$@"
+exec "${ANYRES_FAST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/venv}/bin/anyres-fast" demo "$@"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Create or reuse the project venv (default .venv; ANYRES_FAST_VENV overrides) with the pinned stack,
-# and install anyres_fast into it in editable mode. The torch wheels are ~5 GB: they are installed once
-# and reused while scripts/requirements-dev.txt is unchanged.
+# Create or reuse the project venv with the pinned stack, and install this checkout into it (editable).
+# The venv lives outside the checkout (default ~/.cache/anyres_fast/venv; ANYRES_FAST_VENV overrides) so
+# fresh clones (CI) reuse it: the torch wheels are ~5 GB and are installed again only when
+# scripts/requirements-dev.txt changes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${ANYRES_FAST_VENV:-$root/.venv}
+venv=${ANYRES_FAST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/venv}
 reqs=$root/scripts/requirements-dev.txt
 stamp=$venv/.anyres_fast_requirements
 python=${PYTHON:-python3}
 
 if [ ! -x "$venv/bin/python" ]; then
+  mkdir -p "$(dirname "$venv")"
   echo "setup: creating venv $venv"
   "$python" -m venv "$venv"
 fi
