@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import rel_error
 
 from anyres_fast.ops import OpUnsupported, filtered_lrelu, filtered_lrelu_ref
 
@@ -393,9 +394,6 @@ def monkeypatch_module():
     mp.undo()
 
 
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
 
 EMU_CASES = [
     # shape, up, down, fu, fd, padding, clamp, flip  (StyleGAN3 T/R layer kinds at small sizes, then odd ones)
@@ -424,7 +422,7 @@ def test_emulated_kernel_matches_reference(emulated_kernel, case):
     ref = filtered_lrelu_ref(x, fu, fd, b, up, down, padding, 1.3, 0.2, clamp, flip)
     y, signs = fl._forward_cuda(f32(x), f32(fu), f32(fd), f32(b), up, down, padding, 1.3, 0.2, clamp, flip, True)
     assert y.shape == ref.shape
-    assert _rel(y, ref) <= 1e-5
+    assert rel_error(y, ref) <= 1e-5
     # the record matches the explicit CPU kernel at every element the down filter reads
     one = torch.ones(1, 1, dtype=F64)
     _, signs_cpu = fl._forward_explicit(x, one if fu is None else fu, one if fd is None else fd, b, up, down,
@@ -442,13 +440,13 @@ def test_emulated_kernel_matches_reference(emulated_kernel, case):
                                   [xr], dy)
     dx = fl._backward_cuda(dy.float(), signs, f32(fu), f32(fd), shape[2], shape[3], up, down, padding, 1.3, 0.2,
                            flip)
-    assert _rel(dx, dx_ref) <= 1e-5
+    assert rel_error(dx, dx_ref) <= 1e-5
     # the masked forward (double backward) through the kernel equals the CPU op
     g = torch.randn(shape, generator=gen, dtype=F64)
     m = fl._masked_cuda(g.float(), signs, f32(fu), f32(fd), up, down, padding, 1.3, 0.2, flip)
     m_cpu = fl._masked_explicit(g, signs, one if fu is None else fu, one if fd is None else fd, up, down, padding,
                                 1.3, 0.2, flip)
-    assert _rel(m, m_cpu) <= 1e-5
+    assert rel_error(m, m_cpu) <= 1e-5
 
 
 def test_emulated_kernel_noncontiguous_and_many_planes(emulated_kernel):
@@ -459,7 +457,7 @@ def test_emulated_kernel_noncontiguous_and_many_planes(emulated_kernel):
     fu = torch.randn(6, generator=gen)
     y, signs = fl._forward_cuda(x, fu, fu, None, 2, 2, (3, 2, 3, 2), 1.0, 0.1, None, False, False)
     assert signs.numel() == 0
-    assert _rel(y, filtered_lrelu_ref(x.double(), fu.double(), fu.double(), None, 2, 2, (3, 2, 3, 2), 1.0, 0.1)) <= 1e-5
+    assert rel_error(y, filtered_lrelu_ref(x.double(), fu.double(), fu.double(), None, 2, 2, (3, 2, 3, 2), 1.0, 0.1)) <= 1e-5
     x = torch.randn(1, 65536 + 7, 2, 3, generator=gen)
     b = torch.randn(x.shape[1], generator=gen)
     y, _ = fl._forward_cuda(x, None, None, b, 1, 1, (0, 0, 0, 0), 1.0, 0.2, None, False, False)

@@ -2,6 +2,7 @@
 large shapes, per-sample boxes, poisoned outputs, non-contiguous input, determinism, opcheck."""
 import pytest
 import torch
+from helpers import rel_error
 
 from anyres_fast.ops import lanczos_resample, lanczos_resample_ref, teacher_warp
 from anyres_fast.ops import _dispatch
@@ -33,9 +34,6 @@ def _boxes(boxes, b):
     return None if boxes is None else torch.tensor(boxes, dtype=torch.float64)
 
 
-def _rel(got, want):
-    return ((got.double().cpu() - want.double().cpu()).norm() / want.double().cpu().norm().clamp_min(1e-30)).item()
-
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -51,18 +49,18 @@ def test_forward_backward_mask_vs_float64_reference(case, dtype):
     y, m = lanczos_resample(x, out_hw, box=box, a=a, antialias=aa, return_mask=True, impl="cuda")
     assert y.dtype == dtype and y.shape == y_ref.shape
     assert torch.isfinite(y).all()
-    assert _rel(y, y_ref) <= TOL[dtype]
+    assert rel_error(y, y_ref) <= TOL[dtype]
     assert torch.equal(m.cpu(), m_ref)
     (dx,) = torch.autograd.grad(y, x, g.to(dtype).cuda())
     assert dx.dtype == dtype and torch.isfinite(dx).all()
-    assert _rel(dx, dx_ref) <= TOL[dtype]
+    assert rel_error(dx, dx_ref) <= TOL[dtype]
 
 
 def test_auto_uses_cuda_and_matches():
     x = _x(2, 3, 30, 20, torch.float32).cuda()
     assert _dispatch.resolve_impl("lanczos_resample", "auto", (x,)) == "cuda"
     y = lanczos_resample(x, (12, 9), box=(1.5, 2.0, 19.0, 28.0))
-    assert _rel(y, lanczos_resample_ref(x.cpu().double(), (12, 9), box=(1.5, 2.0, 19.0, 28.0))) <= 1e-5
+    assert rel_error(y, lanczos_resample_ref(x.cpu().double(), (12, 9), box=(1.5, 2.0, 19.0, 28.0))) <= 1e-5
 
 
 def test_poisoned_outputs_are_fully_overwritten():
@@ -78,7 +76,7 @@ def test_poisoned_outputs_are_fully_overwritten():
     stream = torch.cuda.current_stream().cuda_stream
     ext.lanczos_resample_forward(x, boxes, y, vr, vc, 3, True, ty, tx, stream)
     y_ref, m_ref = lanczos_resample_ref(x.cpu().double(), (ho, wo), box=boxes.cpu(), return_mask=True)
-    assert torch.isfinite(y).all() and _rel(y, y_ref) <= 1e-5
+    assert torch.isfinite(y).all() and rel_error(y, y_ref) <= 1e-5
     assert torch.equal((vr[:, :, None] & vc[:, None, :]).cpu(), m_ref[:, 0])
     dx = torch.full((2, 3, 23, 31), float("nan"), device="cuda")
     ext.lanczos_resample_backward(torch.ones_like(y), boxes, dx, 3, True, ty, tx, stream)
@@ -93,11 +91,11 @@ def test_non_contiguous_input_and_grad():
     y = lanczos_resample(x, (20, 13), box=(0.5, 1.0, 36.0, 49.0), impl="cuda")
     x64 = x.detach().cpu().double().requires_grad_(True)
     y_ref = lanczos_resample_ref(x64, (20, 13), box=(0.5, 1.0, 36.0, 49.0))
-    assert _rel(y, y_ref) <= 1e-5
+    assert rel_error(y, y_ref) <= 1e-5
     g = torch.randn(1, 4, 1, 13, device="cuda").expand_as(y)          # non-contiguous gradient
     (dx,) = torch.autograd.grad(y, x, g)
     (dx_ref,) = torch.autograd.grad(y_ref, x64, g.cpu().double())
-    assert _rel(dx, dx_ref) <= 1e-5
+    assert rel_error(dx, dx_ref) <= 1e-5
 
 
 def test_many_rows_and_deterministic_backward():
@@ -105,7 +103,7 @@ def test_many_rows_and_deterministic_backward():
     x = _x(300, 3, 80, 24, torch.float32).cuda().requires_grad_(True)
     y = lanczos_resample(x, (40, 12), box=(0.25, 0.5, 24.0, 80.0), impl="cuda")
     y_ref = lanczos_resample_ref(x.detach().double(), (40, 12), box=(0.25, 0.5, 24.0, 80.0))
-    assert _rel(y, y_ref) <= 1e-5
+    assert rel_error(y, y_ref) <= 1e-5
     g = torch.randn_like(y)
     (dx1,) = torch.autograd.grad(y, x, g, retain_graph=True)
     (dx2,) = torch.autograd.grad(y, x, g)
@@ -118,7 +116,7 @@ def test_teacher_warp_cuda_matches_cpu():
     xy = torch.tensor([[16.0, 8.0], [33.0, 50.0], [0.0, 0.0], [7.0, 13.0]])
     w_cpu, m_cpu = teacher_warp(patches.double(), n, xy, 32, impl="ref")
     w, m = teacher_warp(patches.cuda(), n, xy, 32, impl="cuda")
-    assert _rel(w, w_cpu) <= 1e-5 and torch.equal(m.cpu(), m_cpu)
+    assert rel_error(w, w_cpu) <= 1e-5 and torch.equal(m.cpu(), m_cpu)
     assert torch.equal(w[2].cpu(), patches[2])     # identity sample, general path: exact
     w_id, m_id = teacher_warp(patches.cuda(), 32, torch.zeros(4, 2), 32, impl="cuda")
     assert torch.equal(w_id.cpu(), patches) and m_id.all()

@@ -4,6 +4,7 @@ import importlib
 
 import pytest
 import torch
+from helpers import conv_inputs, exact_fp32, rel_error
 
 from anyres_fast.ops import modulated_conv2d, modulated_conv2d_ref
 
@@ -17,26 +18,12 @@ TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 @pytest.fixture(autouse=True)
 def exact_math():
-    """Exact fp32 everywhere for the comparison: no TF32 in the reference or in our kernel."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, mc.EXACT_FP32["enabled"])
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    mc.EXACT_FP32["enabled"] = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, mc.EXACT_FP32["enabled"] = saved
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+    with exact_fp32():
+        yield
 
 
 def make(b, i, o, h, w, k, dtype, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(b, i, h, w, device="cuda", generator=g).to(dtype)
-    weight = (torch.randn(o, i, k, k, device="cuda", generator=g) / (i * k * k) ** 0.5).to(dtype)
-    styles = (torch.randn(b, i, device="cuda", generator=g) * 0.5 + 1).to(dtype)
-    return x, weight, styles
+    return conv_inputs(b, i, o, h, w, k, dtype, (b, i), seed)
 
 
 SHAPES = [  # (b, i, o, h, w, k, padding, up)
@@ -56,13 +43,13 @@ def test_forward_and_gradients_match_float64_reference(shape, demodulate, dtype)
     ref_inputs = [t.detach().double().requires_grad_() for t in (x, weight, styles)]
     y_ref = modulated_conv2d_ref(*ref_inputs, demodulate=demodulate, padding=padding, up=up)
     assert y.dtype == dtype and y.shape == y_ref.shape
-    assert rel(y, y_ref) <= TOL[dtype]
+    assert rel_error(y, y_ref) <= TOL[dtype]
     g = torch.randn_like(y_ref)
     grads = torch.autograd.grad(y, inputs, g.to(dtype))
     grads_ref = torch.autograd.grad(y_ref, ref_inputs, g)
     for name, a, r in zip(("dx", "dweight", "dstyles"), grads, grads_ref):
         assert a.dtype == dtype
-        assert rel(a, r) <= TOL[dtype], name
+        assert rel_error(a, r) <= TOL[dtype], name
 
 
 def test_tf32_default_is_close():
@@ -70,7 +57,7 @@ def test_tf32_default_is_close():
     torch.backends.cudnn.allow_tf32 = True   # (restored by the fixture)
     x, weight, styles = make(2, 64, 64, 12, 12, 3, torch.float32)
     y = modulated_conv2d(x, weight, styles, padding=1, impl="cuda")
-    assert rel(y, modulated_conv2d_ref(x.double(), weight.double(), styles.double(), padding=1)) <= 5e-3
+    assert rel_error(y, modulated_conv2d_ref(x.double(), weight.double(), styles.double(), padding=1)) <= 5e-3
 
 
 @pytest.mark.parametrize("up,padding", [(1, 1), (2, 0)])
@@ -99,7 +86,7 @@ def test_many_output_pixels_and_noncontiguous():
     xt = x.transpose(2, 3)
     y = modulated_conv2d(xt, weight, styles, padding=1, impl="cuda")
     y_ref = modulated_conv2d_ref(xt.double(), weight.double(), styles.double(), padding=1)
-    assert rel(y, y_ref) <= 1e-5
+    assert rel_error(y, y_ref) <= 1e-5
 
 
 def test_peak_memory_below_grouped_reference():

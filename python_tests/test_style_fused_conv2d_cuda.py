@@ -4,6 +4,7 @@ import importlib
 
 import pytest
 import torch
+from helpers import conv_inputs, exact_fp32, rel_error
 
 from anyres_fast.ops import modulated_conv2d, style_fused_conv2d, style_fused_conv2d_ref
 
@@ -17,25 +18,12 @@ TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 @pytest.fixture(autouse=True)
 def exact_math():
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, mc.EXACT_FP32["enabled"])
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    mc.EXACT_FP32["enabled"] = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, mc.EXACT_FP32["enabled"] = saved
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+    with exact_fp32():
+        yield
 
 
 def make(b, i, o, h, w, k, dtype, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(b, i, h, w, device="cuda", generator=g).to(dtype)
-    weight = (torch.randn(o, i, k, k, device="cuda", generator=g) / (i * k * k) ** 0.5).to(dtype)
-    smap = (torch.rand(b, i, h, w, device="cuda", generator=g) + 0.5).to(dtype)
-    return x, weight, smap
+    return conv_inputs(b, i, o, h, w, k, dtype, (b, i, h, w), seed)
 
 
 SHAPES = [  # (b, i, o, h, w, k, padding, up)
@@ -55,19 +43,19 @@ def test_forward_and_gradients_match_float64_reference(shape, demod, dtype):
     ref_inputs = [t.detach().double().requires_grad_() for t in (x, weight, smap)]
     y_ref = style_fused_conv2d_ref(*ref_inputs, padding=padding, up=up, demod=demod)
     assert y.dtype == dtype and y.shape == y_ref.shape
-    assert rel(y, y_ref) <= TOL[dtype]
+    assert rel_error(y, y_ref) <= TOL[dtype]
     g = torch.randn_like(y_ref)
     grads = torch.autograd.grad(y, inputs, g.to(dtype))
     grads_ref = torch.autograd.grad(y_ref, ref_inputs, g)
     for name, a, r in zip(("dx", "dweight", "dstyle_map"), grads, grads_ref):
-        assert rel(a, r) <= TOL[dtype], name
+        assert rel_error(a, r) <= TOL[dtype], name
 
 
 def test_constant_style_equals_modulated_conv2d_on_cuda():
     x, weight, _ = make(2, 24, 40, 12, 14, 3, torch.float32)
     styles = torch.rand(2, 24, device="cuda") + 0.5
     y = style_fused_conv2d(x, weight, styles[:, :, None, None].expand_as(x).contiguous(), impl="cuda")
-    assert rel(y, modulated_conv2d(x, weight, styles, impl="cuda")) <= 1e-6
+    assert rel_error(y, modulated_conv2d(x, weight, styles, impl="cuda")) <= 1e-6
 
 
 @pytest.mark.parametrize("exact", [True, False])
