@@ -23,7 +23,9 @@ if ! cmp -s "$reqs" "$stamp" 2>/dev/null; then
 else
   echo "setup: reusing $venv (pinned packages already installed)"
 fi
-if ! "$venv/bin/python" -c "import anyres_fast, sys; sys.exit(0 if anyres_fast.__file__.startswith('$root/') else 1)" 2>/dev/null; then
+# (checked from / so that the checkout itself is not on sys.path)
+if [ ! -x "$venv/bin/anyres-fast" ] || ! (cd / && "$venv/bin/python" -c \
+    "import anyres_fast, sys; sys.exit(0 if (anyres_fast.__file__ or '').startswith('$root/') else 1)") 2>/dev/null; then
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root"
 fi
 echo "setup: ok ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
