@@ -117,6 +117,17 @@ def test_opcheck_cpu():
         torch.library.opcheck(torch.ops.anyres_fast.modulated_conv2d.default, args)
 
 
+def test_opcheck_backward_op_with_non_contiguous_input():
+    # The fake kernels must promise the real outputs' (contiguous) strides, whatever the input strides.
+    x, weight, styles = make(2, 3, 4, 6, 5, 3, seed=5, dtype=torch.float32)
+    x_t = x.transpose(2, 3).contiguous().transpose(2, 3)
+    for up, padding in ((1, 1), (2, 0)):
+        y = torch.ops.anyres_fast.modulated_conv2d(x_t, weight, styles, True, padding, up, 1e-8)
+        grad = torch.randn_like(y)
+        torch.library.opcheck(torch.ops.anyres_fast.modulated_conv2d_backward.default,
+                              (grad, x_t, weight, styles, y, True, padding, up, 1e-8))
+
+
 def test_float32_and_styles_dtype():
     x, weight, styles = make(2, 3, 4, 5, 5, 3, seed=6, dtype=torch.float32)
     y = modulated_conv2d(x, weight, styles.double())

@@ -177,7 +177,7 @@ def _modulated_conv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: t
 
 @_modulated_conv2d_backward_op.register_fake
 def _(grad, x, weight, styles, y, demodulate, padding, up, eps):
-    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(styles)
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), styles.new_empty(styles.shape)
 
 
 def _setup_context(ctx, inputs, output):
@@ -266,7 +266,7 @@ def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y=None
         q = weight_energy(weight.to(ct))
         ds = ds + 2.0 * s_c * (ge @ q)
         dw = dw + 2.0 * weight.to(ct) * (ge.t() @ s_c.square())[:, :, None, None]
-    return dx, dw.to(weight.dtype), ds.to(styles.dtype)
+    return dx.contiguous(), dw.to(weight.dtype).contiguous(), ds.to(styles.dtype).contiguous()
 
 
 # Geometry modes of the kernel (csrc/kernels/implicit_gemm.cuh, ConvMode).

@@ -161,7 +161,7 @@ def _style_fused_conv2d_backward_op(grad: torch.Tensor, x: torch.Tensor, weight:
 
 @_style_fused_conv2d_backward_op.register_fake
 def _(grad, x, weight, style_map, padding, up, demod, eps):
-    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(style_map)
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), style_map.new_empty(style_map.shape)
 
 
 def _setup_context(ctx, inputs, output):
