@@ -37,6 +37,16 @@ class Row:
     note: str = field(default="")
 
 
+def forward_backward(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
+    """A Case.backward callable: fn on leaf copies of inputs, then backward with a gradient of ones."""
+    leaves = [t.detach().requires_grad_() for t in inputs]
+
+    def run():
+        y = fn(*leaves)
+        y.backward(torch.ones_like(y))
+    return run
+
+
 def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3, iters: int = 10,
             min_time_s: float = 0.2) -> float:
     """Median milliseconds per call. On CUDA, events around each call; on CPU, perf_counter."""

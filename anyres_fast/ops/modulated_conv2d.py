@@ -207,18 +207,24 @@ def exact_fp32() -> bool:
     return EXACT_FP32["enabled"] or not torch.backends.cudnn.allow_tf32
 
 
+def _demod_factors(ext, weight, s32, demodulate, eps):
+    """d[b,o] in float32 (ones without demodulation), computed on the device by the extension."""
+    shape = (s32.shape[0], weight.shape[0])
+    if not demodulate:
+        return torch.ones(shape, device=s32.device, dtype=torch.float32)
+    d = torch.empty(shape, device=s32.device, dtype=torch.float32)
+    with torch.cuda.device(s32.device):
+        ext.modulated_conv2d_demod(weight, s32, d, float(eps), _dispatch.current_stream(s32.device))
+    return d
+
+
 def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
     ext = _dispatch.extension()
     x, weight = x.contiguous(), weight.contiguous()
     s32 = styles.float().contiguous()
     b, _, h, w = x.shape
     o, _, kh, kw = weight.shape
-    if demodulate:
-        d = torch.empty((b, o), device=x.device, dtype=torch.float32)
-        with torch.cuda.device(x.device):
-            ext.modulated_conv2d_demod(weight, s32, d, float(eps), _dispatch.current_stream(x.device))
-    else:
-        d = torch.ones((b, o), device=x.device, dtype=torch.float32)
+    d = _demod_factors(ext, weight, s32, demodulate, eps)
     y = torch.empty((b, o, output_size(h, kh, padding, up), output_size(w, kw, padding, up)),
                     device=x.device, dtype=x.dtype)
     with torch.cuda.device(x.device):
@@ -235,13 +241,7 @@ def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y=None
     grad, x, weight = grad.contiguous(), x.contiguous(), weight.contiguous()
     s32 = styles.float().contiguous()
     b, _, h, w = x.shape
-    o = weight.shape[0]
-    if demodulate:
-        d = torch.empty((b, o), device=x.device, dtype=torch.float32)
-        with torch.cuda.device(x.device):
-            ext.modulated_conv2d_demod(weight, s32, d, float(eps), _dispatch.current_stream(x.device))
-    else:
-        d = torch.ones((b, o), device=x.device, dtype=torch.float32)
+    d = _demod_factors(ext, weight, s32, demodulate, eps)
     ones = torch.ones((b, weight.shape[1]), device=x.device, dtype=torch.float32)
     gxs = torch.empty_like(x)
     with torch.cuda.device(x.device):

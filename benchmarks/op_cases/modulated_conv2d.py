@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from anyres_fast.ops import modulated_conv2d, modulated_conv2d_ref
-from benchmarks._harness import Case
+from benchmarks._harness import Case, forward_backward
 
 # (label, in_ch, out_ch, input size, kernel, padding, up, dtype)
 LAYERS = [
@@ -43,22 +43,13 @@ def _impls(padding, up):
     }
 
 
-def _fwd_bwd(fn, x, w, s):
-    leaves = [t.detach().requires_grad_() for t in (x, w, s)]
-
-    def run():
-        y = fn(*leaves)
-        y.backward(torch.ones_like(y))
-    return run
-
-
 def cases(device, quick):
     if device.type != "cuda":  # CPU smoke run: one small layer, references only
         x, w, s = _inputs(2, 32, 32, 20, 3, torch.float32, device)
         impls = {k: v for k, v in _impls(1, 1).items() if k != "cuda"}
         return [Case("modulated_conv2d", "cpu smoke 32ch 20px k3", torch.float32,
                      {k: (lambda f=f: f(x, w, s)) for k, f in impls.items()},
-                     {k: _fwd_bwd(f, x, w, s) for k, f in impls.items()}, baseline="ref-three-pass")]
+                     {k: forward_backward(f, x, w, s) for k, f in impls.items()}, baseline="ref-three-pass")]
     out = []
     for batch in ((8,) if quick else (1, 8, 32)):
         for label, cin, cout, size, k, padding, up, dtype in LAYERS:
@@ -71,6 +62,6 @@ def cases(device, quick):
             out.append(Case(
                 "modulated_conv2d", f"{label} {cin}->{cout} k{k} p{padding} up{up} B{batch}", dtype,
                 {name: (lambda f=f, x=x, w=w, s=s: f(x, w, s)) for name, f in impls.items()},
-                {name: _fwd_bwd(f, x, w, s) for name, f in impls.items()},
+                {name: forward_backward(f, x, w, s) for name, f in impls.items()},
                 bytes=nbytes, baseline="ref-three-pass"))
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from anyres_fast.ops import style_fused_conv2d, style_fused_conv2d_ref
-from benchmarks._harness import Case
+from benchmarks._harness import Case, forward_backward
 
 # (label, in_ch, out_ch, input size, kernel, padding, up, dtype)
 LAYERS = [
@@ -36,22 +36,13 @@ def _impls(padding, up):
     }
 
 
-def _fwd_bwd(fn, x, w, s):
-    leaves = [t.detach().requires_grad_() for t in (x, w, s)]
-
-    def run():
-        y = fn(*leaves)
-        y.backward(torch.ones_like(y))
-    return run
-
-
 def cases(device, quick):
     if device.type != "cuda":
         x, w, s = _inputs(2, 32, 32, 20, 3, torch.float32, device)
         impls = {k: v for k, v in _impls(0, 1).items() if k != "cuda"}
         return [Case("style_fused_conv2d", "cpu smoke 32ch 20px k3", torch.float32,
                      {k: (lambda f=f: f(x, w, s)) for k, f in impls.items()},
-                     {k: _fwd_bwd(f, x, w, s) for k, f in impls.items()})]
+                     {k: forward_backward(f, x, w, s) for k, f in impls.items()})]
     out = []
     for batch in ((8,) if quick else (1, 8, 32)):
         for label, cin, cout, size, k, padding, up, dtype in LAYERS:
@@ -64,6 +55,6 @@ def cases(device, quick):
             out.append(Case(
                 "style_fused_conv2d", f"{label} {cin}->{cout} k{k} p{padding} up{up} B{batch}", dtype,
                 {name: (lambda f=f, x=x, w=w, s=s: f(x, w, s)) for name, f in impls.items()},
-                {name: _fwd_bwd(f, x, w, s) for name, f in impls.items()},
+                {name: forward_backward(f, x, w, s) for name, f in impls.items()},
                 bytes=nbytes, baseline="ref"))
     return out
