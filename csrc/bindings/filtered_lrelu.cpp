@@ -6,7 +6,6 @@
 #include "kernels/filtered_lrelu.cuh"
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
 
 namespace {
@@ -96,10 +95,12 @@ void filtered_lrelu(const at::Tensor& x, const at::Tensor& b, const at::Tensor& 
   TORCH_CHECK(y.size(2) <= kIntMax && y.size(3) <= kIntMax, "filtered_lrelu: y is too large");
   p.out_h = int(y.size(2));
   p.out_w = int(y.size(3));
+  // range checks before the int casts, so a huge value cannot wrap into a valid one
+  TORCH_CHECK(up >= 1 && up <= kIntMax && down >= 1 && down <= kIntMax, "filtered_lrelu: bad up/down ", up, "/", down);
   p.up = int(up);
   p.down = int(down);
-  TORCH_CHECK(std::llabs(pad_x0) <= kIntMax / 2 && std::llabs(pad_y0) <= kIntMax / 2,
-              "filtered_lrelu: padding too large");
+  auto in_half_range = [&](int64_t v) { return v >= -kIntMax / 2 && v <= kIntMax / 2; };
+  TORCH_CHECK(in_half_range(pad_x0) && in_half_range(pad_y0), "filtered_lrelu: padding too large");
   p.pad_x0 = int(pad_x0);
   p.pad_y0 = int(pad_y0);
   p.gain = float(gain);
@@ -118,6 +119,7 @@ void filtered_lrelu(const at::Tensor& x, const at::Tensor& b, const at::Tensor& 
     p.sign_h = int(signs.size(2));
     p.sign_row_bytes = int(signs.size(3));
     p.sign_w = int(sign_w);
+    TORCH_CHECK(in_half_range(sign_ofs_x) && in_half_range(sign_ofs_y), "filtered_lrelu: sign offsets too large");
     p.sign_ofs_x = int(sign_ofs_x);
     p.sign_ofs_y = int(sign_ofs_y);
   }

@@ -325,6 +325,8 @@ bool params_ok(const FilteredLReluParams& p) {
   if (p.sign_mode != kSignNone && p.sign_mode != kSignWrite && p.sign_mode != kSignRead) return false;
   if (p.sign_mode != kSignNone) {
     if (!p.signs || p.sign_h < 1 || p.sign_w < 1 || p.sign_row_bytes * 4 < p.sign_w) return false;
+    if (p.sign_ofs_x > kMaxDim || p.sign_ofs_x < -kMaxDim || p.sign_ofs_y > kMaxDim || p.sign_ofs_y < -kMaxDim)
+      return false;
   }
   if (p.sign_mode == kSignWrite) {
     // the record covers exactly what the down filter reads, from buffer position 0
