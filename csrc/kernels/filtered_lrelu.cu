@@ -20,7 +20,12 @@
 // Host emulation, for checking the index math on a machine without a GPU (python_tests build this file
 // with g++ -DANYRES_FAST_HOST_EMULATION and compare with the reference). Each CTA runs as ONE thread,
 // which is exact here because every phase is a block-strided loop and phases are separated by
-// __syncthreads. Never defined in the extension or CMake builds.
+// __syncthreads. With -DANYRES_FAST_HOST_EMULATION_THREADS too, each CTA runs as kThreads real threads
+// taking turns between barriers instead (host_emulation.h), which checks the barriers themselves.
+// Never defined in the extension or CMake builds.
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+#include "host_emulation.h"
+#else
 namespace anyres_fast::emulation {
 inline uint3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
@@ -31,6 +36,7 @@ inline unsigned char* shared_memory = nullptr;  // sized per launch, so sanitize
 #define blockDim ::anyres_fast::emulation::block_dim
 #define gridDim ::anyres_fast::emulation::grid_dim
 #define __syncthreads() ((void)0)
+#endif
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -397,7 +403,11 @@ int filtered_lrelu_launch(const FilteredLReluParams& p, DType dtype, cudaStream_
       for (unsigned by = 0; by < grid.y; ++by)
         for (unsigned bx = 0; bx < grid.x; ++bx) {
           emulation::block_idx = {bx, by, bz};
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+          emulation::run_cta(kThreads, tile.smem_bytes, [&] { kernel(p, tile_w, tile_h, nc0); });
+#else
           kernel(p, tile_w, tile_h, nc0);
+#endif
         }
 #else
     kernel<<<grid, kThreads, tile.smem_bytes, stream>>>(p, tile_w, tile_h, nc0);
