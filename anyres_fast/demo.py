@@ -93,6 +93,7 @@ def ops_demo(device: torch.device, out: Path) -> dict:
 
 
 def generator_demo(device: torch.device, out: Path, seed: int = 0) -> dict:
+    torch.manual_seed(seed)  # random weights and latents: the same images every run
     # Full StyleGAN3-T width on a GPU; a narrow 64-px model on the CPU so the demo stays under a minute.
     if device.type == "cuda":
         G = Generator(resolution=256, config="T")
@@ -101,7 +102,6 @@ def generator_demo(device: torch.device, out: Path, seed: int = 0) -> dict:
                       scale_dim=32)
     G = G.to(device).eval()
     p = G.img_resolution
-    torch.manual_seed(seed)
     z = torch.randn(1, G.z_dim, device=device)
     G.calibrate_magnitudes_(torch.randn(16, G.z_dim, device=device))
     size = int(2.5 * p)
