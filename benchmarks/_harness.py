@@ -111,6 +111,18 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def report(title: str, device: torch.device, intro: str, table: str, out=None) -> str:
+    """Print a dated, device-labelled markdown report and, if out is given, write it there too."""
+    import datetime
+    text = (f"# {title} — {datetime.date.today().isoformat()} — {device_description(device)}\n\n"
+            f"{intro}\n\n{table}\n")
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return text
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)

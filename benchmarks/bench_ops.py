@@ -9,7 +9,6 @@ only, for a smoke run).
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import pkgutil
 import sys
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import op_cases  # noqa: E402
-from benchmarks._harness import device_description, format_table, run_case  # noqa: E402
+from benchmarks._harness import format_table, report, run_case  # noqa: E402
 
 
 def available_ops() -> list[str]:
@@ -45,13 +44,8 @@ def main(argv=None) -> int:
         for case in module.cases(device, args.quick):
             rows += run_case(case, device, quick=args.quick)
             print(f"  done: {case.op} {case.shape} {case.dtype}", file=sys.stderr, flush=True)
-    header = (f"# bench_ops — {datetime.date.today().isoformat()} — {device_description(device)}\n\n"
-              "Ratios: baseline time / impl time (>1 = faster than the baseline named per op).\n")
-    text = header + "\n" + format_table(rows) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    report("bench_ops", device, "Ratios: baseline time / impl time (>1 = faster than the baseline named per op).",
+           format_table(rows), args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ Without a GPU use --quick (tiny model) for a smoke run; CPU numbers say nothing 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anyres_fast.models import Generator  # noqa: E402
-from benchmarks._harness import device_description  # noqa: E402
+from benchmarks._harness import report  # noqa: E402
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -87,14 +86,9 @@ def main(argv=None) -> int:
                         torch.cuda.empty_cache()
                 lines.append(f"| {size} | {tiles} | {tb} | {prec} | " + " | ".join(cells) + f" | {note} |")
                 print(lines[-1], file=sys.stderr, flush=True)
-    header = (f"# bench_render — {datetime.date.today().isoformat()} — {device_description(device)}\n\n"
-              f"Generator p={p} config {args.config}{' (quick: tiny model)' if args.quick else ''}, "
-              f"random weights, one render per cell after a warm-up, uint8 host canvas.\n")
-    text = header + "\n" + "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    report("bench_render", device,
+           f"Generator p={p} config {args.config}{' (quick: tiny model)' if args.quick else ''}, "
+           f"random weights, one render per cell after a warm-up, uint8 host canvas.", "\n".join(lines), args.out)
     return 0
 
 

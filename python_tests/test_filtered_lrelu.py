@@ -365,8 +365,9 @@ class _EmulatedExtension:
         assert rc == 0, f"launcher returned {rc}"
 
 
-@pytest.fixture(scope="module")
-def emulated_kernel(tmp_path_factory, monkeypatch_module):
+def build_emulation(directory, extra_flags=(), harness=None):
+    """Compile the real kernel source + a harness (default _HARNESS) with g++ in host-emulation mode;
+    returns the ctypes library."""
     import ctypes
     import os
     import shutil
@@ -377,12 +378,17 @@ def emulated_kernel(tmp_path_factory, monkeypatch_module):
     if cxx is None or not (cuda_inc / "cuda_runtime.h").exists():
         pytest.skip("needs g++ and the CUDA headers for the host emulation of the kernel")
     csrc = Path(__file__).resolve().parents[1] / "csrc"
-    d = tmp_path_factory.mktemp("flrelu_emu")
-    (d / "harness.cpp").write_text(_HARNESS)
-    cmd = [cxx, "-std=c++20", "-O1", "-w", "-x", "c++", "-DANYRES_FAST_HOST_EMULATION", f"-I{csrc}",
-           "-isystem", str(cuda_inc), "-shared", "-fPIC", str(d / "harness.cpp"), "-o", str(d / "libemu.so")]
+    (directory / "harness.cpp").write_text(_HARNESS if harness is None else harness)
+    cmd = [cxx, "-std=c++20", "-O1", "-w", "-x", "c++", "-DANYRES_FAST_HOST_EMULATION", *extra_flags,
+           f"-I{csrc}", "-isystem", str(cuda_inc), "-shared", "-fPIC", str(directory / "harness.cpp"),
+           "-o", str(directory / "libemu.so")]
     subprocess.run(cmd, check=True, capture_output=True)
-    ext = _EmulatedExtension(ctypes.CDLL(str(d / "libemu.so")))
+    return ctypes.CDLL(str(directory / "libemu.so"))
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(tmp_path_factory, monkeypatch_module):
+    ext = _EmulatedExtension(build_emulation(tmp_path_factory.mktemp("flrelu_emu")))
     monkeypatch_module.setattr(fl._dispatch, "extension", lambda: ext)
     return ext
 

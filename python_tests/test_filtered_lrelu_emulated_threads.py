@@ -4,10 +4,6 @@ that race on the same shared-memory element, show up as a wrong result, in threa
 test_filtered_lrelu.py checks the index math with each CTA as one thread; this file checks the barriers."""
 import ctypes
 import importlib
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -75,18 +71,9 @@ class _Emulation:
 
 @pytest.fixture(scope="module")
 def emulation(tmp_path_factory, monkeypatch_module):
-    cxx = shutil.which("g++")
-    cuda_inc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
-    if cxx is None or not (cuda_inc / "cuda_runtime.h").exists():
-        pytest.skip("needs g++ and the CUDA headers for the host emulation of the kernel")
-    csrc = Path(__file__).resolve().parents[1] / "csrc"
-    d = tmp_path_factory.mktemp("flrelu_emu_threads")
-    (d / "harness.cpp").write_text(_HARNESS)
-    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-w", "-x", "c++", "-DANYRES_FAST_HOST_EMULATION",
-           "-DANYRES_FAST_HOST_EMULATION_THREADS", f"-I{csrc}", "-isystem", str(cuda_inc), "-shared", "-fPIC",
-           str(d / "harness.cpp"), "-o", str(d / "libemu_threads.so")]
-    subprocess.run(cmd, check=True, capture_output=True)
-    emu = _Emulation(ctypes.CDLL(str(d / "libemu_threads.so")))
+    lib = single_thread.build_emulation(tmp_path_factory.mktemp("flrelu_emu_threads"),
+                                        ("-pthread", "-DANYRES_FAST_HOST_EMULATION_THREADS"), _HARNESS)
+    emu = _Emulation(lib)
     monkeypatch_module.setattr(fl._dispatch, "extension", lambda: emu.ext)
     return emu
 
