@@ -3,99 +3,104 @@
     anyres-fast doctor [--build]     versions, GPU, extension status and build log path
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
+
+Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
+COMMANDS. User mistakes raise `anyres_fast.cli_args.CommandError` and end here as one line on stderr
+with exit code 2; `--debug` (before or after the command name) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import platform
-import shutil
-import subprocess
+import re
 import sys
+import traceback
 
+from .cli_args import CommandError
 
-def _nvcc_version() -> str:
-    from .ops._extension import _cuda_home
-    home = _cuda_home()
-    nvcc = shutil.which("nvcc") or (f"{home}/bin/nvcc" if home else None)
-    if not nvcc:
-        return "not found"
-    try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"error: {exc}"
-    release = [line for line in out.splitlines() if "release" in line]
-    return release[0].strip() if release else out.strip()[:80]
+# name -> (module, one-line help). Modules are imported when the parser is built.
+COMMANDS = {
+    "doctor": ("anyres_fast.doctor", "environment, GPU and CUDA extension status"),
+    "demo": ("anyres_fast.demo", "the default end-to-end run"),
+    "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
+}
 
-
-def doctor(args) -> int:
-    import torch
-
-    from .ops import _extension
-
-    print(f"python        {platform.python_version()} ({sys.executable})")
-    print(f"torch         {torch.__version__} (built with CUDA {torch.version.cuda})")
-    print(f"nvcc          {_nvcc_version()}")
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            print(f"gpu {i}         {p.name}, sm_{p.major}{p.minor}, {p.total_memory / 2**30:.1f} GiB")
-    else:
-        print("gpu           none (ops run their PyTorch reference; the extension can still be built)")
-    status = _extension.status()
-    print(f"extension     mode={status['mode']} archs={';'.join(status['archs'])}")
-    print(f"  build dir   {status['build_dir']}")
-    rc = 0
-    if args.build:
-        try:
-            module = _extension.build(force=args.rebuild)
-            print(f"  built+imported {module.__file__}")
-            print(f"  bound ops   {', '.join(module.bound_ops) or '(none)'}")
-            print(f"  cuda runtime {module.cuda_runtime_version()}")
-        except Exception as exc:
-            print(f"  BUILD FAILED: {exc}")
-            rc = 1
-    else:
-        print(f"  built       {status['built']}" + ("" if status["built"] else " (run `anyres-fast doctor --build`)"))
-    print(f"  build log   {status['build_dir']}/build.log")
-    return rc
-
-
-def demo(args) -> int:
-    from . import demo as demo_module
-    return demo_module.main(args)
-
-
-def _add_generate(sub) -> None:
-    p = sub.add_parser("generate", help="render images from a generator at any resolution")
-    try:
-        generate = importlib.import_module("anyres_fast.generate")
-    except ImportError as exc:
-        p.set_defaults(func=lambda a: print(f"generate is unavailable: {exc}", file=sys.stderr) or 1)
-        return
-    generate.add_arguments(p)
-    p.set_defaults(func=generate.main)
+# An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):
+# argparse would take it for an option, so it is joined to its option as `--zoom=-10,0,64`.
+_NEGATIVE_VALUE = re.compile(r"^-\d[\d.,;:eE+\-]*$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anyres-fast", description=__doc__,
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+    parser = argparse.ArgumentParser(prog="anyres-fast", description=__doc__.split("\n\nEvery")[0],
+                                     parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("doctor", help="environment, GPU and CUDA extension status")
-    p.add_argument("--build", action="store_true", help="build (if needed) and import the extension")
-    p.add_argument("--rebuild", action="store_true", help="with --build: rebuild even if cached")
-    p.set_defaults(func=doctor)
-    p = sub.add_parser("demo", help="the default end-to-end run")
-    p.add_argument("--out", default="out/demo", help="folder for the demo's images (default out/demo)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.set_defaults(func=demo)
-    _add_generate(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, parents=[common], description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
     return parser
 
 
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
+    takes_value = set()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.option_strings and action.nargs is None and not isinstance(
+                    action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                takes_value.update(action.option_strings)
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in takes_value and i + 1 < len(argv) and _NEGATIVE_VALUE.match(argv[i + 1]):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run one `anyres-fast` command.
+
+    Args:
+        argv: the arguments after the program name (default: sys.argv[1:]).
+
+    Returns:
+        The process exit code: 0 on success, 2 for a user mistake (one line on stderr), 1 for an
+        internal error, 130 when interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_join_negative_values(parser, argv))
+    debug = getattr(args, "debug", False)
+    prog = f"anyres-fast {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

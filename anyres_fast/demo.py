@@ -120,14 +120,30 @@ def generator_demo(device: torch.device, out: Path, seed: int = 0) -> dict:
     return report
 
 
-def main(args: Namespace) -> int:
-    from .cli import doctor
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="out/demo", help="folder for the demo's images (default out/demo)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def main(args: Namespace) -> int:
+    """Run the demo.
+
+    Args:
+        args: `out` (folder for images and summary.json) and `device` (None: cuda when available).
+
+    Returns:
+        0 on success.
+
+    Raises:
+        CommandError: the device does not exist or the output folder cannot be created.
+    """
+    from . import doctor
+    from .cli_args import parse_device, prepare_out_dir
+
+    device = parse_device(args.device)
+    out = Path(prepare_out_dir(args.out))
     print("== environment")
-    doctor(Namespace(build=device.type == "cuda", rebuild=False))
+    doctor.main(Namespace(build=device.type == "cuda", rebuild=False))
     print("\n== ops")
     summary = {"ops": ops_demo(device, out)}
     print(json.dumps(summary["ops"], indent=2))

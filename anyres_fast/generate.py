@@ -105,10 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from .cli_args import parse_device
+
     try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+        device = parse_device(args.device)
         G = load_generator(args.weights, device)
         if args.zoom is None and args.size < G.img_resolution:
             raise ValueError(f"--size {args.size} is smaller than the patch size {G.img_resolution}")
