@@ -30,11 +30,18 @@ COMMANDS = {
 _NEGATIVE_VALUE = re.compile(r"^-\d[\d.,;:eE+\-]*$")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`anyres-fast generate: argument --size: ...`), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback on errors")
-    parser = argparse.ArgumentParser(prog="anyres-fast", description=__doc__.split("\n\nEvery")[0],
+    parser = _Parser(prog="anyres-fast", description=__doc__.split("\n\nEvery")[0],
                                      parents=[common],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

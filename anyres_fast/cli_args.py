@@ -92,3 +92,13 @@ positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 nonnegative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 finite_float = _number(float, math.isfinite, "a finite number")
 positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def check_extension_environment() -> None:
+    """Raise CommandError when ANYRES_FAST_EXT or ANYRES_FAST_ARCH is malformed (before any work)."""
+    from .ops import _extension
+
+    try:
+        _extension.check_environment()
+    except ValueError as exc:
+        raise CommandError(f"{exc} (see `anyres-fast doctor`)") from None

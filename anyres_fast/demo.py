@@ -135,11 +135,13 @@ def main(args: Namespace) -> int:
         0 on success.
 
     Raises:
-        CommandError: the device does not exist or the output folder cannot be created.
+        CommandError: the device does not exist, the output folder cannot be created, or an
+            ANYRES_FAST_* variable is malformed.
     """
     from . import doctor
-    from .cli_args import parse_device, prepare_out_dir
+    from .cli_args import check_extension_environment, parse_device, prepare_out_dir
 
+    check_extension_environment()
     device = parse_device(args.device)
     out = Path(prepare_out_dir(args.out))
     print("== environment")

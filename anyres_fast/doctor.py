@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         args: `build` (build and import the extension) and `rebuild` (ignore the cache).
 
     Returns:
-        0, or 1 when --build was asked for and the build failed.
+        0, or 1 when an ANYRES_FAST_* variable is malformed or the requested build failed.
     """
     import torch
 
@@ -55,18 +55,25 @@ def main(args: argparse.Namespace) -> int:
         print("gpu           none (ops run their PyTorch reference; the extension can still be built)")
     status = _extension.status()
     print(f"extension     mode={status['mode']} archs={';'.join(status['archs'])}")
+    for problem in status["problems"]:
+        print(f"  PROBLEM     {problem}")
     print(f"  build dir   {status['build_dir']}")
-    rc = 0
+    rc = 1 if status["problems"] else 0
     if args.build:
-        try:
-            module = _extension.build(force=args.rebuild)
-            print(f"  built+imported {module.__file__}")
-            print(f"  bound ops   {', '.join(module.bound_ops) or '(none)'}")
-            print(f"  cuda runtime {module.cuda_runtime_version()}")
-        except Exception as exc:
-            print(f"  BUILD FAILED: {exc}")
+        if status["problems"]:
+            print("  BUILD SKIPPED: fix the environment variable(s) above first")
             rc = 1
+        else:
+            try:
+                module = _extension.build(force=args.rebuild)
+                print(f"  built+imported {module.__file__}")
+                print(f"  bound ops   {', '.join(module.bound_ops) or '(none)'}")
+                print(f"  cuda runtime {module.cuda_runtime_version()}")
+            except Exception as exc:  # a diagnostic reports every failure instead of crashing
+                print(f"  BUILD FAILED: {type(exc).__name__}: {exc}")
+                rc = 1
     else:
         print(f"  built       {status['built']}" + ("" if status["built"] else " (run `anyres-fast doctor --build`)"))
-    print(f"  build log   {status['build_dir']}/build.log")
+    if status["build_dir"] != "unknown":
+        print(f"  build log   {status['build_dir']}/build.log")
     return rc

@@ -8,7 +8,8 @@ assembles the result in a host (CPU) tensor. Only `tile_batch` tiles live on the
 """
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import Callable, Optional
 
 import torch
 
@@ -49,13 +50,100 @@ def to_output(tiles: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     raise ValueError(f"render: out_dtype must be uint8 or a float dtype, got {out_dtype}")
 
 
+class MemoryLimitError(MemoryError):
+    """A render would need more host or device memory than is available (checked before allocating)."""
+
+
+def available_host_memory() -> Optional[int]:
+    """Bytes the kernel reports as available to new allocations (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def available_device_memory(device: torch.device) -> Optional[int]:
+    """Free bytes on a CUDA device (torch.cuda.mem_get_info), None for other devices."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_render_memory(*, num_images: int, width: int, height: int, tile: int, channels: int,
+                        tile_batch: int, device, out_dtype: torch.dtype = torch.float32,
+                        device_bytes_per_tile: int = 0, extra_host_bytes: int = 0) -> dict:
+    """Estimate the memory of a render and stop before allocating when it does not fit.
+
+    Args:
+        num_images, width, height, tile, channels, tile_batch, out_dtype: as in render_canvas.
+        device: the render device (on the CPU, tile activations come out of host memory too).
+        device_bytes_per_tile: activation bytes of one tile in flight (model specific estimate).
+        extra_host_bytes: further host memory the caller needs (e.g. a copy for the image encoder).
+
+    Returns:
+        {"host": bytes, "device": bytes} estimated.
+
+    Raises:
+        MemoryLimitError: an estimate exceeds the available host or device memory; the message gives
+            the estimate and the limit.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    elsize = torch.empty((), dtype=out_dtype).element_size()
+    canvas = num_images * channels * width * height * elsize
+    in_flight = tile_batch * device_bytes_per_tile
+    staging = 2 * tile_batch * channels * tile * tile * elsize
+    host = canvas + extra_host_bytes + staging + (in_flight if device.type != "cuda" else 0)
+    what = f"a {width}x{height} canvas ({num_images} image(s), {channels} channels, {str(out_dtype).replace('torch.', '')})"
+    limit = available_host_memory()
+    if limit is not None and host > limit:
+        raise MemoryLimitError(f"{what} needs an estimated {_gib(host)} of host memory, {_gib(limit)} is available; "
+                               f"render a smaller size or a window of the canvas")
+    dev = in_flight if device.type == "cuda" else 0
+    limit = available_device_memory(device)
+    if limit is not None and dev > limit:
+        raise MemoryLimitError(f"{what}: {tile_batch} tile(s) in flight need an estimated {_gib(dev)} on {device}, "
+                               f"{_gib(limit)} is free; use a smaller tile_batch")
+    return {"host": host, "device": dev}
+
+
 def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, height: int, tile: int,
                   channels: int, tile_batch: int = 8, device=None, progress: bool = True,
-                  out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Assemble (num_images, channels, height, width) on the host from p x p tiles (see module doc)."""
+                  out_dtype: torch.dtype = torch.float32, device_bytes_per_tile: int = 0) -> torch.Tensor:
+    """Assemble (num_images, channels, height, width) on the host from tile x tile tiles (see module doc).
+
+    Args:
+        render_tiles: (sample, tx, ty) int64 tensors of length k -> (k, channels, tile, tile) tensor.
+        num_images, width, height: output size; tile: tile side; channels: image channels.
+        tile_batch: tiles per render_tiles call (device memory grows with it, not with the canvas).
+        device: where render_tiles computes (indices are placed there); progress: tqdm bar.
+        out_dtype: uint8 (x * 127.5 + 128, clamped) or a float dtype.
+        device_bytes_per_tile: estimated activation bytes of one tile, for the memory check.
+
+    Returns:
+        CPU tensor (num_images, channels, height, width) of out_dtype.
+
+    Raises:
+        ValueError: bad tile_batch or out_dtype. MemoryLimitError: the estimate exceeds available memory.
+        RuntimeError: render_tiles returned the wrong shape.
+    """
     if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
         raise ValueError(f"render: tile_batch must be a positive int, got {tile_batch!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
+    to_output(torch.zeros(1), out_dtype)        # reject a bad out_dtype before allocating
+    check_render_memory(num_images=num_images, width=width, height=height, tile=tile, channels=channels,
+                        tile_batch=tile_batch, device=device, out_dtype=out_dtype,
+                        device_bytes_per_tile=device_bytes_per_tile)
     out = torch.empty(num_images, channels, height, width, dtype=out_dtype)
     items = [(b, tx, ty) for b in range(num_images) for ty in tile_offsets(height, tile)
              for tx in tile_offsets(width, tile)]

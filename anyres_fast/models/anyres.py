@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -76,16 +77,58 @@ class GeneratorConfig:
     scale_mapping_layers: int = 2
 
     def __post_init__(self):
+        # Types first: a JSON config or keyword argument of the wrong type ("512", 64.5, true) would
+        # otherwise surface as an obscure error deep in the layer construction, or silently round.
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _FIELD_KINDS[f.name]
+            optional = f.default is None
+            if value is None and optional:
+                continue
+            if kind is int:
+                ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+                if ok:
+                    setattr(self, f.name, int(value))
+            elif kind is float:
+                ok = (isinstance(value, (int, float, np.integer, np.floating))
+                      and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
+                if ok:
+                    setattr(self, f.name, float(value))
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                want = {int: "an int", float: "a finite number", bool: "true or false", str: "a string"}[kind]
+                raise TypeError(f"Generator: {f.name} must be {want}{' or None' if optional else ''}, "
+                                f"got {value!r} ({type(value).__name__})")
         if self.config not in CONFIGS:
             raise ValueError(f"Generator: config must be one of {sorted(CONFIGS)}, got {self.config!r}")
         p = self.resolution
-        if not isinstance(p, int) or p < 64 or p & (p - 1):
+        if p < 64 or p & (p - 1):
             raise ValueError(f"Generator: resolution must be a power of two >= 64, got {p!r}")
-        for name in ("z_dim", "w_dim", "img_channels", "mapping_layers", "num_layers", "scale_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"Generator: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("z_dim", "w_dim", "img_channels", "mapping_layers", "num_layers", "scale_dim",
+                     "channel_base", "channel_max", "mapping_width", "filter_size", "lrelu_upsampling",
+                     "scale_mapping_layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Generator: {name} must be >= 1, got {value}")
+        for name in ("c_dim", "margin_size", "num_fp16_res", "scale_embed_freqs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Generator: {name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.num_critical < self.num_layers:
             raise ValueError(f"Generator: num_critical must be in [0, num_layers), got {self.num_critical}")
+        for name in ("mapping_lr_multiplier", "first_cutoff", "first_stopband", "last_stopband_rel"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Generator: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("w_avg_beta", "magnitude_ema_beta"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"Generator: {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.conv_clamp is not None and self.conv_clamp <= 0:
+            raise ValueError(f"Generator: conv_clamp must be > 0 or None, got {self.conv_clamp}")
+        # Narrow widths can round a layer down to zero channels.
+        channels = [l.out_channels for l in layer_schedule(self).layers[:-1]]
+        if min(channels) < 1:
+            raise ValueError(f"Generator: channel_base {self.resolved_channel_base} gives layers with 0 channels "
+                             f"at resolution {p} (the narrowest layer has channel_base / {p} channels); "
+                             f"use channel_base >= {p}")
 
     @property
     def conv_kernel(self) -> int:
@@ -113,6 +156,11 @@ class GeneratorConfig:
         if unknown:
             raise ValueError(f"Generator config: unknown keys {unknown}")
         return cls(**d)
+
+
+# The type every GeneratorConfig field must have (Optional fields, default None, may also be None).
+_FIELD_KINDS = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[
+    f.type.replace("Optional[", "").rstrip("]")] for f in dataclasses.fields(GeneratorConfig)}
 
 
 @dataclass(frozen=True)
@@ -274,10 +322,14 @@ class MappingNetwork(torch.nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0,
-                truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False,
+                check_inputs: bool = True) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"Generator: z must have shape (B, {self.z_dim}), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+        _check_truncation(truncation_psi, truncation_cutoff)
+        if check_inputs and not torch.isfinite(z).all():
+            raise ValueError("Generator: z must be finite (it contains NaN or inf)")
         x = normalize_2nd_moment(z.to(torch.float32))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape != (z.shape[0], self.c_dim):
@@ -294,6 +346,16 @@ class MappingNetwork(torch.nn.Module):
             cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
             x[:, :cutoff] = self.w_avg.lerp(x[:, :cutoff], truncation_psi)
         return x
+
+
+def _check_truncation(psi, cutoff) -> None:
+    """psi: a finite real number (NaN would give all-NaN ws, i.e. a black image); cutoff: None or int >= 0."""
+    if isinstance(psi, torch.Tensor) and psi.numel() == 1:
+        psi = psi.item()
+    if isinstance(psi, bool) or not isinstance(psi, (int, float, np.integer, np.floating)) or not math.isfinite(psi):
+        raise ValueError(f"Generator: truncation_psi must be a finite number, got {psi!r}")
+    if cutoff is not None and (isinstance(cutoff, bool) or not hasattr(cutoff, "__index__") or cutoff.__index__() < 0):
+        raise ValueError(f"Generator: truncation_cutoff must be None or an int >= 0, got {cutoff!r}")
 
 
 def scale_embedding(scale: torch.Tensor, num_freqs: int) -> torch.Tensor:
@@ -504,7 +566,14 @@ def _per_sample(name: str, value, batch: int, width: int, device, check: bool = 
     if isinstance(value, (int, float)) and not isinstance(value, bool) and width == 1:
         t = torch.full((batch,), float(value), dtype=torch.float64, device=device)   # no host-to-device copy
     else:
-        t = torch.as_tensor(value, dtype=torch.float64, device=device)
+        if isinstance(value, (str, bytes, bool)) or not isinstance(value, (torch.Tensor, np.ndarray, int, float,
+                                                                          np.number, list, tuple)):
+            raise TypeError(f"Generator: {name} must be a number, a sequence of numbers or a tensor, "
+                            f"got {value!r} ({type(value).__name__})")
+        try:
+            t = torch.as_tensor(value, dtype=torch.float64, device=device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"Generator: {name} must be numbers, got {value!r} ({exc})") from None
     if t.ndim == 0 and width == 1:
         t = t.expand(batch)
     elif t.ndim == 1 and width > 1 and t.shape[0] == width:
@@ -544,6 +613,18 @@ def patch_transform(resolution: int, canvas, box=None, center=None, batch: int =
     return t.to(torch.float32), (n / resolution).to(torch.float32)
 
 
+def estimate_tile_bytes(schedule: Schedule, half: bool = False) -> int:
+    """Peak activation bytes of one p x p tile in the synthesis network (see Generator.tile_bytes)."""
+    peak = schedule.input.channels * schedule.input.size ** 2 * 4
+    for s in schedule.layers:
+        el = 2 if (half and s.use_fp16) else 4
+        conv_out = s.out_channels * (s.in_size + s.conv_kernel - 1) ** 2
+        upsampled = s.out_channels * ((s.in_size + s.conv_kernel - 1) * s.up + s.up_taps) ** 2
+        peak = max(peak, el * (s.in_channels * s.in_size ** 2 + conv_out + 2 * upsampled
+                               + s.out_channels * s.out_size ** 2))
+    return int(peak)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Generator
 
@@ -553,8 +634,17 @@ class Generator(torch.nn.Module):
     G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch; G.render(z, size=N) a whole canvas;
     G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas."""
 
+    # Finiteness checks of z and ws read one value back from the device per call; a training loop that
+    # cannot afford the sync sets G.check_inputs = False.
+    check_inputs = True
+
     def __init__(self, cfg: Optional[GeneratorConfig] = None, **kwargs):
-        """Generator(GeneratorConfig(...)) or Generator(resolution=256, config="T", ...)."""
+        """Generator(GeneratorConfig(...)) or Generator(resolution=256, config="T", ...).
+
+        Raises:
+            TypeError: a config value of the wrong type (e.g. z_dim="512", channel_max=64.5).
+            ValueError: a config value out of range (e.g. channel_base=0).
+        """
         super().__init__()
         if cfg is None:
             cfg = GeneratorConfig(**kwargs)
@@ -615,6 +705,10 @@ class Generator(torch.nn.Module):
     def synthesize(self, ws: torch.Tensor, *, canvas=None, box=None, center=None, transform=None, scale=None,
                    force_fp32: bool = False, half_dtype: torch.dtype = torch.float16, update_emas: bool = False,
                    input_gains: Optional[Sequence[float]] = None) -> torch.Tensor:
+        if not isinstance(ws, torch.Tensor):
+            raise TypeError(f"Generator: ws must be a tensor (B, num_ws, w_dim), got {type(ws).__name__}")
+        if self.check_inputs and not torch.isfinite(ws).all():
+            raise ValueError("Generator: ws (the styles) must be finite (they contain NaN or inf)")
         t, s = self.frame(ws.shape[0], canvas=canvas, box=box, center=center, transform=transform, scale=scale,
                           device=ws.device)
         return self.synthesis(ws, t, self.scale_features(s), half_dtype=None if force_fp32 else half_dtype,
@@ -627,7 +721,7 @@ class Generator(torch.nn.Module):
         """One p x p patch per sample, float32 in about [-1, 1]. Without canvas/box/center/transform
         this is the plain fixed-resolution StyleGAN3 image."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
+                          update_emas=update_emas, check_inputs=self.check_inputs)
         return self.synthesize(ws, canvas=canvas, box=box, center=center, transform=transform, scale=scale,
                                force_fp32=force_fp32, half_dtype=half_dtype, update_emas=update_emas)
 
@@ -663,14 +757,23 @@ class Generator(torch.nn.Module):
         window origin, so every tile samples the same grid at every layer; tiles sticking out of the
         window are cropped. Device memory depends on tile_batch, not on N. out_dtype float32 (values
         as the model outputs) or uint8 (SG3 convention x*127.5+128, converted on the device)."""
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if isinstance(size, (bool, np.bool_)) or not hasattr(size, "__index__") or size.__index__() < 1:
             raise ValueError(f"Generator.render: size must be a positive int, got {size!r}")
+        size = size.__index__()     # numpy and torch integers work like ints
         if window is None:
             if size < self.img_resolution:
                 raise ValueError(f"Generator.render: size must be >= the patch size {self.img_resolution}, "
                                  f"got {size} (use G(z, canvas=N) to see a zoomed-out patch)")
             window = (0, 0, size, size)
         x0, y0, width, height = _render.parse_window(window)
+        if x0 < 0 or y0 < 0 or x0 + width > size or y0 + height > size:
+            # Extrapolation is well defined (the Fourier input extends beyond the canvas) but is not
+            # what the model was trained on: allowed, and said.
+            warnings.warn(f"Generator.render: window {(x0, y0, width, height)} reaches outside the "
+                          f"{size}x{size} canvas; pixels there are extrapolated", stacklevel=2)
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"Generator.render: z must be a tensor (B, {self.z_dim}), got {type(z).__name__}")
+        _check_truncation(truncation_psi, truncation_cutoff)
         model_device = next(self.parameters()).device
         device = model_device if device is None else torch.device(device)
         if not _same_device(device, model_device):
@@ -679,7 +782,7 @@ class Generator(torch.nn.Module):
         device = model_device
         z = z.to(device)
         ws = self.mapping(z, None if c is None else c.to(device), truncation_psi=truncation_psi,
-                          truncation_cutoff=truncation_cutoff)
+                          truncation_cutoff=truncation_cutoff, check_inputs=self.check_inputs)
         p = self.img_resolution
         scale_feat = self.scale_features(torch.full((1,), size / p, device=device))
         gains = self.synthesis.input_gains()
@@ -695,7 +798,14 @@ class Generator(torch.nn.Module):
 
         return _render.render_canvas(render_tiles, num_images=ws.shape[0], width=width, height=height, tile=p,
                                      channels=self.img_channels, tile_batch=tile_batch, device=device,
-                                     progress=progress, out_dtype=out_dtype)
+                                     progress=progress, out_dtype=out_dtype,
+                                     device_bytes_per_tile=self.tile_bytes(half is not None and device.type == "cuda"))
+
+    def tile_bytes(self, half: bool = False) -> int:
+        """Estimated device memory of one tile in flight during render (largest layer: its input, the
+        upsampled intermediate of filtered_lrelu and its output), in bytes. An estimate for the memory
+        guard, not an exact figure."""
+        return estimate_tile_bytes(self.synthesis.schedule, half)
 
     def zoom(self, z: torch.Tensor, canvas: int, window, **kwargs) -> torch.Tensor:
         """Render window (x0, y0, w[, h]) of a virtual canvas of size `canvas` (see render)."""
@@ -703,8 +813,21 @@ class Generator(torch.nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
-        """config.json + weights.pt (state dict), each written to a temporary file and renamed."""
-        os.makedirs(directory, exist_ok=True)
+        """Write config.json + weights.pt (state dict), each to a temporary file that is then renamed.
+
+        Args:
+            directory: folder to write into (created with its parents; existing files are replaced).
+
+        Raises:
+            NotADirectoryError: `directory` (or a parent) exists and is a file.
+        """
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(f"Generator.save_pretrained: {directory} exists and is not a folder")
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise NotADirectoryError(f"Generator.save_pretrained: cannot create the folder {directory} "
+                                     f"(a parent is a file)") from None
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
         meta = {"format": FORMAT, "config": self.config.to_dict()}
@@ -713,20 +836,102 @@ class Generator(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
+        """Load a folder written by save_pretrained; every key and shape must match (strict).
+
+        Args:
+            directory: folder with config.json and weights.pt.
+            map_location: device for the weights (torch.load's map_location).
+
+        Returns:
+            The Generator, in train mode as after construction.
+
+        Raises:
+            FileNotFoundError: the folder, config.json or weights.pt is missing.
+            ValueError: config.json is not valid JSON, not an object, of another format or holds a bad
+                config; weights.pt is unreadable (truncated, not a torch file) or does not fit the config
+                (the message names the missing / unexpected keys and mismatched shapes, and both files).
+            TypeError: a config value of the wrong type.
+        """
+        where = "Generator.from_pretrained"
+        cfg = read_pretrained_config(directory)
         cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
-        for path in (cfg_path, w_path):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Generator.from_pretrained: {path} not found "
-                                        f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} from save_pretrained)")
-        with open(cfg_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"Generator.from_pretrained: {cfg_path} has format {meta.get('format')!r}, "
-                             f"expected {FORMAT!r}")
-        model = cls(GeneratorConfig.from_dict(meta["config"]))
-        state = torch.load(w_path, map_location=map_location, weights_only=True)
+        try:
+            state = torch.load(w_path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # any failure to read the user's file is about the file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"{where}: {w_path} cannot be read as a torch state dict "
+                             f"({type(exc).__name__}: {first[:160]}); is the file complete?") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{where}: {w_path} must hold a state dict (name -> tensor), got {type(state).__name__}")
+        model = cls(cfg)
+        mismatch = _state_dict_mismatch(model.state_dict(), state)
+        if mismatch:
+            raise ValueError(f"{where}: {w_path} does not fit {cfg_path}: {mismatch}")
         model.load_state_dict(state, strict=True)
         return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+
+
+def read_pretrained_config(directory: str) -> GeneratorConfig:
+    """The GeneratorConfig of a save_pretrained folder, checked, without reading the weights.
+
+    Args:
+        directory: folder with config.json and weights.pt.
+
+    Returns:
+        GeneratorConfig.
+
+    Raises:
+        FileNotFoundError, ValueError, TypeError: as Generator.from_pretrained, for the config file.
+    """
+    where = "Generator.from_pretrained"
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{where}: {directory} is not a folder (expected one written by save_pretrained "
+                                f"with {CONFIG_FILE} and {WEIGHTS_FILE})")
+    cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
+    for path in (cfg_path, w_path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{where}: {path} not found "
+                                    f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} from save_pretrained)")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: {cfg_path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno})") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"{where}: {cfg_path} cannot be read as UTF-8 JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: {cfg_path} must hold a JSON object with \"format\" and \"config\", "
+                         f"got a JSON {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{where}: {cfg_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{where}: {cfg_path}: \"config\" must be a JSON object, got {meta.get('config')!r}")
+    try:
+        cfg = GeneratorConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {cfg_path}: {exc}") from None
+    return cfg
+
+
+def _state_dict_mismatch(expected: dict, got: dict, show: int = 3) -> str:
+    """'' when the names and shapes agree, else one line naming the first few differences."""
+    def names(keys):
+        keys = sorted(keys)
+        return ", ".join(keys[:show]) + (f" (+{len(keys) - show} more)" if len(keys) > show else "")
+    parts = []
+    missing = set(expected) - set(got)
+    unexpected = set(got) - set(expected)
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {names(unexpected)}")
+    shapes = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
+    for k in shapes[:show]:
+        parts.append(f"{k} has shape {tuple(got[k].shape)} in the file, {tuple(expected[k].shape)} in the model")
+    if len(shapes) > show:
+        parts.append(f"{len(shapes) - show} more shape mismatch(es)")
+    return "; ".join(parts)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -76,7 +76,7 @@ def target_archs() -> list[str]:
     for a in archs:
         major, _, minor = a.partition(".")
         if not (major.isdigit() and minor.rstrip("a").isdigit()):
-            raise ValueError(f"bad CUDA arch {a!r} (expected e.g. 9.0)")
+            raise ValueError(f"bad CUDA arch {a!r} in ANYRES_FAST_ARCH (expected e.g. 9.0 or 8.0;9.0)")
     return archs
 
 
@@ -242,15 +242,44 @@ def get(required: bool = False):
     return None
 
 
+def check_environment() -> None:
+    """Raise ValueError naming the variable when ANYRES_FAST_EXT or ANYRES_FAST_ARCH is malformed."""
+    mode()
+    target_archs()
+
+
 def status() -> dict:
-    """What `anyres-fast doctor` prints; never builds."""
-    info = {"mode": mode(), "archs": target_archs(), "build_dir": str(build_dir())}
-    lib = _library_path(build_dir())
+    """What `anyres-fast doctor` prints; never builds and never raises.
+
+    Returns:
+        dict with mode, archs, build_dir, built, library, log, loaded, error and `problems`: one line
+        per malformed environment variable (the other fields then say "unknown" where they depend on it).
+    """
+    problems = []
+    try:
+        info = {"mode": mode()}
+    except ValueError as exc:
+        info = {"mode": "invalid"}
+        problems.append(str(exc))
+    try:
+        info["archs"] = target_archs()
+    except ValueError as exc:
+        info["archs"] = ["invalid"]
+        problems.append(str(exc))
+    try:
+        directory = build_dir()
+    except Exception as exc:  # bad archs, unreadable sources: report, the diagnostic must not crash
+        directory = None
+        if info["archs"] != ["invalid"]:
+            problems.append(f"build folder unknown: {exc}")
+    info["build_dir"] = str(directory) if directory is not None else "unknown"
+    lib = _library_path(directory) if directory is not None else None
     info["built"] = lib is not None
     info["library"] = str(lib) if lib else None
-    info["log"] = str(log_path()) if log_path().exists() else None
+    info["log"] = str(directory / "build.log") if directory is not None and (directory / "build.log").exists() else None
     info["loaded"] = _state["module"] is not None
     info["error"] = str(_state["error"]) if _state["error"] else None
+    info["problems"] = problems
     return info
 
 
