@@ -20,6 +20,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -855,6 +856,13 @@ class Generator(torch.nn.Module):
         where = "Generator.from_pretrained"
         cfg = read_pretrained_config(directory)
         cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
+        with open(w_path, "rb") as f:
+            head = f.read(4)
+        if head[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(w_path):
+            raise ValueError(f"{where}: {w_path} is truncated or damaged (an incomplete zip archive of "
+                             f"{os.path.getsize(w_path):,} bytes); save it again")
+        if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+            raise ValueError(f"{where}: {w_path} is not a file written by torch.save (it starts with {head!r})")
         try:
             state = torch.load(w_path, map_location=map_location, weights_only=True)
         except Exception as exc:  # any failure to read the user's file is about the file
