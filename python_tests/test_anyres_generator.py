@@ -253,36 +253,45 @@ def test_scale_value_reaches_the_styles(scale):
 # ----------------------------------------------------------------------------------------------------
 # Tiles
 
-def _overlap_diff(G, z, canvas, box_a, offset, claimed_offset=None):
-    """8-bit |A - B| on the region where patch B (at box_a + offset) overlaps A, with B placed as if it
-    sat at box_a + claimed_offset (a wrong claim is the control)."""
+def _overlap_diffs(G, z, canvas, box_a, offsets, claimed):
+    """8-bit (max, mean) |A - B| where patch B, rendered at box_a + offset, overlaps patch A, with B placed as
+    if it sat at box_a + claim: one pair per (offset, claim); a wrong claim is a misplaced tile. One
+    batched forward for all the patches."""
     p = G.img_resolution
-    d = offset if claimed_offset is None else claimed_offset
-    A = G(z, canvas=canvas, box=box_a)
-    B = G(z, canvas=canvas, box=(box_a[0] + offset[0], box_a[1] + offset[1]))
-    dx, dy = d
-    diff = (A[..., dy:, dx:] - B[..., :p - dy, :p - dx]).abs() * 127.5
-    return float(diff.max()), float(diff.mean()), float(A.std() * 127.5)
+    boxes = torch.tensor([box_a] + [(box_a[0] + o[0], box_a[1] + o[1]) for o in offsets], dtype=torch.float64)
+    out = G(z.expand(len(boxes), -1), canvas=canvas, box=boxes)
+    A, res = out[0], []
+    for B, (dx, dy) in zip(out[1:], claimed):
+        diff = (A[:, dy:, dx:] - B[:, :p - dy, :p - dx]).abs() * 127.5
+        res.append((float(diff.max()), float(diff.mean())))
+    return res, float(A.std() * 127.5)
 
 
-@pytest.mark.parametrize("config,factor", [("T", 2), ("T", 4), ("T", 7.3), ("R", 4)])
+# 8-bit limits per case, about 1.2-1.5x the values measured on the 2-core CPU dev machine (fp32, seeded,
+# so deterministic up to float reassociation): on-grid max/mean T2 1.35/0.090, T4 1.42/0.168,
+# T7.3 1.17/0.117, R4 0.02/0.001. A tile misplaced by one pixel measured mean 1.66/3.53 (T2, x/y),
+# 0.43/1.33 (T4), 0.21/0.17 (T7.3), 0.62/0.54 (R4): above every mean limit, so it fails.
+_TILE_LIMITS = {("T", 2): (2.0, 0.15), ("T", 4): (2.0, 0.25), ("T", 7.3): (1.5, 0.14), ("R", 4): (0.1, 0.01)}
+
+
+@pytest.mark.parametrize("config,factor", list(_TILE_LIMITS))
 def test_overlapping_tiles_agree(config, factor):
     G = small_generator(config=config)
     p = G.img_resolution
     canvas = int(round(factor * p))
     z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(11))
     box = (canvas // 3, canvas // 5)
+    on, off = (p // 2, p // 4), (p // 2 + 1, p // 4 + 3)            # on and off the sampling grid
+    offsets = [on, off, (on[0] + 1, on[1]), (on[0], on[1] + 1)]     # last two: placed 1 px wrong in x, in y
     with torch.no_grad():
-        mx, mean, std = _overlap_diff(G, z, canvas, box, (p // 2, p // 4))          # on the sampling grid
-        mx_sub, mean_sub, _ = _overlap_diff(G, z, canvas, box, (p // 2 + 1, p // 4 + 3))   # off the grid
-        mx_bad, mean_bad, _ = _overlap_diff(G, z, canvas, box, (p // 2 + p // 8, p // 4),
-                                            claimed_offset=(p // 2, p // 4))           # control
-    print(f"\nconfig {config} N={canvas} (p={p}, fp32, untrained, image std {std:.1f}): overlap |diff| in 8-bit units "
-          f"max {mx:.2f} mean {mean:.3f}; off-grid offset max {mx_sub:.2f} mean {mean_sub:.3f}; "
-          f"control (offset wrong by p/8) max {mx_bad:.2f} mean {mean_bad:.3f}")
-    assert mx < 10 and mean < 1.0
-    assert mx_sub < 10 and mean_sub < 1.0
-    assert mean_bad > 5 * mean
+        (grid, sub, bad_x, bad_y), std = _overlap_diffs(G, z, canvas, box, offsets, [on, off, on, on])
+    print(f"\nconfig {config} N={canvas} (p={p}, fp32, untrained, image std {std:.1f}): overlap |diff| in 8-bit "
+          f"units max {grid[0]:.2f} mean {grid[1]:.3f}; off-grid max {sub[0]:.2f} mean {sub[1]:.3f}; "
+          f"control, 1 px misplaced in x: mean {bad_x[1]:.3f}, in y: mean {bad_y[1]:.3f}")
+    max_limit, mean_limit = _TILE_LIMITS[(config, factor)]
+    assert grid[0] < max_limit and grid[1] < mean_limit
+    assert sub[0] < max_limit and sub[1] < mean_limit
+    assert bad_x[1] > mean_limit and bad_y[1] > mean_limit        # the limits do catch a 1 px error
 
 
 @pytest.mark.cuda
