@@ -8,16 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from anyres_fast import generate
+from anyres_fast import cli, generate
 from anyres_fast.models import Generator
 
 TINY = "random:64,channel_base=256,channel_max=8,z_dim=8,w_dim=8"
 
 
 def run(argv: list) -> int:
-    parser = argparse.ArgumentParser(prog="anyres-fast generate")
-    generate.add_arguments(parser)
-    return generate.main(parser.parse_args(argv))
+    """`anyres-fast generate ARGV` through the real entry point (errors: one line, exit 2)."""
+    try:
+        return cli.main(["generate", *argv])
+    except SystemExit as exc:    # argparse errors
+        return exc.code
 
 
 def test_random_weights_write_pngs_of_the_right_size(tmp_path, capsys):
@@ -49,13 +51,48 @@ def test_zoom_window_and_saved_weights(tmp_path):
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert run(["--weights", str(tmp_path / "missing"), "--size", "64", "--out", str(tmp_path)]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "not a folder" in capsys.readouterr().err
     assert run(["--weights", "random:64,colour=red", "--size", "64", "--out", str(tmp_path)]) == 2
     assert "unknown option" in capsys.readouterr().err
     assert run(["--weights", TINY, "--size", "32", "--out", str(tmp_path)]) == 2
     assert "smaller than the patch size" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        run(["--weights", TINY, "--size", "64", "--seeds", "3-1", "--out", str(tmp_path)])
+    assert run(["--weights", TINY, "--size", "64", "--seeds", "3-1", "--out", str(tmp_path)]) == 2
+    assert "bad seed list" in capsys.readouterr().err
+
+
+FAST = dict(resolution=64, channel_base=256, channel_max=8, z_dim=8, w_dim=8, scale_dim=8, num_layers=4,
+            num_critical=1)
+
+
+def _png(path):
+    return torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
+
+
+def test_png_follows_truncation_cutoff_and_class(tmp_path):
+    """The CLI's PNG is exactly G.render with the same truncation psi / cutoff / class, and each option
+    changes the image (so an option that is not forwarded fails)."""
+    torch.manual_seed(0)
+    G = Generator(**FAST, c_dim=3).eval()
+    G.calibrate_magnitudes_(torch.randn(8, 8, generator=torch.Generator().manual_seed(1)),
+                            torch.eye(3)[torch.arange(8) % 3])        # w_avg away from any single w
+    G.save_pretrained(str(tmp_path / "w"))
+    z = torch.randn(1, 8, generator=torch.Generator().manual_seed(3))
+    onehot = lambda k: torch.eye(3)[k:k + 1]
+    want = lambda **kw: G.render(z, 64, progress=False, out_dtype=torch.uint8, **kw)[0]
+    pngs = {}
+    for name, extra in {"psi.5": ["--truncation", "0.5"], "psi.5_cut2": ["--truncation", "0.5", "--truncation-cutoff", "2"],
+                        "psi1": [], "class2": ["--class", "2"]}.items():
+        cls = [] if "class" in name else ["--class", "1"]
+        assert run(["--weights", str(tmp_path / "w"), "--seeds", "3", "--size", "64", "--out", str(tmp_path / name),
+                    "--device", "cpu", "--no-progress", *cls, *extra]) == 0
+        pngs[name] = _png(tmp_path / name / "seed0003_64.png")
+    assert torch.equal(pngs["psi.5"], want(c=onehot(1), truncation_psi=0.5))
+    assert torch.equal(pngs["psi.5_cut2"], want(c=onehot(1), truncation_psi=0.5, truncation_cutoff=2))
+    assert torch.equal(pngs["psi1"], want(c=onehot(1)))
+    assert torch.equal(pngs["class2"], want(c=onehot(2)))
+    differ = lambda a, b: (pngs[a].int() - pngs[b].int()).abs().max() > 3
+    assert differ("psi.5", "psi1") and differ("psi.5_cut2", "psi.5") and differ("psi.5_cut2", "psi1")
+    assert differ("class2", "psi1")
 
 
 def test_seed_and_zoom_parsing():
