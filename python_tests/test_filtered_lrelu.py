@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import rel_error
+from helpers import rel_error, missing_toolchain
 
 from anyres_fast.ops import OpUnsupported, filtered_lrelu, filtered_lrelu_ref
 
@@ -376,7 +376,7 @@ def build_emulation(directory, extra_flags=(), harness=None):
     cxx = shutil.which("g++")
     cuda_inc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
     if cxx is None or not (cuda_inc / "cuda_runtime.h").exists():
-        pytest.skip("needs g++ and the CUDA headers for the host emulation of the kernel")
+        missing_toolchain("needs g++ and the CUDA headers for the host emulation of the kernel")
     csrc = Path(__file__).resolve().parents[1] / "csrc"
     (directory / "harness.cpp").write_text(_HARNESS if harness is None else harness)
     cmd = [cxx, "-std=c++20", "-O1", "-w", "-x", "c++", "-DANYRES_FAST_HOST_EMULATION", *extra_flags,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import rel_error
+from helpers import rel_error, missing_toolchain
 
 from anyres_fast.ops import lanczos_resample_ref
 
@@ -179,7 +179,7 @@ def emulated(tmp_path_factory):
     cxx = shutil.which("g++")
     cuda_inc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
     if cxx is None or not (cuda_inc / "cuda_runtime.h").exists():
-        pytest.skip("needs g++ and the CUDA headers for the host emulation of the kernels")
+        missing_toolchain("needs g++ and the CUDA headers for the host emulation of the kernels")
     d = tmp_path_factory.mktemp("lanczos_emu")
     (d / "harness.cpp").write_text(_HARNESS)
     # -ffp-contract=off: no fused multiply-adds beyond the kernels' explicit fmaf, as on the GPU.
