@@ -133,7 +133,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.aux = FullyConnected(in_channels, aux_outputs) if aux_outputs > 0 else None
 
     def forward(self, x: torch.Tensor, cmap: Optional[torch.Tensor]):
-        x = x.to(torch.float32)
+        x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
@@ -187,9 +187,11 @@ class Discriminator(torch.nn.Module):
                                  f"({img.shape[0]}, {self.c_dim}), got {None if c is None else tuple(c.shape)}")
             cmap = self.mapping(c)
         half = img.device.type == "cuda" and not force_fp32
+        # float64 images run in float64 throughout (gradient checks); otherwise float32 / fp16 blocks.
+        full = torch.float64 if img.dtype == torch.float64 else torch.float32
         x = None
         for r in self.block_resolutions:
             block = getattr(self, f"b{r}")
-            x = block(x, img, torch.float16 if (half and block.use_fp16) else torch.float32)
+            x = block(x, img, torch.float16 if (half and block.use_fp16 and full != torch.float64) else full)
         logits, aux = self.b4(x, cmap)
         return (logits, aux) if self.aux_outputs > 0 else logits
