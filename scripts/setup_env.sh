@@ -26,6 +26,16 @@ fi
 # (checked from / so that the checkout itself is not on sys.path)
 if [ ! -x "$venv/bin/anyres-fast" ] || ! (cd / && "$venv/bin/python" -c \
     "import anyres_fast, sys; sys.exit(0 if (anyres_fast.__file__ or '').startswith('$root/') else 1)") 2>/dev/null; then
-  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root"
+  # setuptools prints an "InformationOnly: Editable installation" banner on every editable install;
+  # its output is kept in a log and shown only if the install fails.
+  log=$(mktemp)
+  if ! "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup: installing $root into $venv failed (pip output above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  echo "setup: installed $root into $venv (editable)"
 fi
 echo "setup: ok ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -675,6 +675,12 @@ class Generator(torch.nn.Module):
         return counts
 
     def schedule_table(self) -> str:
+        """The layer schedule as text, one row per layer: sampling rate, size, cutoff, half width,
+        channels in -> out, up/down factors, filter taps, padding, fp16 and parameters (print it).
+
+        Returns:
+            str: the table plus the parameter counts of the mapping networks.
+        """
         counts = self.layer_params()
         table = format_schedule(self.synthesis.schedule, counts)
         extra = f"mapping: {counts['mapping']:,} params"
