@@ -6,7 +6,7 @@ import torch
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """‖got − want‖ / ‖want‖ in float64 on the CPU (DESIGN §2's error measure)."""
+    """‖got − want‖ / ‖want‖ in float64 on the CPU (the error measure of docs/ops.md §1)."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
 

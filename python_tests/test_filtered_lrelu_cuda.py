@@ -1,6 +1,6 @@
 """filtered_lrelu CUDA kernel vs the float64 reference (skipped without a GPU).
 
-Every filtered_lrelu configuration of StyleGAN3-T and -R at 256² and 1024² (reference notes §7: spatial
+Every filtered_lrelu configuration of StyleGAN3-T and -R at 256² and 1024² (docs/anyres_generator.md §2: spatial
 sizes, paddings, taps and up/down exact; a few channels and batch 1-2 to keep memory small), odd sizes,
 non-contiguous inputs, N*C > 65535, poisoned output memory, opcheck on CUDA tensors."""
 import importlib

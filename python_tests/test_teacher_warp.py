@@ -1,4 +1,4 @@
-"""teacher_warp (DESIGN §2.2, inverse mode) on the CPU: identity, patches warped back onto the
+"""teacher_warp (docs/ops.md §3.2, inverse mode) on the CPU: identity, patches warped back onto the
 Lanczos-downsized canvas (PIL), and a mask that is exactly 'does not depend on anything outside the patch'."""
 import numpy as np
 import pytest

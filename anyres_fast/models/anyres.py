@@ -1,6 +1,6 @@
 """Any-resolution generator: StyleGAN3 (configs T and R) with patch coordinates and a scale branch.
 
-DESIGN §4.1. The synthesis network follows StyleGAN3's layer schedule, filters, margins and parameter
+Design: docs/anyres_generator.md (Chai et al. 2022). The synthesis network follows StyleGAN3's layer schedule, filters, margins and parameter
 names, so weights map one to one. Two additions:
 
 - Patch coordinates enter only at the Fourier input. A per-sample 3x3 transform
@@ -519,7 +519,7 @@ def _per_sample(name: str, value, batch: int, width: int, device, check: bool = 
 
 def patch_transform(resolution: int, canvas, box=None, center=None, batch: int = 1,
                     device=None, check: bool = True) -> tuple:
-    """Transform T (B,3,3) and scale N/p (B,) of a p x p patch on an N x N canvas (DESIGN §4.1).
+    """Transform T (B,3,3) and scale N/p (B,) of a p x p patch on an N x N canvas (docs/anyres_generator.md §3).
 
     box: (x0, y0) top-left pixel of the patch on the canvas (any real numbers, also outside the canvas);
     center: patch centre v in [-1, 1]^2 canvas units; neither: the canvas centre. Values may be
@@ -548,7 +548,7 @@ def patch_transform(resolution: int, canvas, box=None, center=None, batch: int =
 # Generator
 
 class Generator(torch.nn.Module):
-    """Any-resolution StyleGAN3 generator. See the module docstring and DESIGN §4.1.
+    """Any-resolution StyleGAN3 generator. See the module docstring and docs/anyres_generator.md.
 
     G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch; G.render(z, size=N) a whole canvas;
     G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas."""

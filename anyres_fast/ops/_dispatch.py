@@ -1,4 +1,4 @@
-"""Shared pieces of the op contract (DESIGN §2): the impl switch and input validation.
+"""Shared pieces of the op contract (docs/ops.md §1): the impl switch and input validation.
 
 Every public op takes `impl="auto" | "cuda" | "ref"`:
   ref   pure PyTorch, any device, any float dtype (float64 for checking);

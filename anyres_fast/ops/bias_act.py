@@ -1,4 +1,4 @@
-"""bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp) (StyleGAN2/3 semantics, DESIGN §2.5).
+"""bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp) (StyleGAN2/3 semantics, docs/ops.md §6).
 
 Reference only (pure PyTorch, differentiable to any order). b is [x.shape[dim]] and broadcast along
 `dim`. alpha and gain default per activation (lrelu: alpha 0.2, gain sqrt(2)); clamp=None skips it.
@@ -78,6 +78,6 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         raise ValueError(f"{OP}: clamp must be >= 0 or None, got {clamp}")
     if impl == "cuda":
         raise _dispatch.OpUnsupported(f"{OP}: there is no CUDA kernel for this op (reference only, "
-                                      f"DESIGN §2.5); use impl='auto' or 'ref'")
+                                      f"docs/ops.md §6); use impl='auto' or 'ref'")
     _dispatch.resolve_impl(OP, "ref" if impl == "auto" else impl, [x])
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

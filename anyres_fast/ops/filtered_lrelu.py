@@ -1,4 +1,4 @@
-"""filtered_lrelu: bias, upsample + FIR, leaky ReLU, clamp, FIR + downsample, fused (DESIGN §2.1).
+"""filtered_lrelu: bias, upsample + FIR, leaky ReLU, clamp, FIR + downsample, fused (docs/ops.md §2).
 
 Same semantics and signature as StyleGAN3's op. Per channel c:
   u = x + b[c]
@@ -395,7 +395,7 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
     """Fused bias + upsample + FIR + leaky ReLU + clamp + FIR + downsample (module docstring).
 
     x: [N, C, H, W] float tensor; fu/fd: None, 1-D (separable) or 2-D float filters on x's device;
-    b: [C] or None. impl: "auto" | "cuda" | "ref" (DESIGN §2)."""
+    b: [C] or None. impl: "auto" | "cuda" | "ref" (docs/ops.md §1)."""
     _dispatch.check_tensor(OP, "x", x, ndim=4)
     check_filter(OP, "fu", fu)
     check_filter(OP, "fd", fd)

@@ -1,4 +1,4 @@
-"""Separable Lanczos resampling with per-sample boxes (DESIGN §2.2).
+"""Separable Lanczos resampling with per-sample boxes (docs/ops.md §3).
 
     y = lanczos_resample(x, size, box=None, a=3, antialias=True, return_mask=False, impl="auto")
 

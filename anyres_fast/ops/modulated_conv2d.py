@@ -1,4 +1,4 @@
-"""Modulated convolution with optional demodulation (DESIGN §2.3).
+"""Modulated convolution with optional demodulation (docs/ops.md §4).
 
     y[b,o] = d[b,o] · Σ_{i,ky,kx} W[o,i,ky,kx] · s[b,i] · x[b,i, window]
     d[b,o] = rsqrt(Σ_{i,ky,kx} (W[o,i,ky,kx] · s[b,i])² + eps)   (demodulate=True, else 1)
@@ -319,7 +319,7 @@ def validate(op, x, weight, padding, up, eps):
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e-8, impl="auto"):
-    """Modulated (and by default demodulated) convolution, DESIGN §2.3; see the module docstring.
+    """Modulated (and by default demodulated) convolution (docs/ops.md §4).
 
     x (B,I,H,W); weight (O,I,kh,kw), same dtype as x; styles (B,I), any float dtype (the math runs in
     x's dtype on the reference path and in float32 in the CUDA kernel). Returns (B,O,H_out,W_out)."""

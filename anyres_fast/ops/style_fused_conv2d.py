@@ -1,4 +1,4 @@
-"""Convolution with a spatially varying style (spatial style fusion, DESIGN §2.4).
+"""Convolution with a spatially varying style (spatial style fusion, docs/ops.md §5).
 
     y = conv(x ⊙ S, W) ⊙ D
 
@@ -203,7 +203,7 @@ def _cuda_forward(x, weight, style_map, padding, up, demod, eps):
 # Public function.
 
 def style_fused_conv2d(x, weight, style_map, padding=0, up=1, demod="exact", eps=1e-8, impl="auto"):
-    """Convolution with a per-pixel style map, DESIGN §2.4 (see the module docstring).
+    """Convolution with a per-pixel style map (docs/ops.md §5).
 
     x (B,I,H,W); weight (O,I,kh,kw), same dtype as x; style_map (B,I,H,W), float. Returns
     (B,O,H_out,W_out) with the sizes of modulated_conv2d."""

@@ -1,4 +1,4 @@
-"""upfirdn2d: upsample (zero insertion), pad/crop, FIR filter, downsample (StyleGAN2/3 semantics, DESIGN §2.5).
+"""upfirdn2d: upsample (zero insertion), pad/crop, FIR filter, downsample (StyleGAN2/3 semantics, docs/ops.md §6).
 
 Reference only (pure PyTorch, differentiable to any order). For every spatial axis:
   1. insert up-1 zeros after each sample (length W*up),
@@ -129,7 +129,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up=1, down=1, padd
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor] = None, up=1, down=1, padding: Padding = 0,
               flip_filter: bool = False, gain: float = 1.0, impl: str = "auto") -> torch.Tensor:
-    """See the module docstring. Only the reference exists (DESIGN §2.5): impl "auto"/"ref" run it,
+    """See the module docstring. Only the reference exists (docs/ops.md §6): impl "auto"/"ref" run it,
     "cuda" raises OpUnsupported."""
     _dispatch.check_tensor(OP, "x", x, ndim=4)
     check_filter(OP, "f", f)
@@ -152,6 +152,6 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor] = None, up=1, down=1, p
                          f"({x.shape[2] * up[1] + pads[2] + pads[3]}x{x.shape[3] * up[0] + pads[0] + pads[1]})")
     if impl == "cuda":
         raise _dispatch.OpUnsupported(f"{OP}: there is no CUDA kernel for this op (reference only, "
-                                      f"DESIGN §2.5); use impl='auto' or 'ref'")
+                                      f"docs/ops.md §6); use impl='auto' or 'ref'")
     _dispatch.resolve_impl(OP, "ref" if impl == "auto" else impl, [x])
     return upfirdn2d_ref(x, f, up=up, down=down, padding=pads, flip_filter=flip_filter, gain=gain)
