@@ -16,7 +16,16 @@ RenderTiles = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def parse_window(window) -> tuple:
-    """(x0, y0, w) or (x0, y0, w, h) -> ints (x0, y0, w, h); x0, y0 may be negative, w, h >= 1."""
+    """Normalises a render window.
+
+    Args:
+        window: (x0, y0, w) or (x0, y0, w, h), ints (anything with __index__) in canvas pixels.
+    Returns:
+        (x0, y0, w, h) ints; x0, y0 may be negative; w = h for the 3-value form.
+    Raises:
+        TypeError: not a sequence, or values that are not ints.
+        ValueError: not 3 or 4 values, or w, h < 1.
+    """
     try:
         vals = [v for v in window]
     except TypeError:
@@ -36,12 +45,27 @@ def parse_window(window) -> tuple:
 
 
 def tile_offsets(extent: int, tile: int) -> list:
-    """Tile starts 0, tile, 2*tile, ... covering [0, extent); the last tile may stick out (cropped)."""
+    """Tile starts along one axis.
+
+    Args:
+        extent: length to cover (pixels); tile: tile size.
+    Returns:
+        list [0, tile, 2·tile, ...] covering [0, extent); the last tile may stick out (it is cropped).
+    """
     return list(range(0, extent, tile))
 
 
 def to_output(tiles: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """Model output in about [-1, 1] -> float32 unchanged, or uint8 (x * 127.5 + 128, clamped)."""
+    """Converts model output (about [-1, 1]) to the render's output dtype, on its device.
+
+    Args:
+        tiles: float tensor of any shape.
+        out_dtype: torch.uint8 (x·127.5 + 128, clamped to [0, 255]) or a float dtype (values kept).
+    Returns:
+        Tensor like tiles in out_dtype.
+    Raises:
+        ValueError: any other out_dtype.
+    """
     if out_dtype == torch.uint8:
         return (tiles * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     if out_dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
@@ -52,7 +76,23 @@ def to_output(tiles: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
 def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, height: int, tile: int,
                   channels: int, tile_batch: int = 8, device=None, progress: bool = True,
                   out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Assemble (num_images, channels, height, width) on the host from p x p tiles (see module doc)."""
+    """Assembles images on the host from tiles rendered in batches (see the module docstring).
+
+    Args:
+        render_tiles: callable(sample, tx, ty) -> (k, channels, tile, tile) for k tiles; sample, tx,
+            ty are int64 (k,) tensors on `device` (image index and tile offsets inside the window).
+        num_images: images to render; width, height: output size in pixels.
+        tile: tile side p; channels: image channels.
+        tile_batch: int >= 1, tiles per call of render_tiles.
+        device: where render_tiles runs (CUDA: pinned double-buffered copies to the host).
+        progress: bool; tqdm progress bar.
+        out_dtype: torch.uint8 or a float dtype (see to_output).
+    Returns:
+        CPU tensor (num_images, channels, height, width) of out_dtype.
+    Raises:
+        ValueError: tile_batch < 1 or an unsupported out_dtype.
+        RuntimeError: render_tiles returned the wrong shape.
+    """
     if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
         raise ValueError(f"render: tile_batch must be a positive int, got {tile_batch!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -3,9 +3,9 @@ Lanczos-downsized canvas (PIL), and a mask that is exactly 'does not depend on a
 import numpy as np
 import pytest
 import torch
+from helpers import natural_image, pil_resize
 
 from anyres_fast.ops import teacher_warp
-from test_lanczos_resample import natural_image, pil_resize
 
 # (canvas N, patch p, teacher T, top-left (x0, y0) of the patch on the canvas)
 CONFIGS = [
