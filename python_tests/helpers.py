@@ -61,3 +61,29 @@ def pil_resize(img, out_hw, box=None):
     im = Image.fromarray(np.asarray(img, dtype=np.float32), mode="F")
     out = im.resize((out_hw[1], out_hw[0]), Image.LANCZOS, box=box)
     return np.asarray(out, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Low-precision tolerances relative to a same-precision baseline (docs/ops.md §1)
+
+LOW_PRECISION_FACTOR = 3.0
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """Half the distance from 1 to the next representable number: 2^-8 for bfloat16, 2^-11 for float16."""
+    return torch.finfo(dtype).eps / 2
+
+
+def assert_close_to_reference(name, got, ref64, baseline, dtype, fp32_tol=1e-5, factor=LOW_PRECISION_FACTOR):
+    """The kernel's error against the float64 reference, ‖got − ref64‖/‖ref64‖, must be at most
+    `fp32_tol` in float32; in float16/bfloat16 at most `factor` times the error of `baseline` (the
+    PyTorch reference run in the same dtype), and never required below one unit roundoff of the
+    dtype (an output rounded once to the dtype is already that far off)."""
+    err = rel_error(got, ref64)
+    if dtype in (torch.float32, torch.float64):
+        assert err <= fp32_tol, f"{name}: rel err {err:.3e} > {fp32_tol:.0e}"
+        return
+    base = rel_error(baseline, ref64)
+    bound = max(factor * base, unit_roundoff(dtype))
+    assert err <= bound, (f"{name}: rel err {err:.3e} > {factor:g} x the {str(dtype).replace('torch.', '')} "
+                          f"reference's {base:.3e} (bound {bound:.3e})")

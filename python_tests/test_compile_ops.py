@@ -29,24 +29,28 @@ def _inputs(device="cpu", dtype=F32, seed=0):
         smap=rnd(2, 3, 12, 12) * 0.3 + 1, patch=rnd(2, 3, 16, 16))
 
 
-# name -> (function of the inputs dict, names of the differentiable inputs)
+# name -> (function of the inputs dict and impl, names of the differentiable inputs)
 PUBLIC = {
-    "filtered_lrelu": (lambda t: ops.filtered_lrelu(t["x"], t["f12"], t["f12"], t["b"], up=2, down=2, padding=5,
-                                                    clamp=2.0), ("x", "b")),
-    "filtered_lrelu_2d": (lambda t: ops.filtered_lrelu(t["x"], None, t["f2d"], None, up=1, down=2,
-                                                       padding=(1, 2, 2, 1), flip_filter=True), ("x",)),
-    "lanczos_resample": (lambda t: ops.lanczos_resample(t["x"], (7, 9)), ("x",)),
-    "lanczos_resample_box": (lambda t: ops.lanczos_resample(t["x"], (8, 8), box=(1.5, -2.0, 10.0, 9.5),
-                                                            return_mask=True), ("x",)),
-    "teacher_warp": (lambda t: ops.teacher_warp(t["patch"], 48, (16, 8), 16), ("patch",)),
-    "modulated_conv2d": (lambda t: ops.modulated_conv2d(t["x"], t["w"], t["s"], padding=1), ("x", "w", "s")),
-    "modulated_conv2d_up2": (lambda t: ops.modulated_conv2d(t["x"], t["w"], t["s"], up=2, demodulate=False),
-                             ("x", "w", "s")),
-    "style_fused_conv2d": (lambda t: ops.style_fused_conv2d(t["x"], t["w"], t["smap"], padding=1), ("x", "w", "smap")),
-    "style_fused_conv2d_pointwise": (lambda t: ops.style_fused_conv2d(t["x"], t["w"], t["smap"], up=2,
-                                                                      demod="pointwise"), ("x", "w", "smap")),
-    "upfirdn2d": (lambda t: ops.upfirdn2d(t["x"], t["f12"], up=2, down=1, padding=(6, 5, 6, 5), gain=4.0), ("x",)),
-    "bias_act": (lambda t: ops.bias_act(t["x"], t["b"], act="lrelu", clamp=1.5), ("x", "b")),
+    "filtered_lrelu": (lambda t, impl: ops.filtered_lrelu(t["x"], t["f12"], t["f12"], t["b"], up=2, down=2, padding=5,
+                                                          clamp=2.0, impl=impl), ("x", "b")),
+    "filtered_lrelu_2d": (lambda t, impl: ops.filtered_lrelu(t["x"], None, t["f2d"], None, up=1, down=2,
+                                                             padding=(1, 2, 2, 1), flip_filter=True, impl=impl), ("x",)),
+    "lanczos_resample": (lambda t, impl: ops.lanczos_resample(t["x"], (7, 9), impl=impl), ("x",)),
+    "lanczos_resample_box": (lambda t, impl: ops.lanczos_resample(t["x"], (8, 8), box=(1.5, -2.0, 10.0, 9.5),
+                                                                  return_mask=True, impl=impl), ("x",)),
+    "teacher_warp": (lambda t, impl: ops.teacher_warp(t["patch"], 48, (16, 8), 16, impl=impl), ("patch",)),
+    "modulated_conv2d": (lambda t, impl: ops.modulated_conv2d(t["x"], t["w"], t["s"], padding=1, impl=impl),
+                         ("x", "w", "s")),
+    "modulated_conv2d_up2": (lambda t, impl: ops.modulated_conv2d(t["x"], t["w"], t["s"], up=2, demodulate=False,
+                                                                  impl=impl), ("x", "w", "s")),
+    "style_fused_conv2d": (lambda t, impl: ops.style_fused_conv2d(t["x"], t["w"], t["smap"], padding=1, impl=impl),
+                           ("x", "w", "smap")),
+    "style_fused_conv2d_pointwise": (lambda t, impl: ops.style_fused_conv2d(t["x"], t["w"], t["smap"], up=2,
+                                                                            demod="pointwise", impl=impl),
+                                     ("x", "w", "smap")),
+    "upfirdn2d": (lambda t, impl: ops.upfirdn2d(t["x"], t["f12"], up=2, down=1, padding=(6, 5, 6, 5), gain=4.0,
+                                                impl=impl), ("x",)),
+    "bias_act": (lambda t, impl: ops.bias_act(t["x"], t["b"], act="lrelu", clamp=1.5, impl=impl), ("x", "b")),
 }
 
 # The registered custom ops, called as the CUDA path calls them.
@@ -93,7 +97,7 @@ def _check_compiled(fn, grads, inputs, **compile_kw):
 @pytest.mark.parametrize("name", list(PUBLIC))
 def test_public_op_compiles_fullgraph_cpu(name):
     fn, grads = PUBLIC[name]
-    _check_compiled(fn, grads, _inputs(), backend="aot_eager")
+    _check_compiled(lambda t: fn(t, "auto"), grads, _inputs(), backend="aot_eager")
 
 
 @pytest.mark.parametrize("name", list(CUSTOM))
@@ -126,21 +130,6 @@ CUDA_CASES = {k: v for k, v in PUBLIC.items() if k not in ("upfirdn2d", "bias_ac
 def test_public_op_cuda_graphs(name):
     from torch._dynamo.utils import counters
     fn, grads = CUDA_CASES[name]
-    impl_cuda = lambda t: _with_impl(fn, t)
     counters.clear()
-    _check_compiled(impl_cuda, grads, _inputs("cuda"), mode="reduce-overhead")
+    _check_compiled(lambda t: fn(t, "cuda"), grads, _inputs("cuda"), mode="reduce-overhead")
     assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
-
-
-def _with_impl(fn, t):
-    """fn with impl="cuda" forced for every op it calls (no silent fallback to the reference)."""
-    saved = {}
-    for name in ("filtered_lrelu", "lanczos_resample", "teacher_warp", "modulated_conv2d", "style_fused_conv2d"):
-        saved[name] = getattr(ops, name)
-    try:
-        for name, f in saved.items():
-            setattr(ops, name, (lambda f: lambda *a, **k: f(*a, **{**k, "impl": "cuda"}))(f))
-        return fn(t)
-    finally:
-        for name, f in saved.items():
-            setattr(ops, name, f)
