@@ -17,7 +17,16 @@ RenderTiles = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def parse_window(window) -> tuple:
-    """(x0, y0, w) or (x0, y0, w, h) -> ints (x0, y0, w, h); x0, y0 may be negative, w, h >= 1."""
+    """Normalises a render window.
+
+    Args:
+        window: (x0, y0, w) or (x0, y0, w, h), ints (anything with __index__) in canvas pixels.
+    Returns:
+        (x0, y0, w, h) ints; x0, y0 may be negative; w = h for the 3-value form.
+    Raises:
+        TypeError: not a sequence, or values that are not ints.
+        ValueError: not 3 or 4 values, or w, h < 1.
+    """
     try:
         vals = [v for v in window]
     except TypeError:
@@ -37,12 +46,27 @@ def parse_window(window) -> tuple:
 
 
 def tile_offsets(extent: int, tile: int) -> list:
-    """Tile starts 0, tile, 2*tile, ... covering [0, extent); the last tile may stick out (cropped)."""
+    """Tile starts along one axis.
+
+    Args:
+        extent: length to cover (pixels); tile: tile size.
+    Returns:
+        list [0, tile, 2·tile, ...] covering [0, extent); the last tile may stick out (it is cropped).
+    """
     return list(range(0, extent, tile))
 
 
 def to_output(tiles: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-    """Model output in about [-1, 1] -> float32 unchanged, or uint8 (x * 127.5 + 128, clamped)."""
+    """Converts model output (about [-1, 1]) to the render's output dtype, on its device.
+
+    Args:
+        tiles: float tensor of any shape.
+        out_dtype: torch.uint8 (x·127.5 + 128, clamped to [0, 255]) or a float dtype (values kept).
+    Returns:
+        Tensor like tiles in out_dtype.
+    Raises:
+        ValueError: any other out_dtype.
+    """
     if out_dtype == torch.uint8:
         return (tiles * 127.5 + 128).clamp(0, 255).to(torch.uint8)
     if out_dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):

@@ -6,7 +6,7 @@
 Random weights (timing does not depend on them). Each cell is one full `G.render` to a uint8 host
 canvas after one warm-up render at the same tile batch: mapping, all tiles, device-to-host copies and
 assembly. Peak device memory (torch.cuda.max_memory_allocated) should not depend on the canvas size;
-on the CPU the column is empty. Goal (DESIGN §7): 4096^2 with p=256 config T in <= 2 s on one H100.
+on the CPU the column is empty. Goal (docs/README.md, performance targets): 4096^2 with p=256 config T in <= 2 s on one H100.
 Without a GPU use --quick (tiny model) for a smoke run; CPU numbers say nothing about the goal.
 """
 from __future__ import annotations

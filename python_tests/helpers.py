@@ -4,7 +4,9 @@ import importlib
 import os
 
 import pytest
+import numpy as np
 import torch
+from PIL import Image
 
 # Set by .ci/run: in CI a missing compiler or header must not hide the host-emulation tests as skips.
 REQUIRE_TOOLCHAIN_ENV = "ANYRES_FAST_REQUIRE_TOOLCHAIN"
@@ -18,7 +20,7 @@ def missing_toolchain(reason: str):
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """‖got − want‖ / ‖want‖ in float64 on the CPU (DESIGN §2's error measure)."""
+    """‖got − want‖ / ‖want‖ in float64 on the CPU (the error measure of docs/ops.md §1)."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
 
@@ -44,3 +46,56 @@ def conv_inputs(b, i, o, h, w, k, dtype, style_shape, seed=0):
     weight = (torch.randn(o, i, k, k, device="cuda", generator=g) / (i * k * k) ** 0.5).to(dtype)
     styles = (torch.randn(*style_shape, device="cuda", generator=g) * 0.5 + 1).to(dtype)
     return x, weight, styles
+
+
+def natural_image(h, w, seed):
+    """A natural-looking float64 image in [0, 1]: 1/f noise (natural-image spectrum) plus hard-edged
+    rectangles and discs (edges ring under Lanczos, which is what we want to compare)."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    f = np.hypot(fy, fx)
+    f[0, 0] = 1.0
+    spectrum = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f
+    field = np.fft.irfft2(spectrum, s=(h, w))
+    field = (field - field.min()) / (field.max() - field.min())
+    yy, xx = np.mgrid[:h, :w]
+    shapes = np.zeros((h, w))
+    for _ in range(3):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        shapes[y0:y0 + rng.integers(2, h // 2 + 3), x0:x0 + rng.integers(2, w // 2 + 3)] = rng.uniform(-0.5, 0.5)
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, min(h, w) / 3)
+        shapes[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += rng.uniform(-0.5, 0.5)
+    return np.clip(0.7 * field + shapes + 0.15, 0.0, 1.0)
+
+
+def pil_resize(img, out_hw, box=None):
+    """PIL's LANCZOS on a float32 ('F') image; box (x0, y0, x1, y1) as PIL takes it."""
+    im = Image.fromarray(np.asarray(img, dtype=np.float32), mode="F")
+    out = im.resize((out_hw[1], out_hw[0]), Image.LANCZOS, box=box)
+    return np.asarray(out, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Low-precision tolerances relative to a same-precision baseline (docs/ops.md §1)
+
+LOW_PRECISION_FACTOR = 3.0
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """Half the distance from 1 to the next representable number: 2^-8 for bfloat16, 2^-11 for float16."""
+    return torch.finfo(dtype).eps / 2
+
+
+def assert_close_to_reference(name, got, ref64, baseline, dtype, fp32_tol=1e-5, factor=LOW_PRECISION_FACTOR):
+    """The kernel's error against the float64 reference, ‖got − ref64‖/‖ref64‖, must be at most
+    `fp32_tol` in float32; in float16/bfloat16 at most `factor` times the error of `baseline` (the
+    PyTorch reference run in the same dtype), and never required below one unit roundoff of the
+    dtype (an output rounded once to the dtype is already that far off)."""
+    err = rel_error(got, ref64)
+    if dtype in (torch.float32, torch.float64):
+        assert err <= fp32_tol, f"{name}: rel err {err:.3e} > {fp32_tol:.0e}"
+        return
+    base = rel_error(baseline, ref64)
+    bound = max(factor * base, unit_roundoff(dtype))
+    assert err <= bound, (f"{name}: rel err {err:.3e} > {factor:g} x the {str(dtype).replace('torch.', '')} "
+                          f"reference's {base:.3e} (bound {bound:.3e})")

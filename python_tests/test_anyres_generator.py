@@ -1,4 +1,4 @@
-"""Any-resolution generator (DESIGN §4.1): schedule, Fourier input with the patch transform, scale branch,
+"""Any-resolution generator (docs/anyres_generator.md): schedule, Fourier input with the patch transform, scale branch,
 tile consistency, rendering, weights round trip. CPU, small models (about half a minute)."""
 from __future__ import annotations
 
@@ -51,13 +51,13 @@ def perturb_(module: torch.nn.Module, names: tuple, seed: int, std: float = 1.0)
 def test_layer_schedule_256_T_matches_design():
     sched = layer_schedule(GeneratorConfig(resolution=256, config="T"))
     sizes = [l.out_size for l in sched.layers]
-    assert sizes == [36, 36, 36, 52, 52, 84, 84, 148, 148, 148, 276, 276, 276, 256, 256]   # DESIGN §4.1
+    assert sizes == [36, 36, 36, 52, 52, 84, 84, 148, 148, 148, 276, 276, 276, 256, 256]   # docs/anyres_generator.md §2
     assert [l.out_rate for l in sched.layers] == [16, 16, 16, 32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256]
     assert [l.out_channels for l in sched.layers] == [512] * 9 + [362, 256, 181, 128, 128, 3]
     cut = [l.out_cutoff for l in sched.layers]
     assert cut[0] == pytest.approx(2) and cut[12] == pytest.approx(128) and cut[14] == pytest.approx(128)
     assert np.allclose(np.diff(np.log2(cut[:13])), 0.5)          # geometric: sqrt(2) per layer
-    assert [l.padding[:2] for l in sched.layers[:4]] == [(9, 8)] * 3 + [(-6, -9)]     # stylegan3_ops.md §7
+    assert [l.padding[:2] for l in sched.layers[:4]] == [(9, 8)] * 3 + [(-6, -9)]     # docs/anyres_generator.md §2
     assert sched.layers[13].padding[:2] == (-11, -12)
     assert [l.use_fp16 for l in sched.layers] == [False] * 3 + [True] * 12
     assert (sched.input.size, sched.input.rate, sched.input.channels) == (36, 16, 512)
@@ -108,7 +108,7 @@ def test_jinc_lowpass_against_scipy_construction():
 
 def test_patch_transform_values():
     t, s = patch_transform(256, 1024, box=(0, 0))
-    expect = torch.tensor([[0.25, 0, -0.375], [0, 0.25, -0.375], [0, 0, 1]])   # reference/anyres.md §1.2
+    expect = torch.tensor([[0.25, 0, -0.375], [0, 0.25, -0.375], [0, 0, 1]])   # docs/anyres_generator.md §3
     torch.testing.assert_close(t[0], expect)
     assert float(s) == 4.0
     t2, _ = patch_transform(256, 1024, center=(-0.75, -0.75))

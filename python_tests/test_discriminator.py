@@ -1,4 +1,4 @@
-"""StyleGAN2 residual discriminator (DESIGN §4.2): shapes, names, minibatch std, conditioning, aux head,
+"""StyleGAN2 residual discriminator (Karras et al. 2020): shapes, names, minibatch std, conditioning, aux head,
 downsampling layer against an independent blur + strided conv, and the double backward R1 needs."""
 from __future__ import annotations
 

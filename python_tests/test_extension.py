@@ -1,4 +1,4 @@
-"""The JIT build (DESIGN §3): cache key, locking, fallback and the impl switch."""
+"""The JIT build (docs/build.md): cache key, locking, fallback and the impl switch."""
 import os
 import shutil
 import subprocess

@@ -9,12 +9,13 @@ import pytest
 import torch
 from helpers import rel_error
 
-import test_filtered_lrelu as single_thread
+from helpers_flrelu_emulation import (EMU_CASES, HARNESS, EmulatedExtension, build_emulation,
+                                      check_emulated_matches_reference)
 
 fl = importlib.import_module("anyres_fast.ops.filtered_lrelu")
 
 # the single-thread harness plus the emulation's settings and findings
-_HARNESS = single_thread._HARNESS + r'''
+_HARNESS = HARNESS + r'''
 namespace emu = anyres_fast::emulation;
 extern "C" void emu_configure(int reverse_order, int skip_barrier_line) {
   emu::reverse_order = reverse_order != 0;
@@ -38,10 +39,10 @@ extern "C" int emu_barrier_lines(int* lines, int capacity) {
 '''
 
 # up 1/2/4, down 1/2/4, separable and 2-D filters on both sides, flip, no clamp, several tiles
-CASES = [single_thread.EMU_CASES[i] for i in (0, 3, 6, 7, 8)]
+CASES = [EMU_CASES[i] for i in (0, 3, 6, 7, 8)]
 ORDERS = {"forward": 0, "reverse": 1}
 # one plane of the first case (separable up and down filters, so all four barriers run), two tiles tall
-MUTATION_CASE = ((1, 1, 38, 20),) + single_thread.EMU_CASES[0][1:]
+MUTATION_CASE = ((1, 1, 38, 20),) + EMU_CASES[0][1:]
 
 
 class _Emulation:
@@ -49,7 +50,7 @@ class _Emulation:
 
     def __init__(self, lib):
         self.lib = lib
-        self.ext = single_thread._EmulatedExtension(lib)
+        self.ext = EmulatedExtension(lib)
         lib.emu_first_error.restype = ctypes.c_char_p
         lib.emu_error_count.restype = ctypes.c_long
 
@@ -71,8 +72,8 @@ class _Emulation:
 
 @pytest.fixture(scope="module")
 def emulation(tmp_path_factory, monkeypatch_module):
-    lib = single_thread.build_emulation(tmp_path_factory.mktemp("flrelu_emu_threads"),
-                                        ("-pthread", "-DANYRES_FAST_HOST_EMULATION_THREADS"), _HARNESS)
+    lib = build_emulation(tmp_path_factory.mktemp("flrelu_emu_threads"),
+                          ("-pthread", "-DANYRES_FAST_HOST_EMULATION_THREADS"), _HARNESS)
     emu = _Emulation(lib)
     monkeypatch_module.setattr(fl._dispatch, "extension", lambda: emu.ext)
     return emu
@@ -90,7 +91,7 @@ def monkeypatch_module():
 def test_threaded_kernel_matches_reference(emulation, case, order):
     """Forward with sign record, backward (sign read) and masked forward, as in the single-thread test."""
     emulation.configure(reverse=ORDERS[order])
-    single_thread.test_emulated_kernel_matches_reference(emulation.ext, case)
+    check_emulated_matches_reference(case)
     emulation.assert_clean()
 
 

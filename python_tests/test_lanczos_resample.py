@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import natural_image, pil_resize
 
 from anyres_fast.ops import lanczos_resample, lanczos_resample_ref
 from anyres_fast.ops.lanczos_resample import _lanczos_backward_op, _lanczos_op, max_taps
@@ -13,33 +13,6 @@ from anyres_fast.ops.lanczos_resample import _lanczos_backward_op, _lanczos_op, 
 
 # ----------------------------------------------------------------------------------------------------
 # Test data and independent definitions.
-
-def natural_image(h, w, seed):
-    """A natural-looking float64 image in [0, 1]: 1/f noise (natural-image spectrum) plus hard-edged
-    rectangles and discs (edges ring under Lanczos, which is what we want to compare)."""
-    rng = np.random.default_rng(seed)
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
-    f = np.hypot(fy, fx)
-    f[0, 0] = 1.0
-    spectrum = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f
-    field = np.fft.irfft2(spectrum, s=(h, w))
-    field = (field - field.min()) / (field.max() - field.min())
-    yy, xx = np.mgrid[:h, :w]
-    shapes = np.zeros((h, w))
-    for _ in range(3):
-        y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        shapes[y0:y0 + rng.integers(2, h // 2 + 3), x0:x0 + rng.integers(2, w // 2 + 3)] = rng.uniform(-0.5, 0.5)
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, min(h, w) / 3)
-        shapes[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += rng.uniform(-0.5, 0.5)
-    return np.clip(0.7 * field + shapes + 0.15, 0.0, 1.0)
-
-
-def pil_resize(img, out_hw, box=None):
-    """PIL's LANCZOS on a float32 ('F') image; box (x0, y0, x1, y1) as PIL takes it."""
-    im = Image.fromarray(np.asarray(img, dtype=np.float32), mode="F")
-    out = im.resize((out_hw[1], out_hw[0]), Image.LANCZOS, box=box)
-    return np.asarray(out, dtype=np.float64)
-
 
 def brute_force_weights(n_in, n_out, start, end, a, antialias):
     """Per output pixel, every input pixel with |t| < a weighted by sinc(t)·sinc(t/a), normalised

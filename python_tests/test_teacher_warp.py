@@ -1,11 +1,11 @@
-"""teacher_warp (DESIGN §2.2, inverse mode) on the CPU: identity, patches warped back onto the
+"""teacher_warp (docs/ops.md §3.2, inverse mode) on the CPU: identity, patches warped back onto the
 Lanczos-downsized canvas (PIL), and a mask that is exactly 'does not depend on anything outside the patch'."""
 import numpy as np
 import pytest
 import torch
+from helpers import natural_image, pil_resize
 
 from anyres_fast.ops import teacher_warp
-from test_lanczos_resample import natural_image, pil_resize
 
 # (canvas N, patch p, teacher T, top-left (x0, y0) of the patch on the canvas)
 CONFIGS = [

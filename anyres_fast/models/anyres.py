@@ -1,6 +1,6 @@
 """Any-resolution generator: StyleGAN3 (configs T and R) with patch coordinates and a scale branch.
 
-DESIGN §4.1. The synthesis network follows StyleGAN3's layer schedule, filters, margins and parameter
+Design: docs/anyres_generator.md (Chai et al. 2022). The synthesis network follows StyleGAN3's layer schedule, filters, margins and parameter
 names, so weights map one to one. Two additions:
 
 - Patch coordinates enter only at the Fourier input. A per-sample 3x3 transform
@@ -589,12 +589,28 @@ def _per_sample(name: str, value, batch: int, width: int, device, check: bool = 
 
 def patch_transform(resolution: int, canvas, box=None, center=None, batch: int = 1,
                     device=None, check: bool = True) -> tuple:
-    """Transform T (B,3,3) and scale N/p (B,) of a p x p patch on an N x N canvas (DESIGN §4.1).
+    """Transform T and scale N/p of a p x p patch on an N x N canvas (docs/anyres_generator.md §3).
 
-    box: (x0, y0) top-left pixel of the patch on the canvas (any real numbers, also outside the canvas);
-    center: patch centre v in [-1, 1]^2 canvas units; neither: the canvas centre. Values may be
-    per-sample tensors. T = [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]], s = p / N.
-    check=False skips the value checks, which read device tensors back (a sync per call)."""
+    T = [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]] with s = p / N and v the patch centre.
+
+    Args:
+        resolution: p, the patch size.
+        canvas: N, a number or (B,) tensor, > 0.
+        box: (x0, y0) top-left pixel of the patch on the canvas, (2,) or (B, 2) (any real numbers,
+            also outside the canvas).
+        center: the patch centre v in [-1, 1]^2 canvas units, (2,) or (B, 2). Neither: the canvas
+            centre.
+        batch: B.
+        device: device of the results.
+        check: bool; False skips the value checks, which read device tensors back (a sync per call).
+
+    Returns:
+        (T, scale): float32 (B, 3, 3) and float32 (B,) = N / p.
+
+    Raises:
+        ValueError: both box and center, shapes that do not match the batch, non-finite values or
+            canvas <= 0.
+    """
     if box is not None and center is not None:
         raise ValueError("Generator: give box or center, not both")
     n = _per_sample("canvas", canvas, batch, 1, device, check)
@@ -630,20 +646,28 @@ def estimate_tile_bytes(schedule: Schedule, half: bool = False) -> int:
 # Generator
 
 class Generator(torch.nn.Module):
-    """Any-resolution StyleGAN3 generator. See the module docstring and DESIGN §4.1.
+    """Any-resolution StyleGAN3 generator (Chai et al. 2022); design in docs/anyres_generator.md.
 
-    G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch; G.render(z, size=N) a whole canvas;
-    G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas."""
+    G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch of an N x N canvas; G.render(z, size=N) a
+    whole canvas tile by tile; G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas.
+    Attributes: config (GeneratorConfig), z_dim, c_dim, w_dim, num_ws, img_resolution (p),
+    img_channels; submodules mapping, synthesis, scale_mapping (None without the scale branch)."""
 
     # Finiteness checks of z and ws read one value back from the device per call; a training loop that
     # cannot afford the sync sets G.check_inputs = False.
     check_inputs = True
 
     def __init__(self, cfg: Optional[GeneratorConfig] = None, **kwargs):
-        """Generator(GeneratorConfig(...)) or Generator(resolution=256, config="T", ...).
+        """Builds a randomly initialised generator.
+
+        Args:
+            cfg: a GeneratorConfig, or None to build one from kwargs.
+            **kwargs: GeneratorConfig fields, e.g. resolution=256 (p, a power of two >= 64),
+                config="T" or "R", z_dim, w_dim, c_dim, channel_base, channel_max, scale_branch.
 
         Raises:
-            TypeError: a config value of the wrong type (e.g. z_dim="512", channel_max=64.5).
+            TypeError: both cfg and kwargs given, cfg not a GeneratorConfig, unknown kwargs, or a
+                config value of the wrong type (e.g. z_dim="512", channel_max=64.5).
             ValueError: a config value out of range (e.g. channel_base=0).
         """
         super().__init__()
@@ -675,11 +699,12 @@ class Generator(torch.nn.Module):
         return counts
 
     def schedule_table(self) -> str:
-        """The layer schedule as text, one row per layer: sampling rate, size, cutoff, half width,
-        channels in -> out, up/down factors, filter taps, padding, fp16 and parameters (print it).
+        """The layer schedule as a printable table.
 
         Returns:
-            str: the table plus the parameter counts of the mapping networks.
+            str: one line per synthesis layer (sampling rate, size, cutoff, transition half-width,
+            channels, up/down, filter taps, filtered_lrelu padding, fp16, parameters), the input layer
+            and the parameter totals of the mapping and scale mapping networks.
         """
         counts = self.layer_params()
         table = format_schedule(self.synthesis.schedule, counts)
@@ -725,8 +750,31 @@ class Generator(torch.nn.Module):
                 transform=None, scale=None, truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
                 force_fp32: bool = False, half_dtype: torch.dtype = torch.float16,
                 update_emas: bool = False) -> torch.Tensor:
-        """One p x p patch per sample, float32 in about [-1, 1]. Without canvas/box/center/transform
-        this is the plain fixed-resolution StyleGAN3 image."""
+        """Renders one p x p patch per sample (G(z, ...) calls this).
+
+        Args:
+            z: (B, z_dim) float latents.
+            c: (B, c_dim) class labels for a conditional model, else None.
+            canvas: N, the canvas side in pixels (number or (B,) tensor); None: N = p.
+            box: the patch's top-left canvas pixel (x0, y0): (2,) or (B, 2), any real numbers.
+            center: the patch centre in [-1, 1]^2 canvas units, (2,) or (B, 2) (instead of box).
+            transform: an explicit (B, 3, 3) patch transform T (instead of canvas/box/center).
+            scale: the scale N/p fed to the scale branch, number or (B,); default from canvas/T.
+            truncation_psi: float; 1 disables truncation towards w_avg.
+            truncation_cutoff: None (all ws) or the number of leading ws to truncate.
+            force_fp32: bool; run every layer in float32 (the fp16 layers are half only on CUDA).
+            half_dtype: torch.float16 or torch.bfloat16 for the fp16 layers.
+            update_emas: bool; update w_avg and the magnitude EMAs (training).
+
+        Returns:
+            (B, img_channels, p, p) float32 tensor in about [-1, 1] on the model's device. Without
+            canvas/box/center/transform this is the plain fixed-resolution StyleGAN3 image.
+
+        Raises:
+            ValueError: z or c of the wrong shape, c missing for a conditional model, both box and
+                center (or transform and canvas/box/center) given, non-finite or non-positive canvas,
+                per-sample values that do not match the batch.
+        """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas, check_inputs=self.check_inputs)
         return self.synthesize(ws, canvas=canvas, box=box, center=center, transform=transform, scale=scale,
@@ -734,9 +782,20 @@ class Generator(torch.nn.Module):
 
     @torch.no_grad()
     def calibrate_magnitudes_(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> "Generator":
-        """Set every magnitude EMA to the mean square of that layer's input for this batch, and w_avg to
+        """Sets every magnitude EMA to the mean square of that layer's input for this batch, and w_avg to
         its mean w: what training statistics provide. Makes untrained models produce full-contrast
-        images (demos, tests); trained weights already carry these buffers."""
+        images (demos, tests); trained weights already carry these buffers.
+
+        Args:
+            z: (B, z_dim) latents (a batch of, say, 16 or more gives stable statistics).
+            c: (B, c_dim) labels for a conditional model, else None.
+
+        Returns:
+            self (modified in place; the EMA betas are restored afterwards).
+
+        Raises:
+            ValueError: z or c of the wrong shape.
+        """
         layers = self.synthesis.layers
         betas = [l.magnitude_ema_beta for l in layers], self.mapping.w_avg_beta
         try:
@@ -757,13 +816,34 @@ class Generator(torch.nn.Module):
                truncation_cutoff: Optional[int] = None, force_fp32: bool = False,
                half_dtype: torch.dtype = torch.float16, progress: bool = True,
                out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Render canvas N = size tile by tile; returns a CPU tensor (B, C, H, W).
+        """Renders the canvas of side N = size tile by tile into a host tensor.
 
-        window (x0, y0, w) or (x0, y0, w, h) in canvas pixels selects a part of the virtual canvas (any
-        position, also beyond [0, N)); default the whole canvas. Tiles sit on a p-stride grid from the
-        window origin, so every tile samples the same grid at every layer; tiles sticking out of the
-        window are cropped. Device memory depends on tile_batch, not on N. out_dtype float32 (values
-        as the model outputs) or uint8 (SG3 convention x*127.5+128, converted on the device)."""
+        Tiles sit on a p-stride grid from the window origin, so every tile samples the same grid at
+        every layer; tiles sticking out of the window are cropped. Device memory depends on tile_batch,
+        not on N (docs/anyres_generator.md §5).
+
+        Args:
+            z: (B, z_dim) latents (moved to the model's device).
+            size: N, the canvas side in pixels, int >= 1 (>= p when window is None).
+            c: (B, c_dim) labels for a conditional model, else None.
+            window: (x0, y0, w) or (x0, y0, w, h) ints in canvas pixels: the part of the virtual
+                canvas to render (any position, also beyond [0, N)); default the whole canvas.
+            tile_batch: int >= 1, tiles per forward pass.
+            device: must be the model's device (None: the model's); move the model with G.to().
+            truncation_psi, truncation_cutoff: as forward.
+            force_fp32, half_dtype: as forward.
+            progress: bool; show a tqdm progress bar.
+            out_dtype: torch.float32 (or another float dtype; values as the model outputs) or
+                torch.uint8 (x·127.5 + 128 clamped to [0, 255], converted on the device).
+
+        Returns:
+            CPU tensor (B, img_channels, h, w) of out_dtype (h = w = N without a window).
+
+        Raises:
+            ValueError: size not a positive int or < p without a window, a malformed window,
+                tile_batch < 1, device differs from the model's, z/c of the wrong shape.
+            TypeError: window values that are not ints.
+        """
         if isinstance(size, (bool, np.bool_)) or not hasattr(size, "__index__") or size.__index__() < 1:
             raise ValueError(f"Generator.render: size must be a positive int, got {size!r}")
         size = size.__index__()     # numpy and torch integers work like ints
@@ -815,7 +895,20 @@ class Generator(torch.nn.Module):
         return estimate_tile_bytes(self.synthesis.schedule, half)
 
     def zoom(self, z: torch.Tensor, canvas: int, window, **kwargs) -> torch.Tensor:
-        """Render window (x0, y0, w[, h]) of a virtual canvas of size `canvas` (see render)."""
+        """Renders a window of a virtual canvas: render(z, canvas, window=window, **kwargs).
+
+        Args:
+            z: (B, z_dim) latents.
+            canvas: N, the virtual canvas side in pixels (int >= 1).
+            window: (x0, y0, w) or (x0, y0, w, h) ints in canvas pixels, anywhere.
+            **kwargs: the other arguments of render (tile_batch, truncation_psi, out_dtype, ...).
+
+        Returns:
+            CPU tensor (B, img_channels, h, w).
+
+        Raises:
+            ValueError, TypeError: as render.
+        """
         return self.render(z, canvas, window=window, **kwargs)
 
     # -- weights ----------------------------------------------------------------------------------

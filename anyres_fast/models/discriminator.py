@@ -1,4 +1,4 @@
-"""StyleGAN2's residual discriminator (used unchanged by StyleGAN3), DESIGN §4.2.
+"""StyleGAN2's residual discriminator (used unchanged by StyleGAN3; Karras et al. 2020).
 
 Blocks b{res} from the image resolution down to 8 (fromrgb on the first, conv0, conv1 with a [1,3,3,1]
 blur + stride-2 downsample, 1x1 skip, both branches scaled by sqrt(1/2)), then the epilogue b4:
@@ -146,13 +146,34 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
 
 class Discriminator(torch.nn.Module):
-    """D(img, c=None) -> logits (B, 1); with aux_outputs > 0 returns (logits, aux (B, aux_outputs)),
-    the auxiliary regression of the patch's vertical coordinate (InfinityGAN)."""
+    """StyleGAN2's residual discriminator: D(img, c=None) -> logits (B, 1).
+
+    With aux_outputs > 0 it returns (logits, aux (B, aux_outputs)), the auxiliary regression of the
+    patch's vertical coordinate (Lin et al. 2022). Parameter names follow StyleGAN2.
+    """
 
     def __init__(self, resolution: int, img_channels: int = 3, c_dim: int = 0, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: Optional[float] = 256.0,
                  cmap_dim: Optional[int] = None, mbstd_group_size: int = 4, mbstd_num_channels: int = 1,
                  mapping_layers: int = 8, aux_outputs: int = 0):
+        """Builds a randomly initialised discriminator.
+
+        Args:
+            resolution: input side, a power of two >= 8.
+            img_channels: channels of the input images.
+            c_dim: class-label width (0: unconditional).
+            channel_base, channel_max: block b{r} has min(channel_base // r, channel_max) channels.
+            num_fp16_res: the blocks of this many highest resolutions run in float16 on CUDA.
+            conv_clamp: None or the clamp of the conv outputs (256 in StyleGAN2/3).
+            cmap_dim: width of the conditioning projection (None: the 4x4 block's channels).
+            mbstd_group_size: minibatch-std group size (the batch must be divisible by
+                min(group, batch)); mbstd_num_channels: its channels (0 disables it).
+            mapping_layers: depth of the label mapping network (conditional models).
+            aux_outputs: width of the auxiliary head (0: none).
+
+        Raises:
+            ValueError: resolution not a power of two >= 8.
+        """
         super().__init__()
         if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
             raise ValueError(f"Discriminator: resolution must be a power of two >= 8, got {resolution!r}")
@@ -176,6 +197,20 @@ class Discriminator(torch.nn.Module):
                                         conv_clamp, aux_outputs)
 
     def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None, *, force_fp32: bool = False):
+        """Scores a batch of images.
+
+        Args:
+            img: (B, img_channels, resolution, resolution) float tensor.
+            c: (B, c_dim) labels for a conditional model, else None.
+            force_fp32: bool; run every block in float32 (fp16 blocks are half only on CUDA).
+
+        Returns:
+            logits (B, 1) float32, or (logits, aux (B, aux_outputs) float32) when aux_outputs > 0.
+
+        Raises:
+            ValueError: img of the wrong shape, c missing or misshaped for a conditional model, a batch
+                not divisible by the minibatch-std group.
+        """
         want = (self.img_channels, self.resolution, self.resolution)
         if not isinstance(img, torch.Tensor) or img.ndim != 4 or tuple(img.shape[1:]) != want:
             raise ValueError(f"Discriminator: img must have shape (B, {want[0]}, {want[1]}, {want[2]}), got "

@@ -1,4 +1,4 @@
-"""JIT build and load of the CUDA extension (DESIGN §3).
+"""JIT build and load of the CUDA extension (docs/build.md).
 
 The extension is compiled with ninja through `torch.utils.cpp_extension` in a child process whose whole
 output goes to a build log, into a cache directory keyed by a hash of the sources, the torch/CUDA

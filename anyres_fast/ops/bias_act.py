@@ -1,4 +1,4 @@
-"""bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp) (StyleGAN2/3 semantics, DESIGN §2.5).
+"""bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp) (StyleGAN2/3 semantics, docs/ops.md §6).
 
 Reference only (pure PyTorch, differentiable to any order). b is [x.shape[dim]] and broadcast along
 `dim`. alpha and gain default per activation (lrelu: alpha 0.2, gain sqrt(2)); clamp=None skips it.
@@ -40,6 +40,16 @@ ACTIVATIONS = {
 def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
                  alpha: Optional[float] = None, gain: Optional[float] = None,
                  clamp: Optional[float] = None) -> torch.Tensor:
+    """The definition of bias_act in PyTorch (no argument checks: use bias_act for those).
+
+    Args:
+        x: float tensor; b: None or (x.shape[dim],); dim: int >= 0; act: a name of ACTIVATIONS;
+        alpha, gain: None (the activation's defaults) or floats; clamp: None or float >= 0.
+    Returns:
+        Tensor like x.
+    Raises:
+        KeyError: unknown act.
+    """
     spec = ACTIVATIONS[act]
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)
@@ -56,8 +66,31 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
              alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None,
              impl: str = "auto") -> torch.Tensor:
-    """See the module docstring. Only the reference exists: impl "auto"/"ref" run it, "cuda" raises
-    OpUnsupported."""
+    """y = clamp(act(x + b) · gain, −clamp, +clamp), StyleGAN2's bias_act (docs/ops.md §6).
+
+    Only the reference exists: impl "auto" and "ref" run it, "cuda" raises OpUnsupported.
+
+    Args:
+        x: float tensor of any shape with at least 1 dimension (float16, bfloat16, float32, float64).
+        b: None or a 1-D bias of length x.shape[dim], broadcast along dim.
+        dim: int, the axis b runs along (negative counts from the end).
+        act: "linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus" or "swish".
+        alpha: None (the activation's default: 0.2 for lrelu) or a finite float (lrelu's slope).
+        gain: None (the activation's default: sqrt(2) for relu, lrelu, swish; else 1) or a finite
+            float.
+        clamp: None or a finite float >= 0.
+        impl: "auto", "ref" or "cuda" (raises).
+
+    Returns:
+        Tensor of x's shape and dtype; differentiable to any order.
+
+    Raises:
+        TypeError: x/b not tensors or of an unsupported dtype; dim not an int; alpha/gain/clamp not
+            numbers.
+        ValueError: 0-d x, b not 1-D or of the wrong length, dim out of range, unknown act,
+            non-finite alpha/gain/clamp, clamp < 0, tensors on different devices, unknown impl.
+        OpUnsupported: impl="cuda".
+    """
     _dispatch.check_tensor(OP, "x", x)
     if x.ndim == 0:
         raise ValueError(f"{OP}: x must have at least 1 dimension")
@@ -78,6 +111,6 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         raise ValueError(f"{OP}: clamp must be >= 0 or None, got {clamp}")
     if impl == "cuda":
         raise _dispatch.OpUnsupported(f"{OP}: there is no CUDA kernel for this op (reference only, "
-                                      f"DESIGN §2.5); use impl='auto' or 'ref'")
+                                      f"docs/ops.md §6); use impl='auto' or 'ref'")
     _dispatch.resolve_impl(OP, "ref" if impl == "auto" else impl, [x])
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

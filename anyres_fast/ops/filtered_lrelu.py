@@ -1,4 +1,4 @@
-"""filtered_lrelu: bias, upsample + FIR, leaky ReLU, clamp, FIR + downsample, fused (DESIGN §2.1).
+"""filtered_lrelu: bias, upsample + FIR, leaky ReLU, clamp, FIR + downsample, fused (docs/ops.md §2).
 
 Same semantics and signature as StyleGAN3's op. Per channel c:
   u = x + b[c]
@@ -88,6 +88,16 @@ class Geometry:
 
 
 def geometry(x_shape, fu, fd, up: int, down: int, pads) -> Geometry:
+    """Sizes of one call (no tensor is read).
+
+    Args:
+        x_shape: (N, C, H, W).
+        fu, fd: None, 1-D or 2-D filters (only their shapes are used).
+        up, down: ints >= 1.
+        pads: (px0, px1, py0, py1).
+    Returns:
+        Geometry with the upsampled-buffer, output and sign-record sizes.
+    """
     fu_w, fu_h = filter_size(fu)
     fd_w, fd_h = filter_size(fd)
     return Geometry(int(x_shape[2]), int(x_shape[3]), up, down, tuple(pads), fu_h, fu_w, fd_h, fd_w)
@@ -100,7 +110,28 @@ def filtered_lrelu_ref(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: O
                        b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: Padding = 0,
                        gain: float = math.sqrt(2), slope: float = 0.2, clamp: Optional[float] = None,
                        flip_filter: bool = False) -> torch.Tensor:
-    """Pure-PyTorch composition; materialises the upsampled buffer. Differentiable to any order."""
+    """The definition of filtered_lrelu as a pure-PyTorch composition of upfirdn2d_ref steps.
+
+    Materialises the upsampled buffer; differentiable to any order in x, b and the filters; runs on
+    any device and float dtype (float64 too). Does not validate its arguments: use
+    filtered_lrelu(..., impl="ref") for checked input.
+
+    Args:
+        x: (N, C, H, W) float tensor.
+        fu, fd: None, 1-D or 2-D float filters (see filtered_lrelu).
+        b: (C,) bias or None.
+        up, down: ints >= 1.
+        padding: int, (px, py) or (px0, px1, py0, py1).
+        gain, slope: floats.
+        clamp: None or float >= 0.
+        flip_filter: bool.
+
+    Returns:
+        (N, C, H_out, W_out) tensor in x's dtype (sizes as in filtered_lrelu).
+
+    Raises:
+        TypeError, ValueError: malformed padding (other errors are those of the torch functions used).
+    """
     pads = parse_padding(OP, padding)
     if b is not None:
         x = x + b.to(x.dtype).reshape(1, -1, 1, 1)
@@ -115,7 +146,14 @@ def filtered_lrelu_ref(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: O
 # Sign record (2 bits per element, 4 per byte, element k of a byte at bits 2k..2k+1)
 
 def pack_signs(codes: torch.Tensor, row_bytes: int) -> torch.Tensor:
-    """codes uint8 [N, C, Hs, Ws] in {0,1,2} -> packed uint8 [N, C, Hs, row_bytes]."""
+    """Packs sign-record codes, 4 per byte (element k of a byte at bits 2k..2k+1).
+
+    Args:
+        codes: uint8 (N, C, Hs, Ws) with values in {0: positive, 1: negative, 2: clamped}.
+        row_bytes: bytes per packed row, >= ceil(Ws / 4).
+    Returns:
+        uint8 (N, C, Hs, row_bytes).
+    """
     n, c, h, w = codes.shape
     codes = F.pad(codes, [0, row_bytes * 4 - w]).reshape(n, c, h, row_bytes, 4).to(torch.int32)
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=codes.device)
@@ -123,7 +161,14 @@ def pack_signs(codes: torch.Tensor, row_bytes: int) -> torch.Tensor:
 
 
 def unpack_signs(signs: torch.Tensor, width: int) -> torch.Tensor:
-    """packed uint8 [N, C, Hs, row_bytes] -> codes uint8 [N, C, Hs, width]."""
+    """Inverse of pack_signs.
+
+    Args:
+        signs: packed uint8 (N, C, Hs, row_bytes).
+        width: number of elements per row to return (<= 4·row_bytes).
+    Returns:
+        uint8 codes (N, C, Hs, width) in {0, 1, 2}.
+    """
     n, c, h, nb = signs.shape
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.int32, device=signs.device)
     codes = (signs.to(torch.int32)[..., None] >> shifts) & 3
@@ -388,14 +433,57 @@ def _cuda_unsupported(x, fu, fd, up, down, geo: Geometry) -> Optional[str]:
     return None
 
 
+def _memory_estimate(x, geo: Geometry, path: str) -> int:
+    """Bytes of the output plus, on the reference path, the padded upsampled buffers it materialises
+    (about three alive at once), or on the CUDA path the sign record (shapes only, never values)."""
+    planes = int(x.shape[0]) * int(x.shape[1])
+    out = planes * geo.out_h * geo.out_w * x.element_size()
+    if path == "cuda":
+        return out + planes * geo.sign_h * geo.sign_row_bytes
+    padded = max(geo.buf_h + geo.fu_h - 1, 1) * max(geo.buf_w + geo.fu_w - 1, 1)
+    return out + 3 * planes * padded * max(x.element_size(), 4)
+
+
 def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optional[torch.Tensor] = None,
                    b: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: Padding = 0,
                    gain: float = math.sqrt(2), slope: float = 0.2, clamp: Optional[float] = None,
                    flip_filter: bool = False, impl: str = "auto") -> torch.Tensor:
-    """Fused bias + upsample + FIR + leaky ReLU + clamp + FIR + downsample (module docstring).
+    """Fused bias + upsample + FIR + leaky ReLU + clamp + FIR + downsample (StyleGAN3's op).
 
-    x: [N, C, H, W] float tensor; fu/fd: None, 1-D (separable) or 2-D float filters on x's device;
-    b: [C] or None. impl: "auto" | "cuda" | "ref" (DESIGN §2)."""
+    Per channel: v = up² · FIR_fu(pad(zero_insert(x + b, up), padding)), a = clamp(gain · lrelu(v, slope),
+    ±clamp), y = FIR_fd(a) kept every `down`-th sample. Semantics in docs/ops.md §2.
+
+    Args:
+        x: (N, C, H, W) float16, bfloat16, float32 or float64 tensor (float64: reference path only).
+        fu: up filter: None (identity), 1-D (taps,) separable, or 2-D (fh, fw); any float dtype, on
+            x's device (see setup_filter).
+        fd: down filter, same forms as fu.
+        b: (C,) bias added before upsampling, or None.
+        up: upsampling factor, int >= 1 (zero insertion).
+        down: downsampling factor, int >= 1.
+        padding: int p, (px, py) or (px0, px1, py0, py1), in upsampled pixels; negative values crop.
+        gain: finite float multiplying the activation (default sqrt(2)).
+        slope: finite float, the leaky ReLU's negative slope (default 0.2; 1 makes it linear).
+        clamp: None or a finite float >= 0; the activation is clamped to [-clamp, clamp].
+        flip_filter: bool; True correlates with the filters instead of convolving.
+        impl: "auto" (CUDA kernel when available and covered, else reference), "cuda" or "ref".
+
+    Returns:
+        (N, C, H_out, W_out) tensor in x's dtype, with
+        W_out = (W·up + px0 + px1 − (fu_w − 1) − fd_w) // down + 1 (H_out alike). Differentiable in x
+        and b (to any order); on the CUDA path not in the filters.
+
+    Raises:
+        TypeError: x/b/filters not tensors or of an unsupported dtype; up/down/padding not ints;
+            flip_filter not a bool; gain/slope/clamp not numbers.
+        ValueError: wrong dimensions, b of the wrong length, tensors on different devices, non-finite
+            gain/slope/clamp, clamp < 0, up/down < 1, empty x, or filters larger than the padded,
+            upsampled input.
+        MemoryError: the estimated output and intermediates exceed the available memory.
+        OpUnsupported: impl="cuda" and the tensors are not on a GPU or the kernel does not cover the
+            configuration (the message says why).
+        ExtensionUnavailable: impl="cuda" and the CUDA extension is disabled or failed to build.
+    """
     _dispatch.check_tensor(OP, "x", x, ndim=4)
     check_filter(OP, "fu", fu)
     check_filter(OP, "fd", fd)
@@ -424,6 +512,7 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
 
     path = _dispatch.resolve_impl(OP, impl, [x, fu, fd, b],
                                   lambda: _cuda_unsupported(x, fu, fd, up, down, geo))
+    _dispatch.check_memory(OP, _memory_estimate(x, geo, path), x.device)
     if path == "ref":
         return filtered_lrelu_ref(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter)
     write_signs = torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad))

@@ -1,4 +1,4 @@
-"""Separable Lanczos resampling with per-sample boxes (DESIGN §2.2).
+"""Separable Lanczos resampling with per-sample boxes (docs/ops.md §3).
 
     y = lanczos_resample(x, size, box=None, a=3, antialias=True, return_mask=False, impl="auto")
 
@@ -63,7 +63,14 @@ BoxLike = Union[None, Sequence[float], torch.Tensor]
 # Kernel and per-axis weight tables (float64). The CUDA table kernel implements the same formulas.
 
 def lanczos_kernel(t: torch.Tensor, a: int) -> torch.Tensor:
-    """L(t) = sinc(t)·sinc(t/a) on |t| < a, else 0; exactly 1 at 0 and exactly 0 at nonzero integers."""
+    """The Lanczos kernel L(t) = sinc(t)·sinc(t/a) on |t| < a, else 0.
+
+    Args:
+        t: float tensor of any shape (float64 in the tables).
+        a: order, int >= 1.
+    Returns:
+        Tensor like t; exactly 1 at 0 and exactly 0 at nonzero integers.
+    """
     pt = math.pi * t
     safe = torch.where(t == 0, torch.ones_like(pt), pt)
     value = a * torch.sin(safe) * torch.sin(safe / a) / (safe * safe)
@@ -78,7 +85,16 @@ def filter_scale(start: torch.Tensor, end: torch.Tensor, out_size: int, antialia
 
 
 def max_taps(boxes: torch.Tensor, axis: int, in_size: int, out_size: int, a: int, antialias: bool) -> int:
-    """Upper bound on the taps one output pixel of this axis uses (table width), from host boxes."""
+    """Upper bound on the taps one output pixel of this axis uses (the table width).
+
+    Args:
+        boxes: (B, 4) float tensor of boxes (read on the host: a sync for device tensors).
+        axis: 0 for x (columns), 1 for y (rows).
+        in_size, out_size: input and output length of this axis.
+        a: Lanczos order; antialias: bool.
+    Returns:
+        int min(2·ceil(a·f_max) + 1, in_size), f_max the largest filter scale over the batch.
+    """
     fs = filter_scale(boxes[:, axis].double(), boxes[:, axis + 2].double(), out_size, antialias)
     return int(min(2 * math.ceil(a * float(fs.max())) + 1, in_size))
 
@@ -157,10 +173,31 @@ def _mask(valid_rows: torch.Tensor, valid_cols: torch.Tensor) -> torch.Tensor:
 
 
 def _apply(x, m_rows, m_cols):
-    """y = M_rows · x · M_colsᵀ per sample, in float32 (float64 for float64 x)."""
+    """y = M_rows · x · M_colsᵀ per sample, in float32 (float64 for float64 x).
+
+    Dense matrices hold exact zeros outside each output's taps, and 0·NaN = NaN would carry one
+    non-finite input to a whole row and column of the output. When x holds NaN/Inf (checked in eager
+    mode only; a device sync on CUDA, where this reference is only the fallback), the product is taken
+    over the finite values and exactly the outputs that give a non-finite input a nonzero weight are
+    set to NaN: the spread is bounded by the kernel window, as on the CUDA path (docs/ops.md §3.1)."""
     cd = _compute_dtype(x.dtype)
-    t = torch.matmul(x.to(cd), m_cols.to(cd).transpose(1, 2)[:, None])    # (B,C,H,W_out)
-    return torch.matmul(m_rows.to(cd)[:, None], t).to(x.dtype)            # (B,C,H_out,W_out)
+    xc = x.to(cd)
+    finite = None
+    if not torch.compiler.is_compiling():
+        finite = torch.isfinite(xc)
+        if bool(finite.all()):
+            finite = None
+    if finite is not None:
+        xc = torch.where(finite, xc, torch.zeros((), dtype=cd, device=x.device))
+    t = torch.matmul(xc, m_cols.to(cd).transpose(1, 2)[:, None])          # (B,C,H,W_out)
+    y = torch.matmul(m_rows.to(cd)[:, None], t)                           # (B,C,H_out,W_out)
+    if finite is not None:
+        bad = (~finite).to(cd)
+        reach_cols = (m_cols != 0).to(cd).transpose(1, 2)[:, None]
+        reach_rows = (m_rows != 0).to(cd)[:, None]
+        hit = torch.matmul(reach_rows, torch.matmul(bad, reach_cols)) > 0
+        y = torch.where(hit, torch.full((), math.nan, dtype=cd, device=x.device), y)
+    return y.to(x.dtype)
 
 
 def _apply_transpose(grad, m_rows, m_cols, dtype):
@@ -173,7 +210,25 @@ def _apply_transpose(grad, m_rows, m_cols, dtype):
 # Reference.
 
 def lanczos_resample_ref(x, size, box: BoxLike = None, a=3, antialias=True, return_mask=False):
-    """Pure PyTorch: dense per-sample weight matrices (differentiable in x by autograd, any device)."""
+    """Reference: y = M_rows · x · M_colsᵀ with dense per-sample weight matrices (float64 tables).
+
+    Differentiable in x by autograd (to any order), any device and float dtype. Arguments are
+    validated as for lanczos_resample.
+
+    Args:
+        x: (B, C, H, W) float tensor.
+        size: (H_out, W_out) or an int.
+        box: None, 4 numbers, or a (4,) / (B, 4) tensor (see lanczos_resample).
+        a: int in 1..8.
+        antialias: bool.
+        return_mask: bool.
+
+    Returns:
+        (B, C, H_out, W_out) in x's dtype, or (y, bool mask (B, 1, H_out, W_out)) with return_mask.
+
+    Raises:
+        TypeError, ValueError: as lanczos_resample.
+    """
     out_hw, boxes, a = validate(OP + "_ref", x, size, box, a, antialias)
     rows, cols = _both_axes(boxes.to(x.device), x.shape[2:], out_hw, a, antialias)
     y = _apply(x, axis_matrix(rows, x.shape[2]), axis_matrix(cols, x.shape[3]))
@@ -283,7 +338,21 @@ def _check_size(op, size):
 
 
 def boxes_tensor(op: str, box: BoxLike, batch: int, in_hw) -> torch.Tensor:
-    """Host (B,4) float64 boxes from None, 4 numbers, a (4,) or a (B,4) tensor; checks every box."""
+    """Host (B, 4) float64 boxes from None, 4 numbers, a (4,) or a (B, 4) tensor; checks every box.
+
+    Args:
+        op: op name for messages.
+        box: None, 4 numbers or a float/int tensor of shape (4,) or (B, 4) (any device).
+        batch: B.
+        in_hw: (H, W) of the input.
+    Returns:
+        Contiguous CPU float64 tensor (B, 4) of (x0, y0, x1, y1).
+    Raises:
+        TypeError: box of the wrong type or dtype.
+        ValueError: wrong shape or batch; a box that is non-finite, empty, inverted or outside the
+            input (the message names the first offending box). Under torch.compile the value checks
+            of tensor boxes are skipped (they would be data-dependent).
+    """
     h, w = in_hw
     if box is None:
         return torch.tensor([[0.0, 0.0, float(w), float(h)]], dtype=torch.float64).expand(batch, 4).clone()
@@ -292,10 +361,8 @@ def boxes_tensor(op: str, box: BoxLike, batch: int, in_hw) -> torch.Tensor:
             raise TypeError(f"{op}: box must be a float or int tensor, got dtype {box.dtype}")
         boxes = box.detach().to("cpu", torch.float64)
     else:
-        try:
-            boxes = torch.tensor([float(v) for v in box], dtype=torch.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: box must be 4 numbers (x0, y0, x1, y1) or a (B,4) tensor, got {box!r}") from None
+        values = python_box(op, box, in_hw)
+        return torch.tensor([values], dtype=torch.float64).expand(batch, 4).contiguous()
     if boxes.ndim == 1:
         boxes = boxes[None]
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -305,6 +372,8 @@ def boxes_tensor(op: str, box: BoxLike, batch: int, in_hw) -> torch.Tensor:
         boxes = boxes.expand(batch, 4)
     if boxes.shape[0] != batch:
         raise ValueError(f"{op}: box has {boxes.shape[0]} rows but x has batch {batch}")
+    if torch.compiler.is_compiling():
+        return boxes.contiguous()     # value checks would be data-dependent; see docs/ops.md §3.1
     x0, y0, x1, y1 = boxes.unbind(1)
     checks = (
         (~torch.isfinite(boxes).all(1), "must be finite"),
@@ -320,8 +389,66 @@ def boxes_tensor(op: str, box: BoxLike, batch: int, in_hw) -> torch.Tensor:
     return boxes.contiguous()
 
 
+def python_box(op: str, box, in_hw) -> tuple[float, float, float, float]:
+    """One box given as 4 Python numbers (or None: the whole input), checked without tensors.
+
+    Args:
+        op: op name for messages.
+        box: None or a sequence of 4 numbers (x0, y0, x1, y1) in input pixels.
+        in_hw: (H, W) of the input.
+    Returns:
+        (x0, y0, x1, y1) as Python floats.
+    Raises:
+        TypeError: box is not 4 numbers.
+        ValueError: wrong length, non-finite, empty, inverted, or not overlapping the input.
+    """
+    h, w = int(in_hw[0]), int(in_hw[1])
+    if box is None:
+        return 0.0, 0.0, float(w), float(h)
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: box must be 4 numbers (x0, y0, x1, y1) or a (B,4) tensor, got {box!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"{op}: box must have 4 values (x0, y0, x1, y1) or shape (B,4), got {len(values)} values")
+    x0, y0, x1, y1 = values
+    where = f"box {tuple(values)}"
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{op}: {where} must be finite")
+    if x1 == x0 or y1 == y0:
+        raise ValueError(f"{op}: {where} is empty (x1 must be > x0 and y1 > y0)")
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"{op}: {where} is inverted (x1 must be > x0 and y1 > y0)")
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise ValueError(f"{op}: {where} lies outside the input [0, {w}] x [0, {h}]; it must overlap it")
+    return x0, y0, x1, y1
+
+
+def _max_taps_python(start: float, end: float, in_size: int, out_size: int, a: int, antialias: bool) -> int:
+    """max_taps for one box given as Python floats (same float64 arithmetic, no tensors)."""
+    fs = max((end - start) / out_size, 1.0) if antialias else 1.0
+    return int(min(2 * math.ceil(a * fs) + 1, in_size))
+
+
+def _estimate_bytes(x, out_hw, taps_yx, path: str) -> int:
+    """Output, the row-pass intermediate and the weight tables (dense matrices on the reference)."""
+    b, c, h, w = (int(v) for v in x.shape)
+    ho, wo = out_hw
+    item = x.element_size()
+    data = b * c * ho * wo * item + b * c * h * wo * max(item, 4)
+    if path == "cuda":
+        return data + b * (ho * taps_yx[0] + wo * taps_yx[1]) * 8
+    return data + b * (ho * h + wo * w) * 8 * 2 + b * (ho * taps_yx[0] + wo * taps_yx[1]) * 8 * 4
+
+
 def validate(op, x, size, box, a, antialias):
-    """Checks all arguments; returns ((H_out, W_out), host (B,4) float64 boxes, a)."""
+    """Checks all arguments of lanczos_resample.
+
+    Returns:
+        ((H_out, W_out), host (B, 4) float64 boxes, a).
+    Raises:
+        TypeError, ValueError: as lanczos_resample.
+    """
     _dispatch.check_tensor(op, "x", x, ndim=4)
     if min(x.shape) == 0:
         raise ValueError(f"{op}: x is empty, shape {tuple(x.shape)}")
@@ -339,18 +466,59 @@ def _is_identity(boxes: torch.Tensor, in_hw, out_hw) -> bool:
 
 
 def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_mask=False, impl="auto"):
-    """Resamples x (B,C,H,W) to size (H_out, W_out) over box (see the module docstring).
+    """Separable Lanczos resampling of x over a box (PIL's LANCZOS for a=3); docs/ops.md §3.1.
 
-    Returns y (B,C,H_out,W_out) in x's dtype, and with return_mask=True also the bool validity mask
-    (B,1,H_out,W_out). The identity (whole input, same size) returns a copy of x, bit for bit."""
+    Args:
+        x: (B, C, H, W) float16, bfloat16, float32 or float64 tensor (float64: reference path only).
+        size: (H_out, W_out) or one int for both, >= 1.
+        box: region of the input to resample, in input pixels (pixel k spans [k, k+1]): None (the
+            whole input), 4 numbers (x0, y0, x1, y1) for the whole batch, or a float/int tensor of
+            shape (4,) or (B, 4) (per-sample boxes, on any device). Each box must be finite, have
+            x1 > x0 and y1 > y0, and overlap the input; it may reach outside it (taps outside are
+            excluded and the weights renormalised). Pass numbers, not a tensor, under
+            torch.compile(fullgraph=True).
+        a: Lanczos order, int in 1..8 (PIL: 3).
+        antialias: bool; True stretches the kernel by the shrink factor when downsampling.
+        return_mask: bool; also return the validity mask.
+        impl: "auto", "cuda" or "ref" (docs/ops.md §1).
+
+    Returns:
+        y: (B, C, H_out, W_out) in x's dtype (the identity, whole input at the same size, returns a
+        copy of x bit for bit); with return_mask=True the tuple (y, mask), mask a bool tensor
+        (B, 1, H_out, W_out) that is True where every tap with a nonzero weight lies inside the input.
+        Differentiable in x (boxes are constants). A NaN/Inf input pixel makes exactly the outputs
+        whose kernel window reaches it non-finite (the reference reports them as NaN).
+
+    Raises:
+        TypeError: x not a tensor or of an unsupported dtype; size/a not ints; antialias not a bool;
+            box not numbers or a float/int tensor.
+        ValueError: x not 4-D or empty; size < 1 or not 2 values; a outside 1..8; a box of the wrong
+            shape or batch, non-finite, empty, inverted or not overlapping the input.
+        MemoryError: the estimated output, intermediates and weight tables exceed the available memory.
+        OpUnsupported: impl="cuda" with tensors off the GPU or an unsupported dtype/size.
+        ExtensionUnavailable: impl="cuda" and the extension is disabled or failed to build.
+    """
     out_hw, boxes, a = validate(OP, x, size, box, a, antialias)
-    if _is_identity(boxes, x.shape[2:], out_hw):
+    h, w = x.shape[2:]
+    if not isinstance(box, torch.Tensor):
+        # Host numbers: decided in Python, so this also traces under torch.compile(fullgraph=True).
+        x0, y0, x1, y1 = python_box(OP, box, (h, w))
+        identity = tuple(out_hw) == (h, w) and (x0, y0, x1, y1) == (0.0, 0.0, float(w), float(h))
+        taps_yx = (_max_taps_python(y0, y1, h, out_hw[0], a, antialias),
+                   _max_taps_python(x0, x1, w, out_hw[1], a, antialias))
+    elif torch.compiler.is_compiling():
+        # Tensor boxes under torch.compile: no data-dependent host decisions; the input size bounds
+        # the table width (max_taps never exceeds it), at some cost in speed.
+        identity, taps_yx = False, (int(h), int(w))
+    else:
+        identity = _is_identity(boxes, (h, w), out_hw)
+        taps_yx = (max_taps(boxes, 1, h, out_hw[0], a, antialias), max_taps(boxes, 0, w, out_hw[1], a, antialias))
+    if identity:
         y = x.clone()
         mask = torch.ones((x.shape[0], 1) + tuple(out_hw), dtype=torch.bool, device=x.device)
         return (y, mask) if return_mask else y
     which = _dispatch.resolve_impl(OP, impl, (x,), lambda: _cuda_unsupported(x))
-    h, w = x.shape[2:]
-    taps_yx = (max_taps(boxes, 1, h, out_hw[0], a, antialias), max_taps(boxes, 0, w, out_hw[1], a, antialias))
+    _dispatch.check_memory(OP, _estimate_bytes(x, out_hw, taps_yx, which), x.device)
     boxes = boxes.to(x.device)
     if which == "ref":
         rows, cols = _both_axes(boxes, (h, w), out_hw, a, antialias, taps_yx)

@@ -1,4 +1,4 @@
-"""Modulated convolution with optional demodulation (DESIGN §2.3).
+"""Modulated convolution with optional demodulation (docs/ops.md §4).
 
     y[b,o] = d[b,o] · Σ_{i,ky,kx} W[o,i,ky,kx] · s[b,i] · x[b,i, window]
     d[b,o] = rsqrt(Σ_{i,ky,kx} (W[o,i,ky,kx] · s[b,i])² + eps)   (demodulate=True, else 1)
@@ -81,7 +81,20 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor, eps: float) -
 # Reference (pure PyTorch, differentiable by autograd).
 
 def modulated_conv2d_ref(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e-8, form="three_pass"):
-    """Reference forms. Both are autograd-differentiable and run on any device and dtype."""
+    """Reference modulated convolution; autograd-differentiable, any device and float dtype.
+
+    Does not validate its arguments (use modulated_conv2d(..., impl="ref") for that).
+
+    Args:
+        x: (B, I, H, W); weight: (O, I, kh, kw) in x's dtype; styles: (B, I), cast to x's dtype.
+        demodulate: bool; padding: int >= 0; up: 1 or 2; eps: float > 0.
+        form: "three_pass" (x·s, one shared-weight convolution, ·d) or "grouped" (per-sample
+            weights W·s·d and a grouped convolution, StyleGAN2's formulation).
+    Returns:
+        (B, O, H_out, W_out) in x's dtype (sizes as modulated_conv2d).
+    Raises:
+        ValueError: unknown form.
+    """
     if form == "three_pass":
         styles = styles.to(x.dtype)
         y = conv(x * styles[:, :, None, None], weight, padding, up)
@@ -315,14 +328,44 @@ def validate(op, x, weight, padding, up, eps):
                          f"kernel {kh}x{kw}, padding {padding}, up {up}")
     if up == 1 and padding >= max(kh, kw):
         raise ValueError(f"{op}: padding {padding} must be smaller than the kernel size {max(kh, kw)}")
+    # output (two output-sized temporaries on the reference) and two input-sized ones (x·s, padding)
+    b, o = int(x.shape[0]), int(weight.shape[0])
+    item = max(x.element_size(), 4)
+    _dispatch.check_memory(op, (2 * b * o * hout * wout + 2 * x.numel()) * item, x.device)
     return padding, up, eps
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e-8, impl="auto"):
-    """Modulated (and by default demodulated) convolution, DESIGN §2.3; see the module docstring.
+    """Modulated (and by default demodulated) convolution, StyleGAN2's (docs/ops.md §4).
 
-    x (B,I,H,W); weight (O,I,kh,kw), same dtype as x; styles (B,I), any float dtype (the math runs in
-    x's dtype on the reference path and in float32 in the CUDA kernel). Returns (B,O,H_out,W_out)."""
+    y[b,o] = d[b,o] · Σ_{i,k} W[o,i,k] · s[b,i] · x[b,i,window], d = rsqrt(Σ_{i,k} (W·s)² + eps).
+
+    Args:
+        x: (B, I, H, W) float16, bfloat16, float32 or float64 tensor (float64: reference only).
+        weight: (O, I, kh, kw), same dtype and device as x.
+        styles: (B, I) per-sample input-channel scales, any float dtype (the reference computes in
+            x's dtype, the CUDA kernel in float32).
+        demodulate: bool; False leaves d = 1.
+        padding: int >= 0; symmetric zero padding for up=1 (must be < the kernel size; 0 is the
+            padding-free "valid" convolution), the conv_transpose2d padding for up=2.
+        up: 1 (stride-1 convolution) or 2 (stride-2 transposed convolution, weight not flipped).
+        eps: finite float > 0 inside the demodulation rsqrt.
+        impl: "auto", "cuda" or "ref".
+
+    Returns:
+        (B, O, H_out, W_out) in x's dtype: up=1: H_out = H + 2·padding − kh + 1; up=2:
+        H_out = 2·(H − 1) + kh − 2·padding (W_out alike). Differentiable in x, weight and styles.
+
+    Raises:
+        TypeError: non-tensor or unsupported dtype; weight dtype differs from x; padding/up not ints;
+            demodulate not a bool; eps not a number.
+        ValueError: wrong dimensions or shapes (channel counts, styles not (B, I)), empty tensors,
+            padding < 0 or >= the kernel size (up=1), up not 1 or 2, eps not finite and > 0, an
+            empty output, tensors on different devices.
+        MemoryError: the estimated output and temporaries exceed the available memory.
+        OpUnsupported: impl="cuda" with tensors off the GPU or sizes beyond the kernel.
+        ExtensionUnavailable: impl="cuda" and the extension is disabled or failed to build.
+    """
     padding, up, eps = validate(OP, x, weight, padding, up, eps)
     _dispatch.check_tensor(OP, "styles", styles, ndim=2)
     if styles.shape != (x.shape[0], x.shape[1]):

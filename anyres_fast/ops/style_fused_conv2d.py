@@ -1,4 +1,4 @@
-"""Convolution with a spatially varying style (spatial style fusion, DESIGN §2.4).
+"""Convolution with a spatially varying style (spatial style fusion, docs/ops.md §5).
 
     y = conv(x ⊙ S, W) ⊙ D
 
@@ -78,7 +78,18 @@ def _sample(d_in, ry, rx):
 # Reference.
 
 def style_fused_conv2d_ref(x, weight, style_map, padding=0, up=1, demod="exact", eps=1e-8):
-    """Two-convolution reference (autograd-differentiable, any device/dtype)."""
+    """Two-convolution reference; autograd-differentiable, any device and float dtype.
+
+    Does not validate its arguments (use style_fused_conv2d(..., impl="ref") for that).
+
+    Args:
+        x: (B, I, H, W); weight: (O, I, kh, kw); style_map: (B, I, H, W), cast to x's dtype.
+        padding: int >= 0; up: 1 or 2; demod: "exact", "pointwise" or "none"; eps: float > 0.
+    Returns:
+        (B, O, H_out, W_out) in x's dtype.
+    Raises:
+        ValueError: unknown demod.
+    """
     style_map = style_map.to(x.dtype)
     y = conv(x * style_map, weight, padding, up)
     if demod == "exact":
@@ -203,10 +214,34 @@ def _cuda_forward(x, weight, style_map, padding, up, demod, eps):
 # Public function.
 
 def style_fused_conv2d(x, weight, style_map, padding=0, up=1, demod="exact", eps=1e-8, impl="auto"):
-    """Convolution with a per-pixel style map, DESIGN §2.4 (see the module docstring).
+    """Convolution with a per-pixel style map, y = conv(x ⊙ S, W) ⊙ D (docs/ops.md §5).
 
-    x (B,I,H,W); weight (O,I,kh,kw), same dtype as x; style_map (B,I,H,W), float. Returns
-    (B,O,H_out,W_out) with the sizes of modulated_conv2d."""
+    Args:
+        x: (B, I, H, W) float16, bfloat16, float32 or float64 tensor (float64: reference only).
+        weight: (O, I, kh, kw), same dtype and device as x.
+        style_map: S, (B, I, H, W) (the shape of x), any float dtype, cast to x's dtype.
+        padding: int >= 0 (as modulated_conv2d: < the kernel size for up=1).
+        up: 1 (convolution) or 2 (stride-2 transposed convolution).
+        demod: "exact" (D = rsqrt(conv(S², W²) + eps), per output pixel over its own window),
+            "pointwise" (InfinityGAN's approximation: the demodulation at the window centre,
+            linearly interpolated) or "none" (D = 1).
+        eps: finite float > 0.
+        impl: "auto", "cuda" or "ref".
+
+    Returns:
+        (B, O, H_out, W_out) in x's dtype, the sizes of modulated_conv2d. Differentiable in x, weight
+        and style_map. With S constant in space and demod="exact" it equals modulated_conv2d wherever
+        the whole window lies inside the input.
+
+    Raises:
+        TypeError: non-tensor or unsupported dtype; weight dtype differs from x; padding/up not ints.
+        ValueError: wrong dimensions or shapes (style_map not shaped like x), empty tensors, padding
+            out of range, up not 1 or 2, unknown demod, eps not finite and > 0, an empty output,
+            tensors on different devices.
+        MemoryError: the estimated output and temporaries exceed the available memory.
+        OpUnsupported: impl="cuda" with tensors off the GPU or sizes beyond the kernel.
+        ExtensionUnavailable: impl="cuda" and the extension is disabled or failed to build.
+    """
     padding, up, eps = validate(OP, x, weight, padding, up, eps)
     _dispatch.check_tensor(OP, "style_map", style_map, ndim=4)
     if style_map.shape != x.shape:

@@ -1,4 +1,4 @@
-"""upfirdn2d: upsample (zero insertion), pad/crop, FIR filter, downsample (StyleGAN2/3 semantics, DESIGN §2.5).
+"""upfirdn2d: upsample (zero insertion), pad/crop, FIR filter, downsample (StyleGAN2/3 semantics, docs/ops.md §6).
 
 Reference only (pure PyTorch, differentiable to any order). For every spatial axis:
   1. insert up-1 zeros after each sample (length W*up),
@@ -13,6 +13,7 @@ per pass, so the total is `gain` either way.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -25,7 +26,16 @@ Padding = Union[int, Sequence[int]]
 
 
 def parse_padding(op: str, padding: Padding) -> tuple[int, int, int, int]:
-    """int p -> (p, p, p, p); (px, py) -> (px, px, py, py); (x0, x1, y0, y1) as is."""
+    """Normalises a padding argument.
+
+    Args:
+        op: op name for messages.
+        padding: int p, (px, py), (px0, px1, py0, py1), or a tensor holding one of those.
+    Returns:
+        (px0, px1, py0, py1) ints: p -> (p, p, p, p); (px, py) -> (px, px, py, py).
+    Raises:
+        TypeError: non-int values. ValueError: not 1, 2 or 4 values.
+    """
     if isinstance(padding, torch.Tensor):
         padding = padding.tolist()
     if isinstance(padding, (int,)) and not isinstance(padding, bool):
@@ -60,11 +70,25 @@ def check_filter(op: str, name: str, f) -> None:
 
 def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_filter: bool = False,
                  gain: float = 1.0, separable: Optional[bool] = None) -> Optional[torch.Tensor]:
-    """Turns taps (list, array or tensor; 0-, 1- or 2-D) into a float32 filter for upfirdn2d.
+    """Turns filter taps into the float32 filter tensor that upfirdn2d and filtered_lrelu take.
 
-    normalize: divide by the sum (unit DC gain). separable=None keeps 1-D filters separable from 8 taps
-    on and expands shorter ones to their 2-D outer product (cheaper for tiny filters, as in StyleGAN).
-    gain is distributed as for upfirdn2d (gain for 2-D, sqrt(gain) for 1-D)."""
+    Args:
+        f: taps: None (a single 1), a number, or a 1-D or 2-D list, array or tensor.
+        device: where the result lives (default CPU).
+        normalize: bool; divide by the sum (unit DC gain).
+        flip_filter: bool; flip the taps in every axis.
+        gain: float, distributed as upfirdn2d does (gain for 2-D, sqrt(gain) for 1-D filters).
+        separable: None keeps 1-D filters of 8 or more taps separable and expands shorter ones to
+            their 2-D outer product (cheaper for tiny filters, as StyleGAN does); True keeps 1-D
+            filters 1-D, False always expands them.
+
+    Returns:
+        float32 tensor, (taps,) or (fh, fw), on device.
+
+    Raises:
+        ValueError: taps that are empty or have more than 2 dimensions; a non-finite gain, or a
+            negative one for a separable filter.
+    """
     if f is None:
         f = 1
     f = torch.as_tensor(f, dtype=torch.float32)
@@ -80,6 +104,10 @@ def setup_filter(f, device=torch.device("cpu"), normalize: bool = True, flip_fil
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
+    gain = float(gain)
+    if not math.isfinite(gain) or (f.ndim == 1 and gain < 0):
+        raise ValueError(f"setup_filter: gain must be finite (and >= 0 for a separable filter, which is "
+                         f"applied twice), got {gain}")
     f = f * (gain ** (f.ndim / 2))
     return f.to(device=device)
 
@@ -102,18 +130,32 @@ def _pad_crop(x: torch.Tensor, px0: int, px1: int, py0: int, py1: int) -> torch.
 def _fir(x: torch.Tensor, f: torch.Tensor, flip_filter: bool, gain: float) -> torch.Tensor:
     """'valid' depthwise FIR; conv2d correlates, so flipping the taps makes it a convolution."""
     c = x.shape[1]
-    f = f.to(x.dtype) * (gain ** (f.ndim / 2))
+    # sqrt(|gain|) per pass of a separable filter, the sign once (gain ** 0.5 would be complex for gain < 0)
+    f = f.to(x.dtype) * (abs(gain) ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
+    sign = -1.0 if gain < 0 else 1.0
     if f.ndim == 2:
-        return F.conv2d(x, f[None, None].repeat(c, 1, 1, 1), groups=c)
-    x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), groups=c)  # along x
+        return F.conv2d(x, (f * sign)[None, None].repeat(c, 1, 1, 1), groups=c)
+    x = F.conv2d(x, (f * sign)[None, None, None, :].repeat(c, 1, 1, 1), groups=c)  # along x
     return F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), groups=c)  # along y
 
 
 def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up=1, down=1, padding: Padding = 0,
                   flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
-    """Pure-PyTorch upfirdn2d; `up`/`down` may be an int or (x, y)."""
+    """Pure-PyTorch upfirdn2d (the definition; no argument checks: use upfirdn2d for those).
+
+    Args:
+        x: (N, C, H, W) float tensor.
+        f: None, 1-D or 2-D filter (cast to x's dtype).
+        up, down: int or (x, y) ints >= 1.
+        padding: int, (px, py) or (px0, px1, py0, py1).
+        flip_filter: bool; gain: float.
+    Returns:
+        (N, C, H_out, W_out) in x's dtype (sizes as upfirdn2d).
+    Raises:
+        TypeError, ValueError: malformed padding.
+    """
     upx, upy = (up, up) if isinstance(up, int) else up
     downx, downy = (down, down) if isinstance(down, int) else down
     px0, px1, py0, py1 = parse_padding(OP, padding)
@@ -129,8 +171,33 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up=1, down=1, padd
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor] = None, up=1, down=1, padding: Padding = 0,
               flip_filter: bool = False, gain: float = 1.0, impl: str = "auto") -> torch.Tensor:
-    """See the module docstring. Only the reference exists (DESIGN §2.5): impl "auto"/"ref" run it,
-    "cuda" raises OpUnsupported."""
+    """Upsample (zero insertion), pad/crop, FIR filter, downsample: StyleGAN2's upfirdn2d (docs/ops.md §6).
+
+    Only the reference exists: impl "auto" and "ref" run it, "cuda" raises OpUnsupported.
+
+    Args:
+        x: (N, C, H, W) float16, bfloat16, float32 or float64 tensor.
+        f: None (identity), 1-D (taps,) separable or 2-D (fh, fw) float filter on x's device.
+        up: int >= 1 or (up_x, up_y).
+        down: int >= 1 or (down_x, down_y).
+        padding: int, (px, py) or (px0, px1, py0, py1) in upsampled pixels; negative values crop.
+        flip_filter: bool; True correlates instead of convolving.
+        gain: finite float; the total gain (a 2-D filter is scaled by gain, a 1-D one by sqrt(gain)
+            per pass).
+        impl: "auto", "ref" or "cuda" (raises).
+
+    Returns:
+        (N, C, H_out, W_out) in x's dtype, W_out = (W·up_x + px0 + px1 − fw) // down_x + 1 (H_out
+        alike). Differentiable to any order in x and f.
+
+    Raises:
+        TypeError: non-tensor or unsupported dtype; up/down/padding not ints; gain not a number.
+        ValueError: wrong dimensions, empty filter, up/down < 1 or not 1/2 values, non-finite gain,
+            a filter larger than the padded, upsampled input, tensors on different devices, impl
+            not one of "auto", "cuda", "ref".
+        MemoryError: the estimated buffers exceed the available memory.
+        OpUnsupported: impl="cuda".
+    """
     _dispatch.check_tensor(OP, "x", x, ndim=4)
     check_filter(OP, "f", f)
     _dispatch.check_same_device(OP, x=x, f=f)
@@ -150,8 +217,11 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor] = None, up=1, down=1, p
     if out_w < 0 or out_h < 0:
         raise ValueError(f"{OP}: filter {fh}x{fw} is larger than the padded, upsampled input "
                          f"({x.shape[2] * up[1] + pads[2] + pads[3]}x{x.shape[3] * up[0] + pads[0] + pads[1]})")
+    # zero-inserted + padded input, filtered result (and the first separable pass), output
+    padded = x.shape[0] * x.shape[1] * max(out_h + fh, 1) * max(out_w + fw, 1)
+    _dispatch.check_memory(OP, 3 * padded * max(x.element_size(), 4), x.device)
     if impl == "cuda":
         raise _dispatch.OpUnsupported(f"{OP}: there is no CUDA kernel for this op (reference only, "
-                                      f"DESIGN §2.5); use impl='auto' or 'ref'")
+                                      f"docs/ops.md §6); use impl='auto' or 'ref'")
     _dispatch.resolve_impl(OP, "ref" if impl == "auto" else impl, [x])
     return upfirdn2d_ref(x, f, up=up, down=down, padding=pads, flip_filter=flip_filter, gain=gain)

@@ -1,4 +1,4 @@
-"""filtered_lrelu benchmark cases: the StyleGAN3-T layers at 256² (reference notes §7), batch 8.
+"""filtered_lrelu benchmark cases: the StyleGAN3-T layers at 256² (docs/anyres_generator.md §2), batch 8.
 
 Impls: "cuda" (fused kernel; forward+backward writes then reads the sign record) and "ref" (pure
 PyTorch composition that materialises the upsampled buffer). Each layer runs in the dtype StyleGAN3 uses

@@ -1,4 +1,4 @@
-"""lanczos_resample benchmark cases (DESIGN §2.2, §7).
+"""lanczos_resample benchmark cases (docs/ops.md §3; targets: docs/README.md).
 
 Impls: "cuda" (weight tables + two separable gather passes), "ref" (dense per-sample weight matrices,
 two batched matmuls) and, for the teacher warp, "sinc127-bilinear": the published way to warp a patch

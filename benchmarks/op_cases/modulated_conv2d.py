@@ -1,4 +1,4 @@
-"""modulated_conv2d benchmark cases: the layers our models run (DESIGN §2.3).
+"""modulated_conv2d benchmark cases: the layers our models run (docs/ops.md §4).
 
 Impls: "cuda" (implicit GEMM, TF32 for fp32), "ref-three-pass" (x·s, one cuDNN conv, ·d) and "ref-grouped"
 (per-sample weights, grouped cuDNN conv). Baseline: ref-three-pass (usually the faster reference at batch

@@ -1,4 +1,4 @@
-"""style_fused_conv2d benchmark cases: InfinityGAN-101 layers under spatial style fusion (DESIGN §2.4).
+"""style_fused_conv2d benchmark cases: InfinityGAN-101 layers under spatial style fusion (docs/ops.md §5).
 
 Impls: "cuda" (one implicit-GEMM kernel, two accumulators, exact demodulation), "ref" (the two-convolution
 reference form, exact), "ref-pointwise" (the published approximation in PyTorch). Baseline: ref.

@@ -1,4 +1,4 @@
-// Helpers shared by the kernels. Pure CUDA: no torch headers (DESIGN §3).
+// Helpers shared by the kernels. Pure CUDA: no torch headers (docs/build.md §1).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -1,5 +1,5 @@
 // filtered_lrelu: one fused kernel for bias + upsample/FIR + gain + leaky ReLU + clamp + FIR/downsample
-// (DESIGN §2.1). Pure CUDA, no torch headers.
+// (docs/ops.md §2). Pure CUDA, no torch headers.
 //
 // Geometry (per axis, x shown; y alike). The input plane (in_w samples, + bias) is zero-inserted by `up`
 // and shifted by pad_x0; the "upsampled buffer" is

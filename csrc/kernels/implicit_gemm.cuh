@@ -1,4 +1,4 @@
-// Implicit-GEMM convolution shared by modulated_conv2d and style_fused_conv2d. Pure CUDA (DESIGN §3).
+// Implicit-GEMM convolution shared by modulated_conv2d and style_fused_conv2d. Pure CUDA (docs/build.md §1).
 //
 // out[b,m,Y,X] = post[b,m] · Σ_{c,ky,kx} Wt(m,c,ky,kx) · in[b,c,src(Y,ky),src(X,kx)] · scale(b,c,src)
 //   scale = pre[b,c] (per-channel style: modulated_conv2d) or pre_map[b,c,iy,ix] (style_fused_conv2d).

@@ -1,4 +1,4 @@
-// Separable Lanczos resampling (DESIGN §2.2). See lanczos_resample.cuh for the interface and
+// Separable Lanczos resampling (docs/ops.md §3). See lanczos_resample.cuh for the interface and
 // anyres_fast/ops/lanczos_resample.py for the definition (the tables here follow its formulas).
 //
 // Forward:  tables for both axes (one thread per output row/column, float64 math), then a pass along

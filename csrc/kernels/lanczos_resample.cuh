@@ -1,5 +1,5 @@
-// Separable Lanczos resampling with per-sample boxes (DESIGN §2.2); launchers for the binding.
-// Pure CUDA interface: raw pointers, sizes and a stream; no torch headers (DESIGN §3).
+// Separable Lanczos resampling with per-sample boxes (docs/ops.md §3); launchers for the binding.
+// Pure CUDA interface: raw pointers, sizes and a stream; no torch headers (docs/build.md §1).
 //
 // A resampling is two 1-D passes. Each pass works on a tensor viewed as (P, L, Q): P planes, the
 // resampled axis of length L, Q contiguous elements after it (Q = 1 along W, Q = W along H). Plane p

@@ -1,4 +1,4 @@
-// modulated_conv2d: demodulation pre-kernel and the implicit-GEMM launcher (DESIGN §2.3).
+// modulated_conv2d: demodulation pre-kernel and the implicit-GEMM launcher (docs/ops.md §4).
 //
 // Forward:  d = demod(W, s) (two tiny kernels), then one implicit-GEMM pass: the B operand is x·s staged
 //           into shared memory, the epilogue multiplies by d. No (B,O,I,k,k) weight is ever formed.

@@ -1,4 +1,4 @@
-// modulated_conv2d kernels (DESIGN §2.3). Pure CUDA: raw pointers + stream, no torch headers.
+// modulated_conv2d kernels (docs/ops.md §4). Pure CUDA: raw pointers + stream, no torch headers.
 #pragma once
 #include <cuda_runtime.h>
 

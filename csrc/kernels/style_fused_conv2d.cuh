@@ -1,4 +1,4 @@
-// style_fused_conv2d kernel (DESIGN §2.4). Pure CUDA: raw pointers + stream, no torch headers.
+// style_fused_conv2d kernel (docs/ops.md §5). Pure CUDA: raw pointers + stream, no torch headers.
 #pragma once
 #include <cuda_runtime.h>
 
