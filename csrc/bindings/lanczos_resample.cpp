@@ -72,6 +72,7 @@ void check_bool_vector(const torch::Tensor& t, const char* name, int64_t batch, 
 // y = rows pass (H) of cols pass (W) of x; fills valid_rows (B,H_out) and valid_cols (B,W_out).
 void forward(const torch::Tensor& x, const torch::Tensor& boxes, const torch::Tensor& y, const torch::Tensor& valid_rows,
              const torch::Tensor& valid_cols, int64_t a, bool antialias, int64_t taps_y, int64_t taps_x, int64_t stream_ptr) {
+  anyres_fast::begin_launch(kOp, {x, boxes, y, valid_rows, valid_cols});
   const auto device = x.device();
   check_cuda_tensor(x, "x", device);
   check_cuda_tensor(y, "y", device);
@@ -107,6 +108,7 @@ void forward(const torch::Tensor& x, const torch::Tensor& boxes, const torch::Te
 // dx = transpose of forward applied to grad (B,C,H_out,W_out); dx is (B,C,H,W).
 void backward(const torch::Tensor& grad, const torch::Tensor& boxes, const torch::Tensor& dx, int64_t a, bool antialias,
               int64_t taps_y, int64_t taps_x, int64_t stream_ptr) {
+  anyres_fast::begin_launch(kOp, {grad, boxes, dx});
   const auto device = grad.device();
   check_cuda_tensor(grad, "grad", device);
   check_cuda_tensor(dx, "dx", device);
