@@ -220,7 +220,8 @@ def _forward_cuda(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter,
     n, c = x.shape[:2]
     y = torch.empty((n, c, geo.out_h, geo.out_w), dtype=x.dtype, device=x.device)
     if write_signs:
-        signs = torch.zeros((n, c, geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8, device=x.device)
+        # the kernel writes every word of the record (padding included): no zero fill needed
+        signs = torch.empty((n, c, geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8, device=x.device)
     else:
         signs = torch.empty((0,), dtype=torch.uint8, device=x.device)
     _launch(x, b, _kernel_filter(fu, flip_filter, x.device), _kernel_filter(fd, flip_filter, x.device),
