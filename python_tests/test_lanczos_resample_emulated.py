@@ -85,6 +85,10 @@ constexpr int kGuardBroken = -1;
 #define RUN(call) do { if (int rc = (call)) return rc; } while (0)
 
 extern "C" void emu_set_max_blocks(unsigned n) { lz::emulation::max_blocks = n; }
+size_t fused_smem = 48 * 1024;  // the binding's limit; 0 forces the two-pass forward
+extern "C" void emu_set_fused_smem(int64_t n) { fused_smem = size_t(n); }
+int last_fused = 0;  // did the last forward run the fused kernel?
+extern "C" int emu_last_fused() { return last_fused; }
 
 extern "C" int emu_forward(int type, const void* x, const double* boxes, int64_t b, int64_t c, int64_t h, int64_t w,
                            int64_t ho, int64_t wo, void* y, uint8_t* valid_rows, uint8_t* valid_cols, int a,
@@ -94,6 +98,9 @@ extern "C" int emu_forward(int type, const void* x, const double* boxes, int64_t
   cols.view.valid = valid_cols;
   RUN(lz::compute_tables(boxes, b, 0, a, antialias, cols.view, nullptr));
   RUN(lz::compute_tables(boxes, b, 1, a, antialias, rows.view, nullptr));
+  const int fused = lz::resample_fused(type, x, y, b, c, h, w, ho, wo, rows.view, cols.view, fused_smem, nullptr);
+  last_fused = fused != lz::kNotFused;
+  if (fused != lz::kNotFused) return fused ? fused : (rows.intact() && cols.intact() ? 0 : kGuardBroken);
   Guarded<float> tmp(b * c * h * wo, NAN);
   RUN(lz::resample_axis(type, x, lz::kF32, tmp.data(), b * c * h, c * h, 1, cols.view, nullptr));
   RUN(lz::resample_axis(lz::kF32, tmp.data(), type, y, b * c, c, wo, rows.view, nullptr));
@@ -190,6 +197,7 @@ def emulated(tmp_path_factory):
     assert done.returncode == 0, f"g++ failed:\n{done.stderr[-4000:]}"
     lib = ctypes.CDLL(str(d / "libemu.so"))
     lib.emu_set_max_blocks.argtypes = [ctypes.c_uint]
+    lib.emu_set_fused_smem.argtypes = [ctypes.c_int64]
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.emu_forward.argtypes = [ctypes.c_int, ptr, ptr] + [i64] * 6 + [ptr] * 3 + [ctypes.c_int] * 4
     lib.emu_backward.argtypes = [ctypes.c_int, ptr, ptr] + [i64] * 6 + [ptr] + [ctypes.c_int] * 4
@@ -203,6 +211,7 @@ def cuda_path(emulated, monkeypatch):
     monkeypatch.setattr(lz._dispatch, "current_stream", lambda device: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     emulated.lib.emu_set_max_blocks(0)
+    emulated.lib.emu_set_fused_smem(48 * 1024)
     return emulated
 
 
@@ -255,6 +264,20 @@ def test_emulated_kernels_match_reference(cuda_path, case, dtype):
     assert rel_error(y, y_ref) <= TOL[dtype]
     assert rel_error(dx, dx_ref) <= TOL[dtype]
     assert torch.equal(rows[:, None, :, None] & cols[:, None, None, :], m_ref)
+
+
+@pytest.mark.parametrize("case", [0, 2, 3, 6, 8])
+def test_two_pass_forward_matches_the_fused_one(cuda_path, case):
+    """The forward's fallback (two passes through a float32 intermediate in global memory, taken when the
+    fused kernel's tables do not fit shared memory) agrees with the fused kernel and the reference."""
+    (y, rows, cols, _), (y_ref, _, _) = _run(CASES[case], torch.float32, seed=case)
+    assert cuda_path.lib.emu_last_fused() == 1
+    cuda_path.lib.emu_set_fused_smem(0)
+    (y2, rows2, cols2, _), _ = _run(CASES[case], torch.float32, seed=case)
+    assert cuda_path.lib.emu_last_fused() == 0
+    assert rel_error(y2, y_ref) <= TOL[torch.float32] and rel_error(y, y_ref) <= TOL[torch.float32]
+    assert (y2 - y).abs().max().item() <= 1e-5 * y_ref.abs().max().item()
+    assert torch.equal(rows, rows2) and torch.equal(cols, cols2)
 
 
 @pytest.mark.parametrize("case", [0, 2, 3, 6])
