@@ -15,66 +15,80 @@
 #ifdef ANYRES_FAST_HOST_EMULATION
 // Host emulation, for checking the kernels on a machine without a GPU: python_tests build this file with
 // g++ -x c++ -DANYRES_FAST_HOST_EMULATION and compare with the reference. Never defined in the extension
-// or CMake builds. A launch runs every (block, thread) of its grid serially. That is exact for these
-// kernels: no shared memory, no synchronisation, no atomics, and each thread writes only the outputs of
-// its own grid-stride indices, so the order of the threads cannot change any result. Float math matches
-// the GPU's except the last bits of the double sin(): fmaf is fused on the host too, the double _rn
-// intrinsics are plain +, * (the test compiles with -ffp-contract=off, so nothing else gets fused).
+// or CMake builds. A grid-stride launch (ANYRES_LAUNCH) runs every (block, thread) of its grid serially.
+// That is exact for those kernels: no shared memory, no synchronisation, no atomics, and each thread
+// writes only the outputs of its own grid-stride indices, so the order of the threads cannot change any
+// result. The fused kernel (ANYRES_LAUNCH_CTA: phases of block-strided loops between __syncthreads) runs
+// each CTA as one thread, which is exact for such kernels; with -DANYRES_FAST_HOST_EMULATION_THREADS as
+// well, as its real number of threads taking turns at the barriers (host_emulation.h), which checks the
+// barriers. Float math matches the GPU's except the last bits of the double sin(): fmaf is fused on the
+// host too, the double _rn intrinsics are plain +, * (the test compiles with -ffp-contract=off, so
+// nothing else gets fused).
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+#include "host_emulation.h"
 namespace anyres_fast::lanczos::emulation {
+namespace vars = ::anyres_fast::emulation_threads;
+}
+#else
+namespace anyres_fast::lanczos::emulation::vars {
 inline uint3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
+inline unsigned char* shared_memory = nullptr;
+}  // namespace anyres_fast::lanczos::emulation::vars
+#define threadIdx ::anyres_fast::lanczos::emulation::vars::thread_idx
+#define blockIdx ::anyres_fast::lanczos::emulation::vars::block_idx
+#define blockDim ::anyres_fast::lanczos::emulation::vars::block_dim
+#define gridDim ::anyres_fast::lanczos::emulation::vars::grid_dim
+#define __syncthreads() ((void)0)
+#endif
+namespace anyres_fast::lanczos::emulation {
 // 0: every launch runs its own grid. n > 0: at most n blocks, so each thread walks several
 // grid-stride indices (the path real launches take only at huge sizes).
 inline unsigned max_blocks = 0;
 template <typename... Params>
 auto launch(void (*kernel)(Params...), unsigned grid, unsigned block) {
   return [=](auto&&... args) {
-    grid_dim = dim3(max_blocks != 0 && grid > max_blocks ? max_blocks : grid);
-    block_dim = dim3(block);
-    for (unsigned b = 0; b < grid_dim.x; ++b)
+    vars::grid_dim = dim3(max_blocks != 0 && grid > max_blocks ? max_blocks : grid);
+    vars::block_dim = dim3(block);
+    for (unsigned b = 0; b < vars::grid_dim.x; ++b)
       for (unsigned t = 0; t < block; ++t) {
-        block_idx = {b, 0, 0};
-        thread_idx = {t, 0, 0};
+        vars::block_idx = {b, 0, 0};
+        vars::thread_idx = {t, 0, 0};
         kernel(args...);
       }
   };
 }
-}  // namespace anyres_fast::lanczos::emulation
-#define threadIdx ::anyres_fast::lanczos::emulation::thread_idx
-#define blockIdx ::anyres_fast::lanczos::emulation::block_idx
-#define blockDim ::anyres_fast::lanczos::emulation::block_dim
-#define gridDim ::anyres_fast::lanczos::emulation::grid_dim
-#define ANYRES_LAUNCH(grid, block, smem, stream, ...) \
-  ::anyres_fast::lanczos::emulation::launch(__VA_ARGS__, grid, block)
-// The fused kernel (phases separated by __syncthreads, every phase a block-strided loop): each CTA runs as
-// one thread (blockDim 1), which is exact for such kernels, with its own shared-memory buffer.
-namespace anyres_fast::lanczos::emulation {
-inline unsigned char* shared_memory = nullptr;
 template <typename... Params>
-auto launch_cta(void (*kernel)(Params...), dim3 grid, size_t smem) {
+auto launch_cta(void (*kernel)(Params...), dim3 grid, unsigned block, size_t smem) {
   return [=](auto&&... args) {
     std::vector<double> buffer((smem + sizeof(double) - 1) / sizeof(double) + 1);
-    shared_memory = reinterpret_cast<unsigned char*>(buffer.data());
-    grid_dim = grid;
-    block_dim = dim3(1);
-    thread_idx = {0, 0, 0};
+    vars::shared_memory = reinterpret_cast<unsigned char*>(buffer.data());
+    vars::grid_dim = grid;
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
-          block_idx = {x, y, z};
+          vars::block_idx = {x, y, z};
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+          vars::run_cta(int(block), smem, [&] { kernel(args...); });
+#else
+          (void)block;
+          vars::block_dim = dim3(1);
+          vars::thread_idx = {0, 0, 0};
           kernel(args...);
+#endif
         }
-    shared_memory = nullptr;
+    vars::shared_memory = nullptr;
   };
 }
 }  // namespace anyres_fast::lanczos::emulation
+#define ANYRES_LAUNCH(grid, block, smem, stream, ...) \
+  ::anyres_fast::lanczos::emulation::launch(__VA_ARGS__, grid, block)
 #define ANYRES_LAUNCH_CTA(grid, block, smem, stream, ...) \
-  ::anyres_fast::lanczos::emulation::launch_cta(__VA_ARGS__, grid, smem)
-#define ANYRES_DYNAMIC_SMEM(name) unsigned char* name = ::anyres_fast::lanczos::emulation::shared_memory
-#define __syncthreads() ((void)0)
+  ::anyres_fast::lanczos::emulation::launch_cta(__VA_ARGS__, grid, block, smem)
+#define ANYRES_DYNAMIC_SMEM(name) unsigned char* name = ::anyres_fast::lanczos::emulation::vars::shared_memory
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif
@@ -329,7 +343,7 @@ resample_fused_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, int ch
     const int64_t plane = int64_t(b) * channels + c;
     const Tin* src = in + plane * (int64_t(h) * w);
     Tout* dst = out + plane * (int64_t(ho) * wo);
-    __syncthreads();  // the previous plane's store has read the accumulators
+    // s_acc[idx] is only ever touched by the thread owning idx (same mapping in every phase): no barrier
     for (int idx = tid; idx < kOB * kTW; idx += bd) s_acc[idx] = 0.f;
     for (int sb0 = r0; sb0 < r1; sb0 += kSB) {
       __syncthreads();  // pass 2 of the previous sub-batch is done with s_mid
@@ -358,7 +372,6 @@ resample_fused_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, int ch
         s_acc[idx] = acc;
       }
     }
-    __syncthreads();
     for (int idx = tid; idx < kOB * kTW; idx += bd) {
       const int i = idx / kTW, j = idx % kTW;
       if (i < nrows && j < ncols) dst[(i0 + i) * wo + j0 + j] = from_float<Tout>(s_acc[idx]);
