@@ -4,6 +4,8 @@
 #include <torch/extension.h>
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +25,16 @@ struct RegisterBinder {
 
 // Throws a Python RuntimeError naming the op when a launcher reports a CUDA error.
 void check_launch(const char* op, int cuda_error_code);
+
+// First call of every binding function, before any launch:
+//  - every defined tensor must be a CUDA tensor, all on one device (a kernel gets raw pointers, so a
+//    tensor on another GPU would be read through the wrong device's address space);
+//  - a CUDA error left pending by earlier work (cudaGetLastError is per host thread and returns the first
+//    unchecked error of any earlier runtime call) is taken off the error state here, so that the
+//    cudaGetLastError after this op's launches reports this op's own error. A non-sticky one is cleared
+//    and reported as a RuntimeWarning naming it as earlier work's; a sticky one (the context is
+//    unusable) raises a RuntimeError that says it comes from before this op.
+void begin_launch(const char* op, std::initializer_list<std::reference_wrapper<const at::Tensor>> tensors);
 
 }  // namespace anyres_fast
 

@@ -39,6 +39,28 @@ extern "C" int emu_filtered_lrelu(const float* x, const int64_t* xs, const int* 
   p.sign_ofs_x = sd[3]; p.sign_ofs_y = sd[4];
   return anyres_fast::filtered_lrelu_launch(p, anyres_fast::DType::f32, nullptr);
 }
+// The launcher's plan for kernel parameters v (see test_launch_plan_matches_the_launcher).
+extern "C" int emu_plan(const int* v, int max_smem, int64_t* out) {
+  static float dummy[4];
+  static uint8_t sign_dummy[4];
+  anyres_fast::FilteredLReluParams p;
+  p.x = dummy; p.y = dummy; p.fu = dummy; p.fd = dummy; p.N = 1; p.C = 1;
+  p.up = v[0]; p.down = v[1]; p.in_h = v[2]; p.in_w = v[3]; p.out_h = v[4]; p.out_w = v[5];
+  p.pad_x0 = v[6]; p.pad_y0 = v[7];
+  p.fu_w = v[8]; p.fu_h = v[9]; p.fu_separable = v[10] != 0; p.fd_w = v[11]; p.fd_h = v[12]; p.fd_separable = v[13] != 0;
+  p.sign_mode = v[14]; p.sign_ofs_x = v[15]; p.sign_ofs_y = v[16];
+  if (p.sign_mode) {
+    p.signs = sign_dummy;
+    p.sign_h = (p.out_h - 1) * p.down + p.fd_h; p.sign_w = (p.out_w - 1) * p.down + p.fd_w;
+    p.sign_row_bytes = (p.sign_w + 15) / 16 * 4;
+  }
+  anyres_fast::FilteredLReluTile tile{};
+  int64_t gx = 0, gy = 0;
+  const int rc = anyres_fast::filtered_lrelu_plan(p, max_smem, tile, gx, gy);
+  out[0] = tile.tile_w; out[1] = tile.tile_h; out[2] = int64_t(tile.smem_bytes); out[3] = gx; out[4] = gy;
+  out[5] = anyres_fast::filtered_lrelu_specialised(p);
+  return rc;
+}
 '''
 
 

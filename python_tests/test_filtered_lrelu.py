@@ -392,3 +392,92 @@ def test_emulated_kernel_random_configurations(emulated_kernel):
         m = fl._masked_cuda(g.float(), signs, fu.float(), fd.float(), up, down, pads, 1.2, 0.25, flip)
         m_ref = fl._masked_explicit(g, signs, fu, fd, up, down, pads, 1.2, 0.25, flip)
         assert (m.double() - m_ref).abs().max().item() <= 1e-5 * (m_ref.abs().max().item() + 1)
+
+
+def test_sign_record_every_word_written(emulated_kernel, monkeypatch):
+    """The forward writes every 32-bit word of the sign record, padding and unread elements included, so
+    it is allocated without a zero fill: on a record pre-filled with 0xFF (garbage) no 2-bit code 3 may
+    remain, padding codes are 0, and the read elements match the CPU record."""
+    real = emulated_kernel.filtered_lrelu
+
+    def poisoned(x, b, fu, fd, fu_rev, fd_rev, y, signs, *rest):
+        if signs.numel():
+            signs.fill_(0xFF)
+        return real(x, b, fu, fd, fu_rev, fd_rev, y, signs, *rest)
+
+    monkeypatch.setattr(emulated_kernel, "filtered_lrelu", poisoned)
+    gen = torch.Generator().manual_seed(8)
+    # model shape (compile-time taps); a down filter shorter than down (rows/cols nobody reads); runtime taps
+    for shape, up, down, fus, fds, pads in (((1, 2, 38, 37), 2, 2, (12,), (12,), (9, 8, 9, 8)),
+                                            ((1, 1, 21, 30), 2, 4, (5,), (3,), (2, 3, 1, 4)),
+                                            ((2, 1, 19, 45), 1, 1, (3, 3), None, (1, 1, 1, 1))):
+        x = torch.randn(*shape, generator=gen)
+        fu = torch.randn(*fus, generator=gen)
+        fd = None if fds is None else torch.rand(*fds, generator=gen)
+        _, signs = fl._forward_cuda(x, fu, fd, None, up, down, pads, 1.0, 0.2, 0.5, False, True)
+        geo = fl.geometry(x.shape, fu, fd, up, down, pads)
+        codes = fl.unpack_signs(signs, signs.shape[3] * 4)
+        assert not (codes == 3).any(), "record words left unwritten"
+        assert not codes[..., geo.sign_w:].any(), "row padding must be code 0"
+        one = torch.ones(1, 1)
+        _, want = fl._forward_explicit(x, fu, one if fd is None else fd, None, up, down, pads, 1.0, 0.2, 0.5,
+                                       False, True)
+        rows = (torch.arange(geo.sign_h) % down) < geo.fd_h
+        cols = (torch.arange(geo.sign_w) % down) < geo.fd_w
+        got, ref = codes[..., :geo.sign_w][:, :, rows][..., cols], fl.unpack_signs(want, geo.sign_w)[:, :, rows][..., cols]
+        assert (got != ref).double().mean().item() <= 1e-3
+
+
+def test_launch_plan_matches_the_launcher(emulated_kernel):
+    """filtered_lrelu.launch_plan (the support check's prediction) equals the C++ launcher's plan: tile,
+    shared memory, grid, compile-time variant and refusal, over random parameters and shared-memory limits."""
+    import ctypes
+    lib = emulated_kernel.lib
+    rng = torch.Generator().manual_seed(77)
+    ri = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=rng))
+    cases = [(2, 2, 38, 38, 36, 36, 9, 9, 12, 12, 1, 12, 12, 1, 1, 0, 0, 227 * 1024),
+             (4, 2, 38, 38, 52, 52, -6, -6, 24, 24, 1, 12, 12, 0, 1, 0, 0, 227 * 1024),
+             (2, 4, 52, 52, 38, 38, 30, 30, 12, 12, 0, 24, 24, 1, 2, -17, -17, 100 * 1024),
+             (1, 1, 2_200_000, 1, 2_200_000, 1, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 227 * 1024),  # too many rows
+             (2, 2, 8, 8, 9, 9, 2**28 + 5, 0, 3, 3, 1, 3, 3, 1, 0, 0, 0, 227 * 1024)]           # padding range
+    for _ in range(150):
+        up, down = (1, 2, 4)[ri(0, 2)], (1, 2, 4)[ri(0, 2)]
+        fu_sep, fd_sep = ri(0, 1), ri(0, 1)
+        fu_w = ri(1, 64) if fu_sep else ri(1, 32)
+        fd_w = ri(1, 64) if fd_sep else ri(1, 32)
+        fu_h = fu_w if fu_sep else ri(1, 32)
+        fd_h = fd_w if fd_sep else ri(1, 32)
+        mode = ri(0, 2)
+        cases.append((up, down, ri(1, 300), ri(1, 300), ri(1, 3000), ri(1, 300), ri(-40, 40), ri(-40, 40), fu_w, fu_h,
+                      fu_sep, fd_w, fd_h, fd_sep, mode, 0 if mode != 2 else ri(-30, 0), 0 if mode != 2 else ri(-30, 0),
+                      (227, 163, 99, 48, 20)[ri(0, 4)] * 1024))
+    out = (ctypes.c_int64 * 6)()
+    for c in cases:
+        *v, smem = c
+        rc = lib.emu_plan((ctypes.c_int * 17)(*v), smem, out)
+        (up, down, in_h, in_w, out_h, out_w, px, py, fu_w, fu_h, fu_sep, fd_w, fd_h, fd_sep, mode, sx, sy) = v
+        plan = fl.launch_plan(up, down, in_h, in_w, out_h, out_w, px, py, fu_w, fu_h, bool(fu_sep), fd_w, fd_h,
+                              bool(fd_sep), mode == 1, (sx, sy), smem)
+        assert (rc != 0) == (plan["reason"] is not None), (c, rc, plan)
+        assert plan["variant"] == ("compile-time taps" if out[5] else "runtime taps"), c
+        if rc in (0, 100001) and plan["tile_w"]:
+            assert (plan["tile_w"], plan["tile_h"], plan["smem_bytes"]) == tuple(out[:3]), (c, plan, list(out))
+            if rc == 0:
+                assert (plan["grid_x"], plan["grid_y"]) == tuple(out[3:5]), c
+
+
+def test_support_check_predicts_launcher_refusals():
+    """impl="auto" must fall back (and impl="cuda" raise OpUnsupported) where the launcher would refuse:
+    more than 65535 tile rows, paddings beyond the kernel's coordinate range. Checked on the support
+    predicate with meta tensors (no memory, no GPU); a model configuration stays on the kernel."""
+    def reason(shape, fu, fd, up, down, pads):
+        x = torch.empty(shape, device="meta")
+        geo = fl.geometry(x.shape, fu, fd, up, down, pads)
+        return fl._cuda_unsupported(x, fu, fd, up, down, geo)
+
+    f12 = torch.ones(12, device="meta")
+    assert reason((1, 4, 38, 38), f12, f12, 2, 2, (9, 8, 9, 8)) is None
+    tall = reason((1, 1, 2_200_000, 1), None, None, 1, 1, (0, 0, 0, 0))
+    assert tall is not None and "tile rows" in tall
+    shifted = reason((1, 1, 8, 8), None, None, 1, 1, (0, 0, 2**29, -(2**29)))
+    assert shifted is not None and "padding" in shifted

@@ -249,3 +249,46 @@ def test_sign_record_matches_cpu_kernel():
     _, s_cpu = torch.ops.anyres_fast.filtered_lrelu(*args(x))
     _, s_gpu = torch.ops.anyres_fast.filtered_lrelu(*args(x.to(DEV)))
     assert torch.equal(s_cpu, s_gpu.cpu())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launcher refusals predicted by the support check, bindings' device checks, launch error isolation
+
+def test_too_many_tile_rows_falls_back_or_raises():
+    """2.2M output rows need more than 65535 tile rows: auto falls back to the reference, cuda raises."""
+    x = torch.randn(1, 1, 2_200_000, 1, device=DEV)
+    with pytest.raises(OpUnsupported, match="tile rows"):
+        filtered_lrelu(x, gain=1.0, impl="cuda")
+    assert torch.equal(filtered_lrelu(x, gain=1.0, impl="auto"), filtered_lrelu_ref(x, gain=1.0))
+
+
+def test_padding_beyond_the_coordinate_range_falls_back_or_raises():
+    x = torch.randn(1, 1, 8, 8, device=DEV)
+    pads = (0, 0, 2**29, -(2**29))
+    with pytest.raises(OpUnsupported, match="padding"):
+        filtered_lrelu(x, padding=pads, impl="cuda")
+    assert torch.equal(filtered_lrelu(x, padding=pads, impl="auto"), filtered_lrelu_ref(x, padding=pads))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_binding_rejects_tensors_on_two_devices():
+    x = torch.randn(1, 1, 8, 8, device="cuda:0")
+    f = torch.ones(1, 1, device="cuda:1")
+    y = torch.empty(1, 1, 8, 8, device="cuda:0")
+    ext = fl._dispatch.extension()
+    with pytest.raises(RuntimeError, match="one device"):
+        ext.filtered_lrelu(x, x.new_empty((0,)), f, f, False, False, y, x.new_empty((0,), dtype=torch.uint8), 1, 1,
+                           0, 0, 1.0, 0.2, math.inf, 0, 1, 0, 0, torch.cuda.current_stream().cuda_stream)
+
+
+def test_pending_error_from_earlier_work_is_not_this_ops():
+    """A CUDA runtime error left unchecked by earlier work (a failed cudaHostRegister) must not come back
+    as this op's launch error: the op runs, and warns about the earlier error."""
+    x = torch.randn(1, 2, 38, 38, device=DEV)
+    f = lowpass(12, 2).to(DEV)
+    want = filtered_lrelu(x, f, f, None, 2, 2, (9, 8, 9, 8), impl="cuda")
+    rc = torch.cuda.cudart().cudaHostRegister(0, 1 << 20, 0)  # invalid pointer: sets the last error
+    assert int(rc) != 0
+    with pytest.warns(RuntimeWarning, match="earlier work"):
+        got = filtered_lrelu(x, f, f, None, 2, 2, (9, 8, 9, 8), impl="cuda")
+    assert torch.equal(got, want)

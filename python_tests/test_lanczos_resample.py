@@ -263,3 +263,30 @@ def test_huge_box_is_bounded():
     assert torch.isfinite(y).all() and not mask.any()
     assert max_taps(torch.tensor([[-1e9, -1e9, 1e9, 1e9]]), 0, 8, 4, 3, True) == 8
     assert math.isfinite(float(y.sum()))
+
+
+def test_boxes_reach_the_device_without_a_host_copy(monkeypatch):
+    """One box for the batch (None, 4 numbers, a (4,) tensor) reaches x's device without any host-to-device
+    tensor copy (fill kernels; on CUDA a pageable copy per call would also block CUDA-graph capture).
+    Checked on the meta device: every host->device transfer goes through Tensor.to / copy_ and is recorded."""
+    transfers = []
+    real_to, real_copy = torch.Tensor.to, torch.Tensor.copy_
+
+    def to(self, *args, **kwargs):
+        out = real_to(self, *args, **kwargs)
+        if self.device.type == "cpu" and out.device.type != "cpu":
+            transfers.append(tuple(self.shape))
+        return out
+
+    def copy_(self, src, *args, **kwargs):
+        if src.device.type == "cpu" and self.device.type != "cpu":
+            transfers.append(tuple(src.shape))
+        return real_copy(self, src, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "copy_", copy_)
+    x = torch.empty(2, 3, 20, 24, device="meta")
+    for box in (None, (1.0, 2.0, 20.5, 18.0), torch.tensor([1.0, 2.0, 20.5, 18.0])):
+        y = lanczos_resample(x, (9, 11), box=box, impl="auto")
+        assert y.shape == (2, 3, 9, 11) and y.device.type == "meta"
+    assert transfers == []

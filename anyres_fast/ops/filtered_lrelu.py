@@ -41,6 +41,13 @@ CUDA_MAX_TAPS_1D = 64           # separable filter taps (shared-memory filter bu
 CUDA_MAX_TAPS_2D = 32           # per side of a full 2-D filter
 INT32_MAX = 2**31 - 1
 GRID_MAX = 65535
+MAX_DIM = 2**28                 # kernel bound on sizes, paddings, sign offsets (kFilteredLReluMaxDim)
+EMULATED_SMEM = 227 * 1024      # shared memory per CTA assumed off the GPU (sm_90's opt-in maximum)
+THREADS = 256
+RU, RD = 4, 4                   # register blocks of the up / down passes (kRU, kRD in the .cu)
+# (up, down, fu code, fd code) with compile-time tap counts (code: K separable taps, -K a K x K filter)
+SPECIALISED = {(2, 2, 12, 12), (4, 2, 24, 12), (2, 2, 12, -12), (4, 2, 24, -12), (2, 4, 12, 24),
+               (2, 2, -12, 12), (2, 4, -12, 24)}
 SIGN_NONE, SIGN_WRITE, SIGN_READ = 0, 1, 2   # kernel sign modes (match the .cuh)
 
 
@@ -101,6 +108,103 @@ def geometry(x_shape, fu, fd, up: int, down: int, pads) -> Geometry:
     fu_w, fu_h = filter_size(fu)
     fd_w, fd_h = filter_size(fd)
     return Geometry(int(x_shape[2]), int(x_shape[3]), up, down, tuple(pads), fu_h, fu_w, fd_h, fd_w)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The CUDA launcher's plan (mirrors tile_dims / smem_bytes / filtered_lrelu_plan in the .cu, checked
+# against it by the emulation tests), so the support check predicts what the launcher would reject.
+
+def _round4(v: int) -> int:
+    return (v + 3) & ~3
+
+
+def _tile_smem(up, down, fu_w, fu_h, fu_sep, fd_w, fd_h, fd_sep, sign_write, tw, th):
+    aw, ah = (tw - 1) * down + fd_w, (th - 1) * down + fd_h
+    bu = up * RU
+    nbx, nby = (aw + up - 1 + bu - 1) // bu, (ah + up - 1 + bu - 1) // bu
+    mw, mh = nbx * bu, nby * bu
+    iw, ih = nbx * RU + (fu_w + up - 2) // up, nby * RU + (fu_h + up - 2) // up
+    in_stride, act_stride, down_stride = iw | 1, mw | 1, tw + 1
+    fu_count = _round4(fu_w if fu_sep else fu_w * fu_h)
+    fd_count = _round4(fd_w if fd_sep else fd_w * fd_h)
+    mid = _round4(max(ih * act_stride if fu_sep else 0, ah * down_stride if fd_sep else 0))
+    floats = fu_count + fd_count + _round4(ih * in_stride) + mid + mh * act_stride
+    dims = dict(aw=aw, ah=ah, mw=mw, mh=mh, iw=iw, ih=ih)
+    return floats * 4 + (mh * mw if sign_write else 0), dims
+
+
+def _filter_code(w: int, h: int, sep: bool) -> int:
+    return w if sep else (-w if w == h else 0)
+
+
+def launch_plan(up, down, in_h, in_w, out_h, out_w, pad_x0, pad_y0, fu_w, fu_h, fu_sep, fd_w, fd_h, fd_sep,
+                sign_write=False, sign_ofs=(0, 0), max_smem=EMULATED_SMEM) -> dict:
+    """What filtered_lrelu_launch would do with these kernel parameters: dict with `reason` (None when it
+    would launch, else why it would refuse), tile_w, tile_h, smem_bytes, grid_x, grid_y, threads, variant
+    ("compile-time taps" or "runtime taps") and macs_per_output (multiply-adds the tile computes per
+    output, borders of the register blocks included)."""
+    plan = dict(reason=None, threads=THREADS, tile_w=0, tile_h=0, smem_bytes=0, grid_x=0, grid_y=0,
+                macs_per_output=0.0)
+    spec = (up, down, _filter_code(fu_w, fu_h, fu_sep), _filter_code(fd_w, fd_h, fd_sep)) in SPECIALISED
+    plan["variant"] = "compile-time taps" if spec else "runtime taps"
+    if max(in_h, in_w, out_h, out_w) > MAX_DIM:
+        plan["reason"] = f"a side longer than {MAX_DIM} (the kernel's 32-bit coordinate range)"
+    elif max(abs(pad_x0), abs(pad_y0), abs(sign_ofs[0]), abs(sign_ofs[1])) > MAX_DIM:
+        plan["reason"] = f"a padding or offset beyond +-{MAX_DIM} (the kernel's 32-bit coordinate range)"
+    if plan["reason"]:
+        return plan
+    tw = th = 16 if down == 4 else 32
+    min_w = max(RD, 16 // down)
+    args = (up, down, fu_w, fu_h, fu_sep, fd_w, fd_h, fd_sep, sign_write)
+    smem, dims = _tile_smem(*args, tw, th)
+    while smem > max_smem and (th > RD or tw > min_w):
+        if th > RD:
+            th //= 2
+        else:
+            tw //= 2
+        smem, dims = _tile_smem(*args, tw, th)
+    grid_x, grid_y = -(-out_w // tw), -(-out_h // th)
+    plan.update(tile_w=tw, tile_h=th, smem_bytes=smem, grid_x=grid_x, grid_y=grid_y)
+    if smem > max_smem:
+        plan["reason"] = (f"the smallest tile ({th}x{tw} outputs) needs {smem} bytes of shared memory, "
+                          f"the device offers {max_smem}")
+    elif grid_y > GRID_MAX or grid_x > INT32_MAX:
+        plan["reason"] = (f"{out_h}x{out_w} outputs need {grid_y} tile rows ({th} outputs each); a launch "
+                          f"takes at most {GRID_MAX}")
+    # multiply-adds of one tile (every computed element of every pass), per output
+    a = dims
+    if fu_sep:
+        up_macs = (a["ih"] * a["mw"] + a["mh"] * a["mw"]) * fu_w / up
+    else:
+        up_macs = a["mh"] * a["mw"] * fu_w * fu_h / up ** 2
+    down_macs = (a["ah"] * tw + th * tw) * fd_w if fd_sep else th * tw * fd_w * fd_h
+    plan["macs_per_output"] = (up_macs + down_macs) / (tw * th)
+    return plan
+
+
+def cuda_launch_plan(geo: Geometry, fu_sep: bool, fd_sep: bool, sign_write: bool = False,
+                     max_smem: int = EMULATED_SMEM) -> dict:
+    """launch_plan of the forward launch of `geo` (see _forward_cuda)."""
+    return launch_plan(geo.up, geo.down, geo.in_h, geo.in_w, geo.out_h, geo.out_w, geo.pads[0], geo.pads[2],
+                       geo.fu_w, geo.fu_h, fu_sep, geo.fd_w, geo.fd_h, fd_sep, sign_write, (0, 0), max_smem)
+
+
+def cuda_backward_plan(geo: Geometry, fu_sep: bool, fd_sep: bool, max_smem: int = EMULATED_SMEM) -> dict:
+    """launch_plan of the backward launch of `geo` (see _backward_cuda: up<->down, filters swapped)."""
+    q0x, q0y = geo.fu_w - 1 - geo.pads[0], geo.fu_h - 1 - geo.pads[2]
+    return launch_plan(geo.down, geo.up, geo.out_h, geo.out_w, geo.in_h, geo.in_w, geo.fd_w - 1 + q0x,
+                       geo.fd_h - 1 + q0y, geo.fd_w, geo.fd_h, fd_sep, geo.fu_w, geo.fu_h, fu_sep, False,
+                       (-q0x, -q0y), max_smem)
+
+
+def _device_smem(device) -> int:
+    """Shared memory per CTA the launcher will see (cudaDevAttrMaxSharedMemoryPerBlockOptin)."""
+    if device is not None and getattr(device, "type", None) == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        value = getattr(props, "shared_memory_per_block_optin", None)
+        if value:
+            return int(value)
+    return EMULATED_SMEM
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,7 +369,8 @@ def _forward_cuda(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter,
     n, c = x.shape[:2]
     y = torch.empty((n, c, geo.out_h, geo.out_w), dtype=x.dtype, device=x.device)
     if write_signs:
-        signs = torch.zeros((n, c, geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8, device=x.device)
+        # the kernel writes every word of the record (padding included): no zero fill needed
+        signs = torch.empty((n, c, geo.sign_h, geo.sign_row_bytes), dtype=torch.uint8, device=x.device)
     else:
         signs = torch.empty((0,), dtype=torch.uint8, device=x.device)
     _launch(x, b, _kernel_filter(fu, flip_filter, x.device), _kernel_filter(fd, flip_filter, x.device),
@@ -430,6 +535,15 @@ def _cuda_unsupported(x, fu, fd, up, down, geo: Geometry) -> Optional[str]:
     n, c = x.shape[:2]
     if n * c > INT32_MAX or max(geo.buf_h, geo.buf_w, x.shape[2], x.shape[3]) > INT32_MAX // 8:
         return "tensor dimensions too large for the kernel's 32-bit plane indexing"
+    # what the launcher itself would reject (tile rows beyond the grid limit, shared memory, coordinate
+    # range), for the forward and for the backward launch
+    fu_sep = fu is not None and fu.ndim == 1
+    fd_sep = fd is not None and fd.ndim == 1
+    smem = _device_smem(x.device)
+    for what, plan in (("forward", cuda_launch_plan(geo, fu_sep, fd_sep, True, smem)),
+                       ("backward", cuda_backward_plan(geo, fu_sep, fd_sep, smem))):
+        if plan["reason"]:
+            return f"the {what} launch: {plan['reason']}"
     return None
 
 

@@ -465,6 +465,23 @@ def _is_identity(boxes: torch.Tensor, in_hw, out_hw) -> bool:
     return tuple(out_hw) == (h, w) and bool((boxes == boxes.new_tensor([0.0, 0.0, w, h])).all())
 
 
+def _device_boxes(box: BoxLike, host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The validated (B,4) float64 host boxes on `device`, without a pageable host-to-device copy per call:
+    one box for the whole batch is written by fill kernels (its four values travel as kernel arguments),
+    per-sample boxes already on the device are converted there, and per-sample host boxes go through
+    pinned memory (an asynchronous DMA copy)."""
+    if device.type == "cpu":
+        return host
+    if isinstance(box, torch.Tensor) and box.ndim == 2 and box.shape[0] > 1:
+        if box.device == device:
+            return box.detach().to(torch.float64).contiguous()
+        if device.type == "cuda":
+            return host.pin_memory().to(device, non_blocking=True)
+        return host.to(device)
+    batch = host.shape[0]
+    return torch.stack([torch.full((batch,), v, dtype=torch.float64, device=device) for v in host[0].tolist()], 1)
+
+
 def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_mask=False, impl="auto"):
     """Separable Lanczos resampling of x over a box (PIL's LANCZOS for a=3); docs/ops.md §3.1.
 
@@ -519,7 +536,7 @@ def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_m
         return (y, mask) if return_mask else y
     which = _dispatch.resolve_impl(OP, impl, (x,), lambda: _cuda_unsupported(x))
     _dispatch.check_memory(OP, _estimate_bytes(x, out_hw, taps_yx, which), x.device)
-    boxes = boxes.to(x.device)
+    boxes = _device_boxes(box, boxes, x.device)
     if which == "ref":
         rows, cols = _both_axes(boxes, (h, w), out_hw, a, antialias, taps_yx)
         y = _apply(x, axis_matrix(rows, h), axis_matrix(cols, w))

@@ -54,8 +54,8 @@ void filtered_lrelu(const at::Tensor& x, const at::Tensor& b, const at::Tensor& 
                     int64_t down, int64_t pad_x0, int64_t pad_y0,
                     double gain, double slope, double clamp, int64_t sign_mode, int64_t sign_w,
                     int64_t sign_ofs_x, int64_t sign_ofs_y, int64_t stream) {
+  anyres_fast::begin_launch("filtered_lrelu", {x, b, fu, fd, y, signs});
   constexpr int64_t kIntMax = 0x7fffffff;
-  TORCH_CHECK(x.is_cuda(), "filtered_lrelu: x must be a CUDA tensor");
   TORCH_CHECK(x.dim() == 4, "filtered_lrelu: x must be 4-D [N, C, H, W]");
   TORCH_CHECK(x.numel() > 0, "filtered_lrelu: x must not be empty");
   const DType dtype = to_dtype(x);

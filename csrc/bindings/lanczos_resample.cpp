@@ -1,5 +1,5 @@
-// Binding of the Lanczos resampling kernels: checks tensors, allocates the weight tables and the
-// float32 intermediate, and runs the passes on the stream Python passes in (see
+// Binding of the Lanczos resampling kernels: checks tensors, allocates the weight tables (and, when the
+// fused forward cannot run, the float32 intermediate), and runs the passes on the stream Python passes in (see
 // anyres_fast/ops/lanczos_resample.py for the public op and csrc/kernels/lanczos_resample.cu).
 #include "binding_registry.h"
 #include "kernels/lanczos_resample.cuh"
@@ -72,6 +72,7 @@ void check_bool_vector(const torch::Tensor& t, const char* name, int64_t batch, 
 // y = rows pass (H) of cols pass (W) of x; fills valid_rows (B,H_out) and valid_cols (B,W_out).
 void forward(const torch::Tensor& x, const torch::Tensor& boxes, const torch::Tensor& y, const torch::Tensor& valid_rows,
              const torch::Tensor& valid_cols, int64_t a, bool antialias, int64_t taps_y, int64_t taps_x, int64_t stream_ptr) {
+  anyres_fast::begin_launch(kOp, {x, boxes, y, valid_rows, valid_cols});
   const auto device = x.device();
   check_cuda_tensor(x, "x", device);
   check_cuda_tensor(y, "y", device);
@@ -95,6 +96,13 @@ void forward(const torch::Tensor& x, const torch::Tensor& boxes, const torch::Te
   anyres_fast::check_launch(kOp, lz::compute_tables(box, b, 0, static_cast<int>(a), antialias, cols.view, stream));
   anyres_fast::check_launch(kOp, lz::compute_tables(box, b, 1, static_cast<int>(a), antialias, rows.view, stream));
 
+  // Both passes fused through shared memory when the tile's tables fit (no intermediate in global memory).
+  const int fused = lz::resample_fused(type, x.data_ptr(), y.data_ptr(), b, c, h, w, ho, wo, rows.view, cols.view,
+                                       48 * 1024, stream);
+  if (fused != lz::kNotFused) {
+    anyres_fast::check_launch(kOp, fused);
+    return;
+  }
   auto tmp = torch::empty({b, c, h, wo}, x.options().dtype(torch::kFloat32));
   // Along W: planes (b, c, row), Q = 1.
   anyres_fast::check_launch(kOp, lz::resample_axis(type, x.data_ptr(), lz::kF32, tmp.data_ptr(), b * c * h, c * h,
@@ -107,6 +115,7 @@ void forward(const torch::Tensor& x, const torch::Tensor& boxes, const torch::Te
 // dx = transpose of forward applied to grad (B,C,H_out,W_out); dx is (B,C,H,W).
 void backward(const torch::Tensor& grad, const torch::Tensor& boxes, const torch::Tensor& dx, int64_t a, bool antialias,
               int64_t taps_y, int64_t taps_x, int64_t stream_ptr) {
+  anyres_fast::begin_launch(kOp, {grad, boxes, dx});
   const auto device = grad.device();
   check_cuda_tensor(grad, "grad", device);
   check_cuda_tensor(dx, "dx", device);

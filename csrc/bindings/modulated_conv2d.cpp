@@ -28,6 +28,7 @@ cudaStream_t as_stream(int64_t s) { return reinterpret_cast<cudaStream_t>(static
 
 // d (B,O) float32 = rsqrt(Σ_i s² Σ_k W² + eps).
 void demod(const torch::Tensor& weight, const torch::Tensor& styles, torch::Tensor& d, double eps, int64_t stream) {
+  anyres_fast::begin_launch("modulated_conv2d_demod", {weight, styles, d});
   check_cuda(weight, "weight", 4);
   check_cuda(styles, "styles", 2);
   check_cuda(d, "d", 2);
@@ -47,6 +48,7 @@ void demod(const torch::Tensor& weight, const torch::Tensor& styles, torch::Tens
 // out = post · conv_mode(input · pre, weight); adjoint=True reads weight (O,I,..) as (I,O,..).
 void igemm(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& pre, const torch::Tensor& post,
            torch::Tensor& out, int64_t mode, int64_t padding, bool adjoint, bool exact_fp32, int64_t stream) {
+  anyres_fast::begin_launch("modulated_conv2d_igemm", {input, weight, pre, post, out});
   check_cuda(input, "input", 4);
   check_cuda(weight, "weight", 4);
   check_cuda(pre, "pre", 2);

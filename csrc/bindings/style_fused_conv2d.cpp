@@ -16,6 +16,7 @@ void check_cuda(const torch::Tensor& t, const char* what) {
 
 void igemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& style_map, torch::Tensor& out,
            int64_t mode, int64_t padding, bool exact, double eps, bool exact_fp32, int64_t stream) {
+  anyres_fast::begin_launch("style_fused_conv2d", {x, weight, style_map, out});
   check_cuda(x, "x");
   check_cuda(weight, "weight");
   check_cuda(style_map, "style_map");

@@ -16,14 +16,15 @@
 //   byte c / 4, bits 2*(c % 4) .. 2*(c % 4)+1:
 //     0 = v > 0 (derivative gain), 1 = v <= 0 (gain*slope), 2 = clamped (0). 3 is unused.
 //   Rows are padded to 16 elements (sign_row_bytes = ceil(sign_w / 16) * 4); padding codes are 0.
-//   The buffer must be zero-filled before a write launch: elements that no output reads may be skipped.
+//   A write launch writes every 32-bit word of the record (code 0 where no output reads an element),
+//   so the buffer needs no zero fill.
 // Write mode stores the codes with sign_ofs = 0. Read mode (the backward pass) replaces the activation by
 //   a[i] = gain * v[i] * {1, slope, 0}[code at (i_y + sign_ofs_y, i_x + sign_ofs_x)]
 // and uses 0 for positions outside the record; clamp is ignored. The backward of a forward call is this
 // kernel on dy with up<->down, fu<->fd, both filters flipped, gain*up^2/down^2 (see filtered_lrelu.py).
 //
-// Each element of the record is written by exactly one CTA (tiles own disjoint, 4-element-aligned
-// column ranges and disjoint row ranges), so the byte stores never race.
+// Each word of the record is written by exactly one CTA (tiles own disjoint, 16-element-aligned column
+// ranges and disjoint row ranges), so the word stores never race.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -66,6 +67,11 @@ struct FilteredLReluParams {
 constexpr int kFilteredLReluMaxTaps1D = 64;
 constexpr int kFilteredLReluMaxTaps2D = 32;
 
+// Bound on sizes, paddings and sign offsets: keeps every int coordinate expression (dim * 4 + pad) in range.
+constexpr int kFilteredLReluMaxDim = 1 << 28;
+// Shared memory per CTA the host emulation assumes (sm_90's opt-in maximum).
+constexpr int kFilteredLReluEmulatedSmem = 227 * 1024;
+
 // Error codes beyond cudaError_t values, returned by the launcher for bad parameters.
 constexpr int kFilteredLReluBadParams = 100000;
 constexpr int kFilteredLReluTooLarge = 100001;
@@ -81,5 +87,13 @@ struct FilteredLReluTile {
   size_t smem_bytes;
 };
 FilteredLReluTile filtered_lrelu_tile(const FilteredLReluParams& p, int tile_w, int tile_h);
+
+// The launch the launcher would make with `max_smem` bytes of shared memory per CTA: tile and grid, and
+// 0, kFilteredLReluBadParams or kFilteredLReluTooLarge (what the launch would return before launching).
+int filtered_lrelu_plan(const FilteredLReluParams& p, int max_smem, FilteredLReluTile& tile, int64_t& grid_x,
+                        int64_t& grid_y);
+
+// True when the filter shapes have a kernel with compile-time tap counts (else the runtime-tap kernel).
+bool filtered_lrelu_specialised(const FilteredLReluParams& p);
 
 }  // namespace anyres_fast

@@ -10,42 +10,88 @@
 
 #include "common.cuh"
 
+#include <algorithm>
+
 #ifdef ANYRES_FAST_HOST_EMULATION
 // Host emulation, for checking the kernels on a machine without a GPU: python_tests build this file with
 // g++ -x c++ -DANYRES_FAST_HOST_EMULATION and compare with the reference. Never defined in the extension
-// or CMake builds. A launch runs every (block, thread) of its grid serially. That is exact for these
-// kernels: no shared memory, no synchronisation, no atomics, and each thread writes only the outputs of
-// its own grid-stride indices, so the order of the threads cannot change any result. Float math matches
-// the GPU's except the last bits of the double sin(): fmaf is fused on the host too, the double _rn
-// intrinsics are plain +, * (the test compiles with -ffp-contract=off, so nothing else gets fused).
+// or CMake builds. A grid-stride launch (ANYRES_LAUNCH) runs every (block, thread) of its grid serially.
+// That is exact for those kernels: no shared memory, no synchronisation, no atomics, and each thread
+// writes only the outputs of its own grid-stride indices, so the order of the threads cannot change any
+// result. The fused kernel (ANYRES_LAUNCH_CTA: phases of block-strided loops between __syncthreads) runs
+// each CTA as one thread, which is exact for such kernels; with -DANYRES_FAST_HOST_EMULATION_THREADS as
+// well, as its real number of threads taking turns at the barriers (host_emulation.h), which checks the
+// barriers. Float math matches the GPU's except the last bits of the double sin(): fmaf is fused on the
+// host too, the double _rn intrinsics are plain +, * (the test compiles with -ffp-contract=off, so
+// nothing else gets fused).
 #include <algorithm>
 #include <cmath>
+#include <vector>
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+#include "host_emulation.h"
 namespace anyres_fast::lanczos::emulation {
+namespace vars = ::anyres_fast::emulation_threads;
+}
+#else
+namespace anyres_fast::lanczos::emulation::vars {
 inline uint3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
+inline unsigned char* shared_memory = nullptr;
+}  // namespace anyres_fast::lanczos::emulation::vars
+#define threadIdx ::anyres_fast::lanczos::emulation::vars::thread_idx
+#define blockIdx ::anyres_fast::lanczos::emulation::vars::block_idx
+#define blockDim ::anyres_fast::lanczos::emulation::vars::block_dim
+#define gridDim ::anyres_fast::lanczos::emulation::vars::grid_dim
+#define __syncthreads() ((void)0)
+#endif
+namespace anyres_fast::lanczos::emulation {
 // 0: every launch runs its own grid. n > 0: at most n blocks, so each thread walks several
 // grid-stride indices (the path real launches take only at huge sizes).
 inline unsigned max_blocks = 0;
 template <typename... Params>
 auto launch(void (*kernel)(Params...), unsigned grid, unsigned block) {
   return [=](auto&&... args) {
-    grid_dim = dim3(max_blocks != 0 && grid > max_blocks ? max_blocks : grid);
-    block_dim = dim3(block);
-    for (unsigned b = 0; b < grid_dim.x; ++b)
+    vars::grid_dim = dim3(max_blocks != 0 && grid > max_blocks ? max_blocks : grid);
+    vars::block_dim = dim3(block);
+    for (unsigned b = 0; b < vars::grid_dim.x; ++b)
       for (unsigned t = 0; t < block; ++t) {
-        block_idx = {b, 0, 0};
-        thread_idx = {t, 0, 0};
+        vars::block_idx = {b, 0, 0};
+        vars::thread_idx = {t, 0, 0};
         kernel(args...);
       }
   };
 }
+template <typename... Params>
+auto launch_cta(void (*kernel)(Params...), dim3 grid, unsigned block, size_t smem) {
+  return [=](auto&&... args) {
+    std::vector<double> buffer((smem + sizeof(double) - 1) / sizeof(double) + 1);
+    vars::shared_memory = reinterpret_cast<unsigned char*>(buffer.data());
+    vars::grid_dim = grid;
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          vars::block_idx = {x, y, z};
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+          vars::run_cta(int(block), smem, [&] { kernel(args...); });
+#else
+          (void)block;
+          vars::block_dim = dim3(1);
+          vars::thread_idx = {0, 0, 0};
+          kernel(args...);
+#endif
+        }
+    vars::shared_memory = nullptr;
+  };
+}
 }  // namespace anyres_fast::lanczos::emulation
-#define threadIdx ::anyres_fast::lanczos::emulation::thread_idx
-#define blockIdx ::anyres_fast::lanczos::emulation::block_idx
-#define blockDim ::anyres_fast::lanczos::emulation::block_dim
-#define gridDim ::anyres_fast::lanczos::emulation::grid_dim
 #define ANYRES_LAUNCH(grid, block, smem, stream, ...) \
   ::anyres_fast::lanczos::emulation::launch(__VA_ARGS__, grid, block)
+#define ANYRES_LAUNCH_CTA(grid, block, smem, stream, ...) \
+  ::anyres_fast::lanczos::emulation::launch_cta(__VA_ARGS__, grid, block, smem)
+#define ANYRES_DYNAMIC_SMEM(name) unsigned char* name = ::anyres_fast::lanczos::emulation::vars::shared_memory
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
 #define cudaGetLastError() cudaSuccess  // emulated launches cannot fail (no CUDA runtime linked)
 using std::max;
 using std::min;
@@ -55,6 +101,8 @@ inline double __dmul_rn(double a, double b) { return a * b; }
 // kernel<<<grid, block, smem, stream>>>(args); the kernel comes last because template argument
 // lists hold commas.
 #define ANYRES_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define ANYRES_LAUNCH_CTA(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define ANYRES_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
 namespace anyres_fast {
@@ -76,7 +124,8 @@ __device__ __forceinline__ int64_t thread_index() {
 __device__ __forceinline__ int64_t grid_stride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // Offset of the weight of tap k of output i of sample b (see AxisTables::k_major).
-__device__ __forceinline__ int64_t weight_offset(const AxisTables& t, int64_t b, int i, int k) {
+template <typename I>
+__device__ __forceinline__ I weight_offset(const AxisTables& t, I b, int i, int k) {
   return t.k_major ? (b * t.taps + k) * t.out_size + i : (b * t.out_size + i) * t.taps + k;
 }
 
@@ -169,21 +218,25 @@ __global__ void inverse_ranges_kernel(int64_t batch, AxisTables t) {
   }
 }
 
-template <typename Tin, typename Tout>
-__global__ void resample_axis_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, int64_t planes,
-                                     int64_t planes_per_sample, int64_t inner, AxisTables t) {
-  const int64_t total = planes * t.out_size * inner;
-  for (int64_t idx = thread_index(); idx < total; idx += grid_stride()) {
-    const int64_t q = idx % inner;
-    const int64_t rest = idx / inner;
+// I: index type of the flat output index, int32_t when every index of the launch fits (the launcher
+// checks), else int64_t; the divisions and modulos below are then 32-bit (no 64-bit division calls).
+template <typename Tin, typename Tout, typename I>
+__global__ void __launch_bounds__(kThreads)
+resample_axis_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, I planes, I planes_per_sample, I inner,
+                     AxisTables t) {
+  const I total = planes * t.out_size * inner;
+  const I stride = static_cast<I>(gridDim.x) * blockDim.x;
+  for (I idx = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const I q = idx % inner;
+    const I rest = idx / inner;
     const int i = static_cast<int>(rest % t.out_size);
-    const int64_t p = rest / t.out_size;
-    const int64_t b = p / planes_per_sample;
-    const int64_t row = b * t.out_size + i;
+    const I p = rest / t.out_size;
+    const I b = p / planes_per_sample;
+    const I row = b * t.out_size + i;
     const int lo = t.lo[row];
     const int count = min(t.count[row], t.in_size - lo);  // lo + count <= in_size by construction
     const float* w = t.weights + weight_offset(t, b, i, 0);
-    const int64_t w_stride = t.k_major ? t.out_size : 1;
+    const I w_stride = t.k_major ? t.out_size : 1;
     const Tin* src = in + (p * t.in_size + lo) * inner + q;
     float acc = 0.0f;
     for (int k = 0; k < count; ++k) acc = fmaf(w[k * w_stride], to_float<Tin>(src[k * inner]), acc);
@@ -191,29 +244,149 @@ __global__ void resample_axis_kernel(const Tin* __restrict__ in, Tout* __restric
   }
 }
 
-template <typename Tin, typename Tout>
-__global__ void resample_axis_transpose_kernel(const Tin* __restrict__ grad_out, Tout* __restrict__ grad_in,
-                                               int64_t planes, int64_t planes_per_sample, int64_t inner,
-                                               AxisTables t) {
-  const int64_t total = planes * t.in_size * inner;
-  for (int64_t idx = thread_index(); idx < total; idx += grid_stride()) {
-    const int64_t q = idx % inner;
-    const int64_t rest = idx / inner;
+template <typename Tin, typename Tout, typename I>
+__global__ void __launch_bounds__(kThreads)
+resample_axis_transpose_kernel(const Tin* __restrict__ grad_out, Tout* __restrict__ grad_in, I planes,
+                               I planes_per_sample, I inner, AxisTables t) {
+  const I total = planes * t.in_size * inner;
+  const I stride = static_cast<I>(gridDim.x) * blockDim.x;
+  for (I idx = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const I q = idx % inner;
+    const I rest = idx / inner;
     const int j = static_cast<int>(rest % t.in_size);
-    const int64_t p = rest / t.in_size;
-    const int64_t b = p / planes_per_sample;
-    const int64_t col = b * t.in_size + j;
+    const I p = rest / t.in_size;
+    const I b = p / planes_per_sample;
+    const I col = b * t.in_size + j;
     const int begin = max(t.inv_begin[col], 0);
     const int end = min(t.inv_end[col], t.out_size);
     const Tin* src = grad_out + p * t.out_size * inner + q;
     float acc = 0.0f;
     for (int i = begin; i < end; ++i) {
-      const int64_t row = b * t.out_size + i;
+      const I row = b * t.out_size + i;
       const int k = j - t.lo[row];
       if (k >= 0 && k < t.count[row]) acc = fmaf(t.weights[weight_offset(t, b, i, k)], to_float<Tin>(src[i * inner]), acc);
     }
     grad_in[idx] = from_float<Tout>(acc);
   }
+}
+
+// ---- Fused forward: both passes through shared memory ------------------------------------------------
+// A CTA owns an output tile of kTW columns x kOB rows of one sample and a chunk of its channels. It loads
+// the tile's table entries into shared memory once and reuses them for every plane of the chunk. Per
+// plane it walks the input rows the tile needs, [lo of its first row, lo + count of its last row), in
+// sub-batches of kSB rows: pass 1 resamples those rows along W into shared memory (kSB x kTW), pass 2
+// adds their contribution to the tile's accumulators (shared memory too): no full-size intermediate
+// in global memory. Every phase is a block-strided loop between barriers. Offsets inside a plane are
+// 32-bit (the launcher checks H·W and H_out·W_out < 2^31); the plane base is 64-bit, once per plane.
+constexpr int kTW = 16, kOB = 16, kSB = 16;
+
+struct FusedSmem {
+  int taps_x, taps_y;
+  // floats: col weights [taps_x][kTW], row weights [kOB][taps_y], mid [kSB][kTW], acc [kOB][kTW]
+  // ints: col lo, col count [kTW], row lo, row count [kOB]
+  __host__ __device__ size_t bytes() const {
+    return sizeof(float) * (size_t(taps_x) * kTW + size_t(kOB) * taps_y + kSB * kTW + kOB * kTW) +
+           sizeof(int32_t) * 2 * (kTW + kOB);
+  }
+};
+
+template <typename Tin, typename Tout>
+__global__ void __launch_bounds__(kThreads)
+resample_fused_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, int channels, int chunk, int chunks,
+                      int h, int w, int ho, int wo, AxisTables rows, AxisTables cols) {
+  ANYRES_DYNAMIC_SMEM(smem);
+  const FusedSmem layout{cols.taps, rows.taps};
+  float* s_cw = reinterpret_cast<float*>(smem);
+  float* s_rw = s_cw + layout.taps_x * kTW;
+  float* s_mid = s_rw + kOB * layout.taps_y;
+  float* s_acc = s_mid + kSB * kTW;
+  int32_t* s_clo = reinterpret_cast<int32_t*>(s_acc + kOB * kTW);
+  int32_t* s_ccnt = s_clo + kTW;
+  int32_t* s_rlo = s_ccnt + kTW;
+  int32_t* s_rcnt = s_rlo + kOB;
+
+  const int j0 = int(blockIdx.x) * kTW;
+  const int i0 = int(blockIdx.y) * kOB;
+  const int b = int(blockIdx.z) / chunks;  // once per CTA
+  const int c0 = (int(blockIdx.z) - b * chunks) * chunk;
+  const int c1 = min(channels, c0 + chunk);
+  const int ncols = min(kTW, wo - j0);
+  const int nrows = min(kOB, ho - i0);
+  const int tid = int(threadIdx.x), bd = int(blockDim.x);
+
+  // tables of the tile (k-major weights: element (k, i) of sample b at (b·taps + k)·out + i)
+  for (int j = tid; j < kTW; j += bd) {
+    const bool ok = j < ncols;
+    const int64_t row = int64_t(b) * wo + j0 + j;
+    s_clo[j] = ok ? cols.lo[row] : 0;
+    s_ccnt[j] = ok ? min(cols.count[row], w - cols.lo[row]) : 0;
+  }
+  for (int i = tid; i < kOB; i += bd) {
+    const bool ok = i < nrows;
+    const int64_t row = int64_t(b) * ho + i0 + i;
+    s_rlo[i] = ok ? rows.lo[row] : 0;
+    s_rcnt[i] = ok ? min(rows.count[row], h - rows.lo[row]) : 0;
+  }
+  for (int idx = tid; idx < layout.taps_x * kTW; idx += bd) {  // kTW is a power of two: shift and mask
+    const int k = idx / kTW, j = idx % kTW;
+    s_cw[idx] = j < ncols ? cols.weights[(int64_t(b) * layout.taps_x + k) * wo + j0 + j] : 0.f;
+  }
+  for (int idx = tid; idx < layout.taps_y * kOB; idx += bd) {
+    const int k = idx / kOB, i = idx % kOB;
+    s_rw[i * layout.taps_y + k] = i < nrows ? rows.weights[(int64_t(b) * layout.taps_y + k) * ho + i0 + i] : 0.f;
+  }
+  __syncthreads();
+  const int r0 = s_rlo[0];
+  const int r1 = s_rlo[nrows - 1] + s_rcnt[nrows - 1];  // lo and lo + count never decrease along the axis
+
+  for (int c = c0; c < c1; ++c) {
+    const int64_t plane = int64_t(b) * channels + c;
+    const Tin* src = in + plane * (int64_t(h) * w);
+    Tout* dst = out + plane * (int64_t(ho) * wo);
+    // s_acc[idx] is only ever touched by the thread owning idx (same mapping in every phase): no barrier
+    for (int idx = tid; idx < kOB * kTW; idx += bd) s_acc[idx] = 0.f;
+    for (int sb0 = r0; sb0 < r1; sb0 += kSB) {
+      __syncthreads();  // pass 2 of the previous sub-batch is done with s_mid
+      // pass 1: rows sb0 .. sb0 + kSB - 1 along W
+      for (int idx = tid; idx < kSB * kTW; idx += bd) {
+        const int rr = idx / kTW, j = idx % kTW;
+        const int row = sb0 + rr;
+        float acc = 0.f;
+        if (row < r1) {
+          const Tin* line = src + row * w + s_clo[j];  // 32-bit in-plane offset
+          const int count = s_ccnt[j];
+          for (int k = 0; k < count; ++k) acc = fmaf(s_cw[k * kTW + j], to_float<Tin>(line[k]), acc);
+        }
+        s_mid[idx] = acc;
+      }
+      __syncthreads();
+      // pass 2: their contribution to each output row of the tile
+      for (int idx = tid; idx < kOB * kTW; idx += bd) {
+        const int i = idx / kTW, j = idx % kTW;
+        const int lo = s_rlo[i];
+        const int k_begin = max(0, sb0 - lo);
+        const int k_end = min(s_rcnt[i], sb0 + kSB - lo);
+        const float* wrow = s_rw + i * layout.taps_y;
+        float acc = s_acc[idx];
+        for (int k = k_begin; k < k_end; ++k) acc = fmaf(wrow[k], s_mid[(lo + k - sb0) * kTW + j], acc);
+        s_acc[idx] = acc;
+      }
+    }
+    for (int idx = tid; idx < kOB * kTW; idx += bd) {
+      const int i = idx / kTW, j = idx % kTW;
+      if (i < nrows && j < ncols) dst[(i0 + i) * wo + j0 + j] = from_float<Tout>(s_acc[idx]);
+    }
+  }
+}
+
+// True when every flat index, weight offset and element offset of a pass over (planes, in/out, inner) fits
+// int32 (then the pass runs with 32-bit index math). The grid-stride loop may step past the total by one
+// grid, hence the margin.
+bool fits_int32(int64_t planes, int64_t inner, const AxisTables& t) {
+  const int64_t limit = (int64_t(1) << 31) - int64_t(65536) * 8 * kThreads;
+  const int64_t longest = std::max<int64_t>(t.in_size, t.out_size);
+  const int64_t samples = planes;  // at most one table row block per plane
+  return planes * longest * inner < limit && samples * longest * t.taps < limit;
 }
 
 // Calls fn(T{}) with the element type of `code` (float, __half, __nv_bfloat16).
@@ -251,15 +424,51 @@ int resample_axis(int in_type, const void* in, int out_type, void* out, int64_t 
     return static_cast<int>(cudaErrorInvalidValue);
   const unsigned grid = grid_for(planes * t.out_size * inner);
   const bool float_in = in_type == kF32;
+  const bool narrow = fits_int32(planes, inner, t);
   return with_elem_type(float_in ? out_type : in_type, [&](auto other) {
     using T = decltype(other);
-    if (float_in) {
-      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<float, T>)(
+    if (float_in && narrow) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<float, T, int32_t>)(
+          static_cast<const float*>(in), static_cast<T*>(out), int32_t(planes), int32_t(planes_per_sample),
+          int32_t(inner), t);
+    } else if (float_in) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<float, T, int64_t>)(
           static_cast<const float*>(in), static_cast<T*>(out), planes, planes_per_sample, inner, t);
+    } else if (narrow) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<T, float, int32_t>)(
+          static_cast<const T*>(in), static_cast<float*>(out), int32_t(planes), int32_t(planes_per_sample),
+          int32_t(inner), t);
     } else {
-      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<T, float>)(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_kernel<T, float, int64_t>)(
           static_cast<const T*>(in), static_cast<float*>(out), planes, planes_per_sample, inner, t);
     }
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int resample_fused(int type, const void* in, void* out, int64_t batch, int64_t channels, int64_t h, int64_t w,
+                   int64_t ho, int64_t wo, const AxisTables& rows, const AxisTables& cols, size_t max_smem,
+                   cudaStream_t stream) {
+  if (batch <= 0 || channels <= 0 || h <= 0 || w <= 0 || ho <= 0 || wo <= 0 || !rows.k_major || !cols.k_major)
+    return static_cast<int>(cudaErrorInvalidValue);
+  const FusedSmem layout{cols.taps, rows.taps};
+  const int64_t limit = int64_t(1) << 31;
+  const int64_t row_tiles = ceil_div64(ho, kOB);
+  if (layout.bytes() > max_smem || h * w >= limit || ho * wo >= limit || batch > 65535 || row_tiles > 65535 ||
+      channels >= limit)
+    return kNotFused;
+  // channels per CTA: all of them when the grid allows (tables loaded once per sample and tile), else
+  // chunks so that batch · chunks <= 65535
+  const int64_t chunks = std::min<int64_t>(channels, std::max<int64_t>(1, 65535 / batch));
+  const int chunk = static_cast<int>(ceil_div64(channels, chunks));
+  const int nchunks = static_cast<int>(ceil_div64(channels, chunk));
+  const dim3 grid(static_cast<unsigned>(ceil_div64(wo, kTW)), static_cast<unsigned>(row_tiles),
+                  static_cast<unsigned>(batch * nchunks));
+  return with_elem_type(type, [&](auto elem) {
+    using T = decltype(elem);
+    ANYRES_LAUNCH_CTA(grid, kThreads, layout.bytes(), stream, resample_fused_kernel<T, T>)(
+        static_cast<const T*>(in), static_cast<T*>(out), static_cast<int>(channels), chunk, nchunks,
+        static_cast<int>(h), static_cast<int>(w), static_cast<int>(ho), static_cast<int>(wo), rows, cols);
     return static_cast<int>(cudaGetLastError());
   });
 }
@@ -272,13 +481,22 @@ int resample_axis_transpose(int in_type, const void* grad_out, int out_type, voi
     return static_cast<int>(cudaErrorInvalidValue);
   const unsigned grid = grid_for(planes * t.in_size * inner);
   const bool float_in = in_type == kF32;
+  const bool narrow = fits_int32(planes, inner, t);
   return with_elem_type(float_in ? out_type : in_type, [&](auto other) {
     using T = decltype(other);
-    if (float_in) {
-      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<float, T>)(
+    if (float_in && narrow) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<float, T, int32_t>)(
+          static_cast<const float*>(grad_out), static_cast<T*>(grad_in), int32_t(planes),
+          int32_t(planes_per_sample), int32_t(inner), t);
+    } else if (float_in) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<float, T, int64_t>)(
           static_cast<const float*>(grad_out), static_cast<T*>(grad_in), planes, planes_per_sample, inner, t);
+    } else if (narrow) {
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<T, float, int32_t>)(
+          static_cast<const T*>(grad_out), static_cast<float*>(grad_in), int32_t(planes),
+          int32_t(planes_per_sample), int32_t(inner), t);
     } else {
-      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<T, float>)(
+      ANYRES_LAUNCH(grid, kThreads, 0, stream, resample_axis_transpose_kernel<T, float, int64_t>)(
           static_cast<const T*>(grad_out), static_cast<float*>(grad_in), planes, planes_per_sample, inner, t);
     }
     return static_cast<int>(cudaGetLastError());

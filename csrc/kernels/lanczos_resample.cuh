@@ -46,6 +46,14 @@ int compute_inverse_ranges(int64_t batch, const AxisTables& t, cudaStream_t stre
 int resample_axis(int in_type, const void* in, int out_type, void* out, int64_t planes,
                   int64_t planes_per_sample, int64_t inner, const AxisTables& t, cudaStream_t stream);
 
+// y (B, C, H_out, W_out) = both passes of x (B, C, H, W), fused through shared memory (tables: forward,
+// k-major, both axes). Returns kNotFused, without launching, when the tile's tables do not fit `max_smem`
+// bytes or the sizes leave the kernel's 32-bit in-plane offsets or grid limits: then run the two passes.
+constexpr int kNotFused = -2;
+int resample_fused(int type, const void* x, void* y, int64_t batch, int64_t channels, int64_t h, int64_t w,
+                   int64_t ho, int64_t wo, const AxisTables& rows, const AxisTables& cols, size_t max_smem,
+                   cudaStream_t stream);
+
 // grad_in (P, in_size, Q) = transpose of resample_axis applied to grad_out (P, out_size, Q); a gather
 // over the outputs that read each input (deterministic, no atomics).
 int resample_axis_transpose(int in_type, const void* grad_out, int out_type, void* grad_in,

@@ -133,7 +133,7 @@ int run_case(const Case& k) {
   CHECK_CUDA(cudaMemcpy(db, bias.data(), bias.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(dfu, fu.taps.data(), fu.taps.size() * 4, cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(dfd, fd.taps.data(), fd.taps.size() * 4, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemset(ds, 0, sign_bytes));
+  CHECK_CUDA(cudaMemset(ds, 0xff, sign_bytes));  // garbage: the kernel must write every word of the record
   CHECK_CUDA(cudaMemset(dy, 0xff, y.size() * 4));  // NaN poison: every output must be written
 
   anyres_fast::FilteredLReluParams p;
