@@ -16,9 +16,8 @@ from PIL import Image
 from anyres_fast.metrics import (FeatureStats, Options, PatchSampler, StatsCache, fid_at_resolution, frechet_distance,
                                  from_module, kernel_inception_distance, kid_subsets, list_images, patch_fid,
                                  scaleinv_fid, scaleinv_postprocess, scaleinv_sizes)
-from anyres_fast.metrics.detectors import build_pytorch_fid, load_detector
+from anyres_fast.metrics.detectors import load_detector
 from anyres_fast.metrics.real_images import FullImages
-from anyres_fast.models import Generator
 
 
 def rel(a, b):
@@ -252,36 +251,41 @@ def test_patch_sampler_semantics(tmp_path):
 
 
 class Recording(torch.nn.Module):
-    """Wraps a Generator and records every (canvas, box) it is called with."""
+    """Generator stand-in: records every (canvas, box) it is called with, returns a cheap patch.
+    (The real Generator goes through the same call in test_metrics_cli.)"""
 
-    def __init__(self, G):
+    def __init__(self, p=64, z_dim=8):
         super().__init__()
-        self.G, self.calls = G, []
-        self.z_dim, self.c_dim, self.img_resolution = G.z_dim, G.c_dim, G.img_resolution
+        self.calls = []
+        self.z_dim, self.c_dim, self.img_resolution = z_dim, 0, p
 
     def forward(self, z, c=None, *, canvas, box, **kw):
         self.calls += [(float(n), (float(b[0]), float(b[1]))) for n, b in zip(canvas, box)]
-        return self.G(z, c, canvas=canvas, box=box, **kw)
+        p = self.img_resolution
+        ramp = torch.linspace(-1, 1, p).view(1, 1, 1, p)
+        return torch.tanh(z[:, :3, None, None] + ramp * (canvas.view(-1, 1, 1, 1).float() / 200))
 
 
 def test_pfid_generates_each_fake_at_the_real_patch_s_v(tmp_path):
     data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (260, 240)])
     listing = list_images(str(data))
-    torch.manual_seed(0)
-    G = Generator(resolution=64, channel_base=256, channel_max=8, z_dim=8, w_dim=8, scale_dim=8).eval()
-    rec = Recording(G)
-    opts = Options(num=4, batch=4, progress=False, seed=11, scale_max=1.0, scale_min=None,
+    rec = Recording()
+    opts = Options(num=6, batch=4, progress=False, seed=11, scale_max=1.0, scale_min=None,
                    cache_dir=str(tmp_path / "cache"))
     result = patch_fid(rec, from_module(TinyFeatures(), "tiny"), listing, opts)
-    assert result["num_fake"] == 4 and math.isfinite(result["fid"])
-    sampler = PatchSampler(listing, 64, num=4, scale_max=1.0, seed=11)
+    assert result["num_fake"] == 6 and math.isfinite(result["fid"])
+    sampler = PatchSampler(listing, 64, num=6, scale_max=1.0, seed=11)
     expected = []
-    for k in range(4):
+    for k in range(6):
         _, meta, _ = sampler[k]
         _, canvas, x, y, _ = (int(v) for v in meta)
         expected.append((float(canvas), (float(x), float(y))))
     assert rec.calls == expected
     assert len({c for c, _ in expected}) > 1              # several scales, so the check means something
+    # A second run takes the real patches and their records from the cache and pairs the same way.
+    rec2 = Recording()
+    again = patch_fid(rec2, from_module(TinyFeatures(), "tiny"), listing, opts)
+    assert again["real_stats_cache"] == "hit" and rec2.calls == expected
     # (x, y) on canvas N is the patch with s = p / N and centre v, as the generator's transform sees it.
     from anyres_fast.models import patch_transform
     for n, (x, y) in expected:
@@ -343,10 +347,13 @@ def test_pytorch_fid_detector_loads_a_state_dict_file_with_weights_only(tmp_path
     det = load_detector(str(path))
     assert det.kind == "pytorch-fid" and det.path == str(path)
     assert det.verified is False                     # random weights: the sha256 prefix in the name differs
-    img = torch.randint(0, 256, (2, 3, 40, 52), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    img = torch.randint(0, 256, (1, 3, 40, 52), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     feats = det(img)
-    assert feats.shape == (2, 2048) and torch.isfinite(feats).all()
-    ref = build_pytorch_fid(state)(img.float() / 255)[0].reshape(2, -1)   # pytorch-fid's [0, 1] input
-    torch.testing.assert_close(feats, ref)
+    assert feats.shape == (1, 2048) and torch.isfinite(feats).all()
+    # The weights in the network are the file's, and it gets pytorch-fid's [0, 1] input convention.
+    loaded = det.module.state_dict()
+    assert torch.equal(loaded["blocks.0.0.conv.weight"], state["Conv2d_1a_3x3.conv.weight"])
+    assert torch.equal(loaded["blocks.3.2.branch_pool.conv.weight"], state["Mixed_7c.branch_pool.conv.weight"])
+    torch.testing.assert_close(feats, det.module(img.float() / 255)[0].reshape(1, -1))
     with pytest.raises(ValueError, match="TorchScript"):
         load_detector(str(path), kind="nvidia")
