@@ -1,7 +1,7 @@
 """`anyres-fast metrics`: FID at any resolution, patch-FID, ScaleInv-FID and KID of a generator.
 
-    anyres-fast metrics --weights DIR|RUN --metric fid@1024,pfid,kid --data DIR [--hr-data DIR] \
-        --num 50000 [--detector PATH]
+    anyres-fast metrics --weights DIR|RUN --metric fid@1024,pfid,kid --data DIR [--hr-data DIR]
+                        --num 50000 [--detector PATH]
 
 --weights: a folder written by save_pretrained (config.json + weights.pt), or a run folder holding one
 (the newest sub-folder with a config.json). Results are appended as JSON lines to <that folder>/metrics.jsonl
