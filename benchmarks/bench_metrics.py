@@ -38,22 +38,36 @@ G_FWD_PER_TRAIN_IMAGE, D_FWD_PER_TRAIN_IMAGE = 4, 9
 
 
 def random_pytorch_fid_state(seed: int = 0) -> dict:
-    """A state dict in the layout of pytorch-fid's weights file (its FID Inception), random weights."""
+    """A state dict in the layout of pytorch-fid's weights file (its FID Inception), random weights.
+
+    The layout comes from pytorch-fid's own classes built on the meta device (no allocation, no slow
+    init); values are seeded normal weights, zero biases/means and unit variances."""
     from pytorch_fid import inception as pfi
 
-    torch.manual_seed(seed)
-    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
-    for name, cls, kw in (("Mixed_5b", pfi.FIDInceptionA, dict(in_channels=192, pool_features=32)),
-                          ("Mixed_5c", pfi.FIDInceptionA, dict(in_channels=256, pool_features=64)),
-                          ("Mixed_5d", pfi.FIDInceptionA, dict(in_channels=288, pool_features=64)),
-                          ("Mixed_6b", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=128)),
-                          ("Mixed_6c", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=160)),
-                          ("Mixed_6d", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=160)),
-                          ("Mixed_6e", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=192)),
-                          ("Mixed_7b", pfi.FIDInceptionE_1, dict(in_channels=1280)),
-                          ("Mixed_7c", pfi.FIDInceptionE_2, dict(in_channels=2048))):
-        setattr(net, name, cls(**kw))
-    return {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.device("meta"):
+        net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+        for name, cls, kw in (("Mixed_5b", pfi.FIDInceptionA, dict(in_channels=192, pool_features=32)),
+                              ("Mixed_5c", pfi.FIDInceptionA, dict(in_channels=256, pool_features=64)),
+                              ("Mixed_5d", pfi.FIDInceptionA, dict(in_channels=288, pool_features=64)),
+                              ("Mixed_6b", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=128)),
+                              ("Mixed_6c", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=160)),
+                              ("Mixed_6d", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=160)),
+                              ("Mixed_6e", pfi.FIDInceptionC, dict(in_channels=768, channels_7x7=192)),
+                              ("Mixed_7b", pfi.FIDInceptionE_1, dict(in_channels=1280)),
+                              ("Mixed_7c", pfi.FIDInceptionE_2, dict(in_channels=2048))):
+            setattr(net, name, cls(**kw))
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in net.state_dict().items():
+        if not v.is_floating_point():
+            state[k] = torch.zeros(v.shape, dtype=v.dtype)
+        elif k.endswith(("running_var", "bn.weight")):
+            state[k] = torch.ones(v.shape)
+        elif k.endswith(("bias", "running_mean")):
+            state[k] = torch.zeros(v.shape)
+        else:
+            state[k] = torch.randn(v.shape, generator=g) * (2 / max(v[0].numel(), 1)) ** 0.5
+    return state
 
 
 def random_fid_inception() -> torch.nn.Module:
