@@ -3,6 +3,7 @@
     anyres-fast doctor [--build]     versions, GPU, extension status and build log path
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
+    anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid (anyres-fast metrics -h)
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
 COMMANDS. User mistakes raise `anyres_fast.cli_args.CommandError` and end here as one line on stderr
@@ -23,6 +24,7 @@ COMMANDS = {
     "doctor": ("anyres_fast.doctor", "environment, GPU and CUDA extension status"),
     "demo": ("anyres_fast.demo", "the default end-to-end run"),
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
+    "metrics": ("anyres_fast.metrics.command", "FID at any resolution, patch-FID, ScaleInv-FID and KID"),
 }
 
 # An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):

@@ -1,0 +1,435 @@
+"""The metrics: fid@R, pfid, scaleinv-fid@k, each with optional KID; real statistics cached on disk.
+
+    fid@R           generated canvases rendered tile by tile at R x R (G.render), reals square-cropped
+                    and Lanczos-resized to R x R; both go to the detector as uint8 at R x R (it resizes
+                    to 299 itself), as StyleGAN3's metric code feeds it.
+    pfid            real HR patches from the patch sampler with their (s, v); the i-th generated patch
+                    is rendered at exactly the i-th real patch's canvas N and position (G(z, canvas=N,
+                    box=(x, y))).
+    scaleinv-fid@k  InfinityGAN: images generated at k x the training size (times the field-of-view
+                    factor), resized back bilinearly (align_corners=True, as published) to the training
+                    size; reals at the training size.
+
+Definitions, settings and the differences from the published code are in docs/metrics.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .detectors import Detector, own_cache_dir
+from .real_images import FullImages, ImageListing, PatchSampler, collate_skipping, record_from_meta
+from .stats import FeatureStats, frechet_distance, kernel_inception_distance
+
+CACHE_VERSION = 1
+_METRIC_RE = re.compile(r"^(fid@(?P<r>\d+)|pfid|scaleinv-fid@(?P<k>\d+)|kid)$")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of a --metric list: kind "fid" (value = R), "pfid" (value None), "scaleinv-fid" (k)."""
+    kind: str
+    value: Optional[int] = None
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}@{self.value}"
+
+
+def parse_metric_list(text: str) -> tuple:
+    """'fid@1024,pfid,kid' -> ([MetricSpec...], with_kid).
+
+    `kid` adds KID beside every FID of the list; it cannot stand alone.
+
+    Raises:
+        ValueError: an unknown name, a zero R/k, a duplicate, or `kid` alone.
+    """
+    specs, kid = [], False
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        m = _METRIC_RE.match(item)
+        if not m:
+            raise ValueError(f"unknown metric {item!r}: expected fid@R, pfid, scaleinv-fid@k or kid")
+        if item == "kid":
+            kid = True
+            continue
+        if item == "pfid":
+            spec = MetricSpec("pfid")
+        elif m.group("r"):
+            spec = MetricSpec("fid", int(m.group("r")))
+        else:
+            spec = MetricSpec("scaleinv-fid", int(m.group("k")))
+        if spec.value is not None and spec.value < 1:
+            raise ValueError(f"metric {item!r}: the number must be >= 1")
+        if spec in specs:
+            raise ValueError(f"metric {item!r} listed twice")
+        specs.append(spec)
+    if not specs:
+        raise ValueError(f"no FID metric in {text!r}: kid is computed beside fid@R, pfid or scaleinv-fid@k")
+    return specs, kid
+
+
+@dataclass
+class Options:
+    """Settings shared by the metrics (all recorded with each result).
+
+    num: generated images (published: 50,000). max_real: cap on real images/patches for full-image
+    metrics (None: all, as published); pfid draws `num_real` patches (default num). batch: images per
+    generator call. tile_batch: tiles per synthesis pass in G.render. seed: latents and real sampling.
+    precision: "fp16" (StyleGAN3's default path on CUDA, as published) or "fp32". crop: square crop of
+    reals, "center" or "random" (seeded). kid_subsets / kid_subset_size: published 100 / 1000.
+    """
+    num: int = 50_000
+    max_real: Optional[int] = None
+    num_real: Optional[int] = None
+    batch: int = 4
+    tile_batch: int = 8
+    seed: int = 0
+    precision: str = "fp16"
+    crop: str = "center"
+    workers: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache_dir: Optional[str] = None
+    use_cache: bool = True
+    progress: bool = True
+    kid: bool = False
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    # pfid
+    scale_max: float = 1.0
+    scale_min: Optional[float] = None
+    xflip: bool = False
+    # scaleinv-fid
+    train_size: Optional[int] = None
+    fov_scale: float = 1.0
+
+    def recorded(self) -> dict:
+        d = {k: getattr(self, k) for k in ("num", "max_real", "num_real", "batch", "tile_batch", "seed",
+                                           "precision", "crop", "kid", "kid_subsets", "kid_subset_size")}
+        d["device"] = str(self.device)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------------
+# Real-statistics cache
+
+class StatsCache:
+    """Real feature statistics on disk, one .npz per key (dataset fingerprint + settings + detector).
+
+    Files are written to a temporary name and renamed; they hold only arrays (loaded with
+    allow_pickle=False). Default folder: <ANYRES_FAST_CACHE or ~/.cache/anyres_fast>/metrics.
+    """
+
+    def __init__(self, folder: Optional[str] = None, enabled: bool = True):
+        self.folder = folder or os.path.join(own_cache_dir(), "metrics")
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(fields: dict) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+    def path(self, tag: str, fields: dict) -> str:
+        return os.path.join(self.folder, f"{tag}-{self.key(fields)[:24]}.npz")
+
+    def load(self, tag: str, fields: dict) -> Optional[dict]:
+        """The cached arrays, or None (disabled, absent or unreadable)."""
+        if not self.enabled:
+            return None
+        p = self.path(tag, fields)
+        if os.path.isfile(p):
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                self.hits += 1
+                return arrays
+            except (OSError, ValueError):
+                pass                        # a damaged cache file is recomputed and replaced
+        self.misses += 1
+        return None
+
+    def save(self, tag: str, fields: dict, arrays: dict) -> Optional[str]:
+        """Write arrays atomically; returns the path (None when disabled)."""
+        if not self.enabled:
+            return None
+        os.makedirs(self.folder, exist_ok=True)
+        p = self.path(tag, fields)
+        tmp = f"{p}.tmp-{os.getpid()}.npz"
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, p)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return p
+
+
+# ----------------------------------------------------------------------------------------------------
+# Helpers
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in about [-1, 1] -> uint8 with StyleGAN's x * 127.5 + 128, clamped."""
+    return (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def _latents(gen: torch.Generator, count: int, z_dim: int) -> torch.Tensor:
+    return torch.randn(count, z_dim, generator=gen)
+
+
+def _fp32(opts: Options) -> bool:
+    return opts.precision == "fp32"
+
+
+def _real_stats(tag: str, fields: dict, dataset, opts: Options, cache: StatsCache, detector: Detector,
+                desc: str) -> tuple:
+    """(FeatureStats, records or None, skipped list, cache_hit) of a real dataset, through the cache."""
+    fields = dict(fields, detector=detector.sha256, keep_features=opts.kid, version=CACHE_VERSION)
+    cached = cache.load(tag, fields)
+    if cached is not None:
+        stats = FeatureStats.from_arrays(cached)
+        records = cached.get("records")
+        skipped = json.loads(str(cached["skipped"])) if "skipped" in cached else []
+        return stats, records, skipped, True
+    stats = FeatureStats(keep_features=opts.kid)
+    records, skipped = [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=max(opts.batch, 16), shuffle=False,
+                                         num_workers=opts.workers, collate_fn=collate_skipping)
+    with tqdm(total=len(dataset), desc=desc, unit="img", disable=not opts.progress) as bar:
+        for images, metas, reasons in loader:
+            skipped += [[str(a), str(b)] for a, b in reasons]
+            if images is not None:
+                stats.append(detector(images))
+                records += [np.asarray(m) for m in metas]
+            bar.update(len(metas) + len(reasons))
+    if not stats.num_items:
+        raise ValueError(f"{desc}: no usable real image ({len(skipped)} skipped, e.g. {skipped[:3]})")
+    arrays = stats.to_arrays()
+    arrays["skipped"] = np.asarray(json.dumps(skipped))
+    rec = np.stack(records) if records and np.asarray(records[0]).ndim == 1 else None
+    if rec is not None:
+        arrays["records"] = rec
+    cache.save(tag, fields, arrays)
+    return stats, rec, skipped, False
+
+
+def _fake_stats(num: int, opts: Options, detector: Detector, make_batch: Callable[[int, int], torch.Tensor],
+                desc: str) -> FeatureStats:
+    """Features of `num` generated images; make_batch(start, count) returns uint8 (count, 3, H, W)."""
+    stats = FeatureStats(keep_features=opts.kid, max_items=num)
+    with tqdm(total=num, desc=desc, unit="img", disable=not opts.progress) as bar:
+        for start in range(0, num, opts.batch):
+            count = min(opts.batch, num - start)
+            stats.append(detector(make_batch(start, count)))
+            bar.update(count)
+    return stats
+
+
+def _result(name: str, real: FeatureStats, fake: FeatureStats, opts: Options, detector: Detector,
+            settings: dict, started: float, cache_hit: bool, skipped: list) -> dict:
+    mu_r, s_r = real.mean_cov()
+    mu_f, s_f = fake.mean_cov()
+    out = {"metric": name, "fid": frechet_distance(mu_f, s_f, mu_r, s_r)}
+    if opts.kid:
+        kid, kid_std = kernel_inception_distance(real.features(), fake.features(), opts.kid_subsets,
+                                                 opts.kid_subset_size, opts.seed)
+        out.update(kid=kid, kid_std=kid_std)
+    out.update(num_fake=fake.num_items, num_real=real.num_items, real_skipped=len(skipped),
+               real_skipped_examples=skipped[:5], real_stats_cache="hit" if cache_hit else "miss",
+               settings=dict(opts.recorded(), **settings), detector=detector.describe(),
+               seconds=round(time.time() - started, 3),
+               time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), torch=torch.__version__)
+    return out
+
+
+def _check_generator(G, need: str) -> None:
+    if getattr(G, "c_dim", 0):
+        raise ValueError("conditional generators (c_dim > 0) are not supported by the metrics yet")
+    if not hasattr(G, need):
+        raise ValueError(f"this metric needs a generator with a `{need}` method; {type(G).__name__} has none")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The metrics
+
+def fid_at_resolution(G, detector: Detector, listing: ImageListing, resolution: int, opts: Options,
+                      cache: Optional[StatsCache] = None) -> dict:
+    """fid@R: G.render at canvas R vs reals Lanczos-resized to R.
+
+    Args:
+        G: an any-resolution Generator (needs z_dim, img_resolution, render).
+        detector: the feature network.
+        listing: real images (for R above the generator size, the HR set, as published).
+        resolution: R (>= G.img_resolution).
+        opts: settings (num, batch, tile_batch, seed, ...).
+        cache: real-statistics cache (default: the user cache).
+
+    Returns:
+        The result dict (metric, fid[, kid, kid_std], counts, settings, detector, time, ...).
+
+    Raises:
+        ValueError: R below the generator size, or no usable real image.
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "render")
+    if resolution < G.img_resolution:
+        raise ValueError(f"fid@{resolution}: R must be >= the generator size {G.img_resolution}")
+    n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
+    dataset = FullImages(listing, resolution, crop=opts.crop, seed=opts.seed, indices=range(n_real))
+    fields = dict(metric="fid", listing=listing.fingerprint, resolution=resolution, crop=opts.crop,
+                  seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
+    real, _, skipped, hit = _real_stats(f"fid{resolution}", fields, dataset, opts, cache, detector,
+                                        f"real {resolution}x{resolution}")
+    gen = torch.Generator().manual_seed(opts.seed)
+
+    def make_batch(start: int, count: int) -> torch.Tensor:
+        z = _latents(gen, count, G.z_dim)
+        return G.render(z, resolution, tile_batch=opts.tile_batch, progress=False, out_dtype=torch.uint8,
+                        force_fp32=_fp32(opts))
+
+    fake = _fake_stats(opts.num, opts, detector, make_batch, f"fake {resolution}x{resolution}")
+    return _result(f"fid@{resolution}", real, fake, opts, detector,
+                   dict(resolution=resolution, real_root=listing.root, real_fingerprint=listing.fingerprint,
+                        generator_size=G.img_resolution, tiles_per_image=math.ceil(resolution / G.img_resolution) ** 2),
+                   started, hit, skipped)
+
+
+def patch_fid(G, detector: Detector, hr_listing: ImageListing, opts: Options,
+              cache: Optional[StatsCache] = None) -> dict:
+    """pfid: real HR patches with their (s, v) vs generated patches at the same (s, v), pair by pair.
+
+    The real patch records (canvas N, top-left (x, y)) are cached with the real statistics, so a later
+    run pairs its fakes with the same records. Fake i is G(z_i, canvas=N_i, box=(x_i, y_i)).
+
+    Args:
+        G: an any-resolution Generator (called as G(z, None, canvas=..., box=...)).
+        detector: the feature network.
+        hr_listing: the HR images.
+        opts: settings (scale_min, scale_max, xflip, crop, num, num_real, ...).
+        cache: real-statistics cache.
+
+    Returns:
+        The result dict.
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "forward")
+    p = G.img_resolution
+    num_real = opts.num_real or opts.num
+    sampler = PatchSampler(hr_listing, p, num_real, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                           xflip=opts.xflip, crop=opts.crop, seed=opts.seed)
+    fields = dict(metric="pfid", listing=hr_listing.fingerprint, patch=p, num_real=num_real,
+                  scale_max=opts.scale_max, scale_min=opts.scale_min, xflip=opts.xflip, crop=opts.crop,
+                  seed=opts.seed)
+    real, records, skipped, hit = _real_stats(f"pfid{p}", fields, sampler, opts, cache, detector, "real patches")
+    skipped = [list(s) for s in sampler.skipped] + list(skipped)
+    if records is None or len(records) == 0:
+        raise ValueError("pfid: no real patch records")
+    gen = torch.Generator().manual_seed(opts.seed)
+
+    def make_batch(start: int, count: int) -> torch.Tensor:
+        # Fake i reuses record i (cycled when there are more fakes than real patches).
+        recs = [record_from_meta(records[(start + j) % len(records)]) for j in range(count)]
+        z = _latents(gen, count, G.z_dim).to(opts.device)
+        canvas = torch.tensor([r.canvas for r in recs], dtype=torch.float64, device=opts.device)
+        box = torch.tensor([[r.x, r.y] for r in recs], dtype=torch.float64, device=opts.device)
+        with torch.no_grad():
+            img = G(z, None, canvas=canvas, box=box, force_fp32=_fp32(opts))
+        return to_uint8(img)
+
+    fake = _fake_stats(opts.num, opts, detector, make_batch, "fake patches")
+    sizes = records[:, 1]
+    return _result("pfid", real, fake, opts, detector,
+                   dict(patch=p, scale_max=opts.scale_max, scale_min=opts.scale_min, xflip=opts.xflip,
+                        real_root=hr_listing.root, real_fingerprint=hr_listing.fingerprint,
+                        canvas_sizes=[int(sizes.min()), int(np.median(sizes)), int(sizes.max())]),
+                   started, hit, skipped)
+
+
+def scaleinv_sizes(train_size: int, k: int, fov_scale: float) -> tuple:
+    """(generated side, centre-crop side, final side) of scaleinv-fid@k.
+
+    Generated ceil(train_size * k * fov_scale), scaled by 1/fov_scale and centre-cropped to
+    train_size * k, then resized to train_size (InfinityGAN's evaluation; fov_scale = full training
+    image size / real data size, 197/128 for its main model, 1 when both are the same)."""
+    target = train_size * k
+    return int(math.ceil(target * fov_scale)), target, train_size
+
+
+def scaleinv_postprocess(images: torch.Tensor, train_size: int, k: int, fov_scale: float) -> torch.Tensor:
+    """Generated (B, 3, H, H) float in [-1, 1] at the scaleinv size -> (B, 3, train_size, train_size)."""
+    _, target, final = scaleinv_sizes(train_size, k, fov_scale)
+    x = images.to(torch.float32)
+    if fov_scale != 1:
+        x = F.interpolate(x, scale_factor=1 / fov_scale, mode="bilinear", align_corners=True)
+        top, left = (x.shape[2] - target) // 2, (x.shape[3] - target) // 2
+        x = x[:, :, top:top + target, left:left + target]
+    return F.interpolate(x, size=(final, final), mode="bilinear", align_corners=True)
+
+
+def scaleinv_fid(G, detector: Detector, listing: ImageListing, k: int, opts: Options,
+                 cache: Optional[StatsCache] = None) -> dict:
+    """scaleinv-fid@k for InfinityGAN-style generators.
+
+    G must provide `z_dim` and `generate(z_g, height, width, seed=...)` returning (1, 3, H, W) in
+    [-1, 1] (the InfinityGenerator API); image i uses z_g_i from the seeded latent stream and
+    seed = opts.seed + i for its local latents and noise. The training size comes from opts.train_size
+    (default G.img_resolution).
+
+    Returns:
+        The result dict.
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "generate")
+    train_size = opts.train_size or getattr(G, "img_resolution", None)
+    if not train_size:
+        raise ValueError("scaleinv-fid: give the training image size (--train-size)")
+    raw, _, final = scaleinv_sizes(train_size, k, opts.fov_scale)
+    n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
+    dataset = FullImages(listing, final, crop=opts.crop, seed=opts.seed, indices=range(n_real))
+    fields = dict(metric="fid", listing=listing.fingerprint, resolution=final, crop=opts.crop,
+                  seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
+    real, _, skipped, hit = _real_stats(f"fid{final}", fields, dataset, opts, cache, detector,
+                                        f"real {final}x{final}")
+    gen = torch.Generator().manual_seed(opts.seed)
+
+    def make_batch(start: int, count: int) -> torch.Tensor:
+        out = []
+        for j in range(count):
+            z = _latents(gen, 1, G.z_dim).to(opts.device)
+            with torch.no_grad():
+                img = G.generate(z, raw, raw, seed=opts.seed + start + j)
+            if tuple(img.shape) != (1, 3, raw, raw):
+                raise ValueError(f"scaleinv-fid: G.generate returned {tuple(img.shape)}, expected (1, 3, {raw}, {raw})")
+            out.append(scaleinv_postprocess(img, train_size, k, opts.fov_scale))
+        return to_uint8(torch.cat(out))
+
+    fake = _fake_stats(opts.num, opts, detector, make_batch, f"fake x{k}")
+    return _result(f"scaleinv-fid@{k}", real, fake, opts, detector,
+                   dict(k=k, train_size=train_size, fov_scale=opts.fov_scale, generated_size=raw,
+                        real_root=listing.root, real_fingerprint=listing.fingerprint),
+                   started, hit, skipped)
+
+
+def append_jsonl(path: str, result: dict) -> None:
+    """Append one JSON line; the line is written with one write() call on a file opened for append."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    line = json.dumps(result, sort_keys=True, default=str) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())

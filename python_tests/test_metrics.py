@@ -1,0 +1,358 @@
+"""anyres_fast.metrics: Fréchet distance, KID, the real-image readers, the metrics and their cache.
+
+No Inception weights here: a small randomly initialised feature network stands in for the detector.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from anyres_fast.metrics import (FeatureStats, Options, PatchSampler, StatsCache, fid_at_resolution, frechet_distance,
+                                 from_module, kernel_inception_distance, kid_subsets, list_images, patch_fid,
+                                 scaleinv_fid, scaleinv_postprocess, scaleinv_sizes)
+from anyres_fast.metrics.detectors import load_detector
+from anyres_fast.metrics.real_images import FullImages
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+def random_orthogonal(d, rng):
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return q
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fréchet distance
+
+def test_frechet_equals_closed_form_for_gaussians_with_known_covariances():
+    rng = np.random.default_rng(0)
+    d = 24
+    q = random_orthogonal(d, rng)
+    a, b = rng.uniform(0.1, 3, d), rng.uniform(0.1, 3, d)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    s1, s2 = (q * a) @ q.T, (q * b) @ q.T          # same eigenvectors: (S1 S2)^(1/2) = Q diag(sqrt(ab)) Q^T
+    closed = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert rel(frechet_distance(mu1, s1, mu2, s2), closed) <= 1e-6
+    # Singular: half the variances are exactly zero in both (a rank-12 Gaussian in 24-D).
+    a[::2], b[1::4] = 0, 0
+    s1, s2 = (q * a) @ q.T, (q * b) @ q.T
+    closed = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    value = frechet_distance(mu1, s1, mu2, s2)
+    assert math.isfinite(value) and rel(value, closed) <= 1e-6
+    assert abs(frechet_distance(mu1, s1, mu1, s1)) <= 1e-9 * np.trace(s1)
+
+
+def test_frechet_matches_scipy_sqrtm_formula_on_random_features():
+    rng = np.random.default_rng(1)
+    d = 32
+    x = rng.standard_normal((400, d))
+    y = rng.standard_normal((300, d)) @ rng.standard_normal((d, d)) * 0.5 + 0.2
+    m1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    m2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    root = scipy.linalg.sqrtm(s1 @ s2)                          # the published formula
+    ref = float(np.real(((m1 - m2) ** 2).sum() + np.trace(s1 + s2 - 2 * root)))
+    assert rel(frechet_distance(m1, s1, m2, s2), ref) <= 1e-6
+
+
+def test_frechet_with_fewer_samples_than_dimensions_is_exact():
+    # Sample covariances of 10 and 7 points in 40-D are rank 9 and 6. For centred data X, Y,
+    # tr((X'X/n Y'Y/m)^(1/2)) = nuclear norm of X Y' / sqrt(nm): an exact reference without sqrtm.
+    rng = np.random.default_rng(2)
+    d = 40
+    x = rng.standard_normal((10, d)) * 2
+    y = rng.standard_normal((7, d)) + 1
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    s1, s2 = xc.T @ xc / len(x), yc.T @ yc / len(y)
+    nuclear = np.linalg.svd(xc @ yc.T, compute_uv=False).sum() / math.sqrt(len(x) * len(y))
+    ref = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * nuclear
+    value = frechet_distance(x.mean(0), s1, y.mean(0), s2)
+    assert math.isfinite(value) and rel(value, ref) <= 1e-6
+
+
+def test_frechet_rejects_bad_input():
+    with pytest.raises(ValueError, match="shapes"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(np.array([np.nan, 0]), np.eye(2), np.zeros(2), np.eye(2))
+
+
+def test_feature_stats_mean_cov_and_round_trip():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 6)).astype(np.float32)
+    st = FeatureStats(keep_features=True, max_items=45)
+    for chunk in np.array_split(x, 4):
+        st.append(torch.from_numpy(chunk))
+    assert st.num_items == 45 and st.is_full()
+    mean, cov = st.mean_cov()
+    np.testing.assert_allclose(mean, x[:45].astype(np.float64).mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x[:45].astype(np.float64), rowvar=False, bias=True), atol=1e-12)
+    back = FeatureStats.from_arrays(st.to_arrays())
+    np.testing.assert_allclose(back.mean_cov()[1], cov, atol=1e-12)
+    np.testing.assert_array_equal(back.features(), x[:45])
+
+
+# ----------------------------------------------------------------------------------------------------
+# KID
+
+def mmd_double_loop(x, y):
+    m, d = len(x), x.shape[1]
+    k = lambda a, b: (float(np.dot(a, b)) / d + 1) ** 3
+    sxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+    syy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+    sxy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+    return sxx / (m * (m - 1)) + syy / (m * (m - 1)) - 2 * sxy / (m * m)
+
+
+def test_kid_equals_explicit_double_loop():
+    rng = np.random.default_rng(4)
+    real, fake = rng.standard_normal((12, 5)), rng.standard_normal((10, 5)) * 1.3 + 0.4
+    # Subsets smaller than the sets: the same draws, MMD^2 by loops.
+    mean, std = kernel_inception_distance(real, fake, num_subsets=3, max_subset_size=6, seed=7)
+    per = [mmd_double_loop(fake[fi], real[ri]) for fi, ri in kid_subsets(10, 12, 3, 6, seed=7)]
+    assert rel(mean, np.mean(per)) <= 1e-10 and rel(std, np.std(per)) <= 1e-8
+    # Whole sets of equal size: MMD^2 does not depend on the order a subset is drawn in, so this
+    # checks without reusing kid_subsets.
+    real10 = real[:10]
+    mean_full, _ = kernel_inception_distance(real10, fake, num_subsets=2, max_subset_size=1000, seed=0)
+    assert rel(mean_full, mmd_double_loop(fake, real10)) <= 1e-10
+    # Identical sets: the unbiased estimate is not 0 (the cross term keeps i == j), but the loops agree.
+    assert rel(kernel_inception_distance(real10, real10, 1, 1000)[0], mmd_double_loop(real10, real10)) <= 1e-10
+
+
+# ----------------------------------------------------------------------------------------------------
+# Test data, detector and stand-in generators
+
+def write_images(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (w, h) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = rng.uniform(0, 1, 3)
+        freq = rng.uniform(0.02, 0.2, 2)
+        img = 127 + 100 * np.sin(xx[..., None] * freq[0] + yy[..., None] * freq[1] + base * 6)
+        img = img + rng.normal(0, 10, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
+    return folder
+
+
+class TinyFeatures(torch.nn.Module):
+    """A small random conv net: uint8 (B, 3, H, W) -> 12 features (resizes to 32 like Inception to 299)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.c1 = torch.nn.Conv2d(3, 6, 3, stride=2)
+        self.c2 = torch.nn.Conv2d(6, 12, 3, stride=2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        x = F.interpolate(x.float() / 127.5 - 1, size=(32, 32), mode="bilinear", align_corners=False)
+        return torch.relu(self.c2(torch.relu(self.c1(x)))).mean(dim=(2, 3))
+
+
+def real_images_at(listing, size):
+    return torch.stack([FullImages(listing, size)[i][0] for i in range(len(listing))])
+
+
+class ReplayRender:
+    """Stand-in for G.render: returns given uint8 images in order (optionally brightened)."""
+
+    def __init__(self, images, shift=0, resolution=32):
+        self.images, self.shift, self.pos = images, shift, 0
+        self.img_resolution, self.z_dim, self.c_dim = resolution, 4, 0
+
+    def render(self, z, size, **kwargs):
+        out = self.images[self.pos:self.pos + z.shape[0]]
+        self.pos += z.shape[0]
+        assert out.shape[-1] == size and kwargs["out_dtype"] == torch.uint8
+        return (out.int() + self.shift).clamp(0, 255).to(torch.uint8)
+
+
+def test_fid_identical_near_zero_shifted_larger_and_real_stats_cache(tmp_path):
+    data = write_images(tmp_path / "real", [(70, 66), (64, 80), (90, 90), (66, 66), (100, 72), (64, 64),
+                                            (80, 70), (75, 75), (120, 64), (64, 99)])
+    listing = list_images(str(data))
+    net = TinyFeatures()
+    det = from_module(net, "tiny")
+    reals = real_images_at(listing, 64)
+    cache = StatsCache(str(tmp_path / "cache"))
+    opts = Options(num=10, batch=4, progress=False, kid=True, kid_subsets=5, kid_subset_size=8)
+
+    same = fid_at_resolution(ReplayRender(reals), det, listing, 64, opts, cache)
+    assert same["real_stats_cache"] == "miss" and same["num_real"] == same["num_fake"] == 10
+    assert abs(same["fid"]) < 1e-6
+    calls = net.calls
+    shifted = fid_at_resolution(ReplayRender(reals, shift=60), det, listing, 64, opts, cache)
+    assert shifted["real_stats_cache"] == "hit" and net.calls - calls == 3      # 3 fake batches, no real ones
+    assert shifted["fid"] > 1e-3 and shifted["fid"] > 1e4 * max(abs(same["fid"]), 1e-12)
+    assert shifted["kid"] > same["kid"] + 1e-4
+    assert shifted["detector"]["sha256"] == det.sha256 and shifted["settings"]["resolution"] == 64
+
+    # Rewriting one file changes the listing fingerprint: the cache is not used.
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(data / "img003.png")
+    listing2 = list_images(str(data))
+    assert listing2.fingerprint != listing.fingerprint
+    again = fid_at_resolution(ReplayRender(real_images_at(listing2, 64)), det, listing2, 64, opts, cache)
+    assert again["real_stats_cache"] == "miss" and abs(again["fid"]) < 1e-6
+
+
+def test_fid_skips_and_reports_too_small_and_corrupt_images(tmp_path):
+    data = write_images(tmp_path / "real", [(70, 70), (40, 90), (64, 64)])
+    (data / "broken.png").write_bytes(b"not a png")
+    listing = list_images(str(data))
+    det = from_module(TinyFeatures(), "tiny")
+    good = torch.stack([FullImages(listing, 64)[i][0] for i in (1, 3)])   # sorted: broken, img000, img001, img002
+    r = fid_at_resolution(ReplayRender(good), det, listing, 64, Options(num=2, progress=False, use_cache=False))
+    assert r["num_real"] == 2 and r["real_skipped"] == 2
+    reasons = " ".join(str(s) for s in r["real_skipped_examples"])
+    assert "unreadable" in reasons and "square side 40 < 64" in reasons
+
+
+# ----------------------------------------------------------------------------------------------------
+# Patch sampler and pfid
+
+def test_patch_sampler_semantics(tmp_path):
+    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (100, 100), (300, 300)])
+    listing = list_images(str(data))
+    p = 64
+    sampler = PatchSampler(listing, p, num=40, scale_max=0.5, scale_min=0.3, seed=3)   # sizes in [128, min(L, 213)]
+    assert [f for f, _ in sampler.skipped] == ["img002.png"]                            # 100 < p / scale_max
+    sides = {0: 150, 1: 130, 3: 300}
+    for k in range(40):
+        img, meta, reason = sampler[k]
+        image, canvas, x, y, flip = (int(v) for v in meta)
+        assert reason is None and img.shape == (3, p, p)
+        assert 128 <= canvas <= min(sides[image], 213) and 0 <= x <= canvas - p and 0 <= y <= canvas - p
+    # The pixels are the crop of the Lanczos-resized centre square.
+    img, meta, _ = sampler[5]
+    image, canvas, x, y, _ = (int(v) for v in meta)
+    with Image.open(listing.path(image)) as im:
+        im = im.convert("RGB")
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        ref = im.crop((left, top, left + side, top + side)).resize((canvas, canvas), Image.LANCZOS)
+    ref = np.asarray(ref)[y:y + p, x:x + p].transpose(2, 0, 1)
+    np.testing.assert_array_equal(img.numpy(), ref)
+    # Native upper bound (scale_min None) reaches the full square size.
+    wide = PatchSampler(listing, p, num=200, scale_max=1.0, seed=0)
+    assert max(int(wide[k][1][1]) for k in range(0, 200, 10)) > 200
+
+
+class Recording(torch.nn.Module):
+    """Generator stand-in: records every (canvas, box) it is called with, returns a cheap patch.
+    (The real Generator goes through the same call in test_metrics_cli.)"""
+
+    def __init__(self, p=64, z_dim=8):
+        super().__init__()
+        self.calls = []
+        self.z_dim, self.c_dim, self.img_resolution = z_dim, 0, p
+
+    def forward(self, z, c=None, *, canvas, box, **kw):
+        self.calls += [(float(n), (float(b[0]), float(b[1]))) for n, b in zip(canvas, box)]
+        p = self.img_resolution
+        ramp = torch.linspace(-1, 1, p).view(1, 1, 1, p)
+        return torch.tanh(z[:, :3, None, None] + ramp * (canvas.view(-1, 1, 1, 1).float() / 200))
+
+
+def test_pfid_generates_each_fake_at_the_real_patch_s_v(tmp_path):
+    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (260, 240)])
+    listing = list_images(str(data))
+    rec = Recording()
+    opts = Options(num=6, batch=4, progress=False, seed=11, scale_max=1.0, scale_min=None,
+                   cache_dir=str(tmp_path / "cache"))
+    result = patch_fid(rec, from_module(TinyFeatures(), "tiny"), listing, opts)
+    assert result["num_fake"] == 6 and math.isfinite(result["fid"])
+    sampler = PatchSampler(listing, 64, num=6, scale_max=1.0, seed=11)
+    expected = []
+    for k in range(6):
+        _, meta, _ = sampler[k]
+        _, canvas, x, y, _ = (int(v) for v in meta)
+        expected.append((float(canvas), (float(x), float(y))))
+    assert rec.calls == expected
+    assert len({c for c, _ in expected}) > 1              # several scales, so the check means something
+    # A second run takes the real patches and their records from the cache and pairs the same way.
+    rec2 = Recording()
+    again = patch_fid(rec2, from_module(TinyFeatures(), "tiny"), listing, opts)
+    assert again["real_stats_cache"] == "hit" and rec2.calls == expected
+    # (x, y) on canvas N is the patch with s = p / N and centre v, as the generator's transform sees it.
+    from anyres_fast.models import patch_transform
+    for n, (x, y) in expected:
+        t, scale = patch_transform(64, n, box=(x, y))
+        assert t[0, 0, 0].item() == pytest.approx(64 / n) and scale.item() == pytest.approx(n / 64)
+        assert 2 * t[0, 0, 2].item() == pytest.approx((x + 32) / n * 2 - 1, abs=1e-6)
+        assert 2 * t[0, 1, 2].item() == pytest.approx((y + 32) / n * 2 - 1, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# scaleinv-fid (InfinityGAN interface, stand-in object)
+
+class StandInInfinity:
+    """The InfinityGenerator API the metric codes against: generate(z_g, height, width, seed=...)."""
+    z_dim, c_dim, img_resolution = 6, 0, 16
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, z_g, height, width, *, seed=0):
+        self.calls.append((tuple(z_g.shape), height, width, seed))
+        g = torch.Generator().manual_seed(seed)
+        yy = torch.linspace(-1, 1, height).view(1, 1, -1, 1)
+        return (torch.tanh(z_g[:, :3].view(1, 3, 1, 1) + yy) * 0.9 + 0.05 * torch.randn(1, 3, height, width, generator=g)).clamp(-1, 1)
+
+
+def test_scaleinv_fid_sizes_postprocess_and_calls(tmp_path):
+    assert scaleinv_sizes(128, 2, 197 / 128) == (394, 256, 128)
+    x = torch.rand(2, 3, 50, 50) * 2 - 1
+    np.testing.assert_allclose(scaleinv_postprocess(x, 16, 3, 1.0),
+                               F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=True), atol=0)
+    # fov > 1: scale by 1/fov, keep the centre train_size*k, then resize.
+    raw, target, final = scaleinv_sizes(16, 2, 1.5)
+    y = torch.rand(1, 3, raw, raw)
+    scaled = F.interpolate(y, scale_factor=1 / 1.5, mode="bilinear", align_corners=True)
+    off = (scaled.shape[-1] - target) // 2
+    ref = F.interpolate(scaled[:, :, off:off + target, off:off + target], size=(16, 16), mode="bilinear",
+                        align_corners=True)
+    np.testing.assert_allclose(scaleinv_postprocess(y, 16, 2, 1.5), ref, atol=0)
+
+    data = write_images(tmp_path / "real", [(40, 40), (30, 50), (60, 45)])
+    G = StandInInfinity()
+    opts = Options(num=5, batch=2, progress=False, seed=4, use_cache=False, fov_scale=1.5)
+    r = scaleinv_fid(G, from_module(TinyFeatures(), "tiny"), list_images(str(data)), 2, opts)
+    assert r["metric"] == "scaleinv-fid@2" and r["num_fake"] == 5 and math.isfinite(r["fid"])
+    assert [c[1:] for c in G.calls] == [(48, 48, 4 + i) for i in range(5)]     # ceil(16*2*1.5) = 48, seeds differ
+    assert all(c[0] == (1, 6) for c in G.calls)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Detector loading
+
+def test_pytorch_fid_detector_loads_a_state_dict_file_with_weights_only(tmp_path):
+    from benchmarks.bench_metrics import random_pytorch_fid_state   # pytorch-fid's layout, random weights
+
+    state = random_pytorch_fid_state(seed=0)
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(state, path)
+    det = load_detector(str(path))
+    assert det.kind == "pytorch-fid" and det.path == str(path)
+    assert det.verified is False                     # random weights: the sha256 prefix in the name differs
+    img = torch.randint(0, 256, (1, 3, 40, 52), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    feats = det(img)
+    assert feats.shape == (1, 2048) and torch.isfinite(feats).all()
+    # The weights in the network are the file's (one forward only: Inception at 299 is slow on a CPU).
+    loaded = det.module.state_dict()
+    assert torch.equal(loaded["blocks.0.0.conv.weight"], state["Conv2d_1a_3x3.conv.weight"])
+    assert torch.equal(loaded["blocks.3.2.branch_pool.conv.weight"], state["Mixed_7c.branch_pool.conv.weight"])
+    with pytest.raises(ValueError, match="TorchScript"):
+        load_detector(str(path), kind="nvidia")
