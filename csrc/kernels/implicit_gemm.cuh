@@ -22,9 +22,14 @@
 // each), single-stage shared memory with the next tile prefetched into registers during the MMAs.
 // The caller passes the weight permuted to (M, kh, kw, C) (a few MB, once per call): K = tap·C + c.
 #pragma once
-#include <mma.h>
-
 #include "kernels/common.cuh"
+
+#ifdef ANYRES_FAST_HOST_EMULATION
+#include "kernels/implicit_gemm_emulation.h"  // g++ host emulation (python_tests), never in the real build
+#else
+#include <mma.h>
+#define ANYRES_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 
 namespace anyres_fast {
 namespace igemm {
@@ -248,7 +253,7 @@ template <typename T, typename S, Math kMath, bool kDual, bool kPixelStyle>
 __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ Problem p) {
   using L = Layout<S>;
   constexpr int kSmemBytes = (kDual ? 2 : 1) * L::kBytesHalf;
-  __shared__ __align__(128) unsigned char smem[kSmemBytes];
+  ANYRES_DYNAMIC_SMEM(smem);
 
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * kBM;
@@ -351,8 +356,16 @@ cudaError_t launch_variant(const Problem& p, cudaStream_t stream) {
   const int64_t grid_x = ceil_div64(n_total, kBN);
   const int64_t grid_y = ceil_div64(p.m_out, kBM);
   if (grid_x > 2147483647LL || grid_y > 65535) return cudaErrorInvalidConfiguration;
-  conv_kernel<T, S, kMath, kDual, kPixelStyle><<<dim3((unsigned)grid_x, (unsigned)grid_y), kThreads, 0, stream>>>(p);
+  const dim3 grid((unsigned)grid_x, (unsigned)grid_y);
+  constexpr size_t kSmemBytes = (kDual ? 2 : 1) * Layout<S>::kBytesHalf;  // < 48 KB: no opt-in needed
+#ifdef ANYRES_FAST_HOST_EMULATION
+  (void)stream;
+  igemm_emulation::launch(grid, kThreads, kSmemBytes, [&] { conv_kernel<T, S, kMath, kDual, kPixelStyle>(p); });
+  return cudaSuccess;
+#else
+  conv_kernel<T, S, kMath, kDual, kPixelStyle><<<grid, kThreads, kSmemBytes, stream>>>(p);
   return cudaGetLastError();
+#endif
 }
 
 template <bool kDual, bool kPixelStyle>
