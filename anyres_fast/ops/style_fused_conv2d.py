@@ -33,7 +33,7 @@ import torch
 
 from . import _dispatch
 from .modulated_conv2d import (_cuda_unsupported, _mode_forward, conv, conv_adjoint_input, conv_adjoint_weight,
-                               exact_fp32, output_size, validate, weight_energy)
+                               exact_fp32, gemm_weight, output_size, validate, weight_energy)
 
 OP = "style_fused_conv2d"
 DEMODS = ("exact", "pointwise", "none")
@@ -189,8 +189,10 @@ def _cuda_forward(x, weight, style_map, padding, up, demod, eps):
                     device=x.device, dtype=x.dtype)
     exact = demod == "exact"
     with torch.cuda.device(x.device):
-        ext.style_fused_conv2d_igemm(x, weight, smap, y, _mode_forward(up), padding, exact, float(eps),
-                                     exact_fp32(), _dispatch.current_stream(x.device))
+        wg = gemm_weight(weight)
+        ext.style_fused_conv2d_igemm(x, wg, gemm_weight(weight, square=True) if exact else wg, smap, y,
+                                     _mode_forward(up), padding, exact, float(eps), exact_fp32(),
+                                     _dispatch.current_stream(x.device))
     if demod == "pointwise":
         # The demodulation map is a per-pixel 1x1 contraction (B·O·I·H·W MACs), done in at least float32.
         ct = torch.promote_types(x.dtype, torch.float32)
