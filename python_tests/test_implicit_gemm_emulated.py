@@ -50,12 +50,14 @@ extern "C" void emu_configure(int reverse_order, int skip_barrier_line, int skip
   emu::first_error.clear();
   ige::wmma_calls = 0;
   ige::cp_async_copies = 0;
+  ige::mma_macs = 0;
   ige::wait_lines.clear();
 }
 extern "C" int emu_max_block_threads() { return int(emu::max_block_threads); }
 extern "C" long emu_error_count() { return emu::error_count; }
 extern "C" const char* emu_first_error() { return emu::first_error.c_str(); }
 extern "C" long emu_wmma_calls() { return ige::wmma_calls; }
+extern "C" long long emu_mma_macs() { return ige::mma_macs; }
 extern "C" long emu_cp_async_copies() { return ige::cp_async_copies; }
 extern "C" int emu_barrier_lines(int* lines, int capacity) {
   int n = 0;
@@ -126,7 +128,7 @@ def _build(directory: Path):
         pytest.skip("needs g++ and the CUDA headers for the host emulation of the kernel")
     (directory / "harness.cpp").write_text(_HARNESS)
     # -ffp-contract=off: no fused multiply-adds beyond the kernel's explicit fmaf.
-    cmd = [cxx, "-std=c++20", "-O2", "-ffp-contract=off", "-w", "-x", "c++", "-pthread",
+    cmd = [cxx, "-std=c++20", "-O1", "-ffp-contract=off", "-w", "-x", "c++", "-pthread",
            "-DANYRES_FAST_HOST_EMULATION", "-DANYRES_FAST_HOST_EMULATION_THREADS", f"-I{CSRC}",
            "-isystem", str(cuda_inc), "-shared", "-fPIC", str(directory / "harness.cpp"),
            "-o", str(directory / "libemu.so")]
@@ -134,6 +136,7 @@ def _build(directory: Path):
     assert done.returncode == 0, f"g++ failed:\n{done.stderr[-6000:]}"
     lib = ctypes.CDLL(str(directory / "libemu.so"))
     lib.emu_first_error.restype = ctypes.c_char_p
+    lib.emu_mma_macs.restype = ctypes.c_longlong
     for name in ("emu_error_count", "emu_wmma_calls", "emu_cp_async_copies", "emu_fragment_load"):
         getattr(lib, name).restype = ctypes.c_long
     return lib
@@ -280,21 +283,25 @@ MOD_CASES = [
     (2, 3, 9, 5, 4, 3, 0, 2),
     (1, 20, 66, 4, 5, 3, 1, 2),
     (1, 9, 5, 7, 3, 1, 0, 1),
+    (1, 9, 5, 4, 3, 1, 0, 2),   # 1x1 up=2: three of the four parity classes have no tap (zero outputs)
 ]
+# every math path meets up=1 and up=2, M and N tails, several M tiles
+MOD_RUNS = [(0, "fma"), (0, "tf32"), (0, "fp16"), (0, "bf16"), (1, "fp16"), (1, "tf32"), (2, "fma"), (2, "bf16"),
+            (3, "fp16"), (3, "tf32"), (4, "fp16"), (5, "fma")]
 
 
-def _mod_case_id(case):
-    return "B{}I{}O{}_{}x{}_k{}p{}up{}".format(*case)
+def _mod_case_id(run):
+    return "B{}I{}O{}_{}x{}_k{}p{}up{}".format(*MOD_CASES[run[0]]) + "-" + run[1]
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("case", MOD_CASES, ids=_mod_case_id)
-def test_modulated_forward_and_dx(cuda_path, case, path):
+@pytest.mark.parametrize("run", MOD_RUNS, ids=_mod_case_id)
+def test_modulated_forward_and_dx(cuda_path, run):
     """Single accumulator: y = d·conv(x·s, W) (forward geometry) and gxs = conv_adjoint(g·d, W) (the adjoint
     geometry used for dx), against the float64 reference math."""
+    case, path = MOD_CASES[run[0]], run[1]
     b, i, o, h, w, k, p, up = case
     dtype, tol = PATHS[path]
-    x, weight, styles = _inputs(b, i, o, h, w, k, dtype, (b, i), seed=hash(case) % 1000)
+    x, weight, styles = _inputs(b, i, o, h, w, k, dtype, (b, i), seed=run[0])
     with _math(path):
         y = mc._cuda_forward(x.to(dtype), weight.to(dtype), styles.float(), True, p, up, 1e-8)
         cuda_path.check()
@@ -335,12 +342,14 @@ SF_CASES = [
     (1, 4, 5, 6, 5, 3, 1, 2, "none"),
     (2, 7, 6, 6, 7, 3, 0, 1, "pointwise"),
 ]
+SF_RUNS = [(0, "fp16"), (0, "fma"), (1, "bf16"), (1, "tf32"), (2, "fp16"), (3, "fma")]
 
 
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("case", SF_CASES, ids=lambda c: "B{}I{}O{}_{}x{}_k{}p{}up{}_{}".format(*c))
-def test_style_fused_forward(cuda_path, case, path):
+@pytest.mark.parametrize("run", SF_RUNS,
+                         ids=lambda r: "B{}I{}O{}_{}x{}_k{}p{}up{}_{}".format(*SF_CASES[r[0]]) + "-" + r[1])
+def test_style_fused_forward(cuda_path, run):
     """Per-pixel style; "exact" runs the dual accumulator (Σ W·x·S and Σ W²·S² over the same window)."""
+    case, path = SF_CASES[run[0]], run[1]
     b, i, o, h, w, k, p, up, demod = case
     dtype, tol = PATHS[path]
     x, weight, smap = _inputs(b, i, o, h, w, k, dtype, (b, i, h, w), seed=7)
@@ -443,6 +452,108 @@ def test_misaligned_fragment_pointer_is_caught(emulated):
     assert emulated.lib.emu_fragment_load(8, 6) > 0
     assert "ldm" in emulated.lib.emu_first_error().decode()
     emulated.lib.emu_configure(0, -1, -1, 0)
+
+
+@pytest.mark.parametrize("num_sms", [1, 1000], ids=["one-pass", "max-split"])
+def test_split_k_and_single_pass(cuda_path, num_sms):
+    """The split-K plan (partials + reduce kernel) and the single pass give the reference result; the
+    workspace is used exactly when K is split (the plan splits when the tiles cannot fill the SMs)."""
+    cuda_path.lib.emu_set_num_sms(num_sms)
+    try:
+        for case, path, demod in (((1, 40, 10, 4, 5, 3, 1, 2, "exact"), "fp16", "exact"), (MOD_CASES[1], "fma", None)):
+            dtype, tol = PATHS[path]
+            if demod is None:
+                b, i, o, h, w, k, p, up = case
+                x, weight, styles = _inputs(b, i, o, h, w, k, dtype, (b, i), seed=4)
+                with _math(path):
+                    y = mc._cuda_forward(x.to(dtype), weight.to(dtype), styles.float(), True, p, up, 1e-8)
+                ref = mc.modulated_conv2d_ref(x, weight, styles, True, p, up, 1e-8)
+            else:
+                b, i, o, h, w, k, p, up, _ = case
+                x, weight, smap = _inputs(b, i, o, h, w, k, dtype, (b, i, h, w), seed=4)
+                with _math(path):
+                    y = sf._cuda_forward(x.to(dtype), weight.to(dtype), smap.to(dtype), p, up, demod, 1e-8)
+                ref = sf.style_fused_conv2d_ref(x, weight, smap, p, up, demod, 1e-8)
+            cuda_path.check()
+            assert (cuda_path.last_workspace_floats > 0) == (num_sms > 1)
+            assert rel_error(y, ref) <= tol
+    finally:
+        cuda_path.lib.emu_set_num_sms(132)
+
+
+def _issued_macs(b, c, o, ho, wo, k, p, up):
+    """Tensor-core multiply-adds the kernel design issues: per CTA tile 64×64, per K step 32 channels of
+    one tap, for every (tap, channel chunk) of the CTA's parity class (up=2) or of the whole kernel."""
+    cp, total = -(-c // 8) * 8, 0
+    classes = [(py, px) for py in (0, 1) for px in (0, 1)] if up == 2 else [None]
+    for cls in classes:
+        if cls is None:
+            hc, wc, taps = ho, wo, k * k
+        else:
+            hc, wc = (ho - cls[0] + 1) // 2, (wo - cls[1] + 1) // 2
+            ty = (k - ((cls[0] + p) & 1) + 1) // 2
+            tx = (k - ((cls[1] + p) & 1) + 1) // 2
+            taps = ty * tx
+        total += -(-b * hc * wc // 64) * -(-o // 64) * taps * -(-cp // 32) * 64 * 64 * 32
+    return total
+
+
+def test_up2_issues_no_multiply_add_on_a_zero_tap(cuda_path):
+    """Counted in the emulated tensor cores: up=2 issues exactly the MMAs of its four parity
+    sub-convolutions, a quarter of the dense 3×3 count per output (the old kernel ran all 9 taps for
+    every output, 3/4 of them on zeros)."""
+    b, c, o, h, w, k, p = 1, 32, 64, 8, 8, 3, 1
+    per_output = {}
+    for up in (1, 2):
+        ho, wo = mc.output_size(h, k, p, up), mc.output_size(w, k, p, up)
+        x, weight, styles = _inputs(b, c, o, h, w, k, torch.float16, (b, c), seed=9)
+        cuda_path.lib.emu_configure(0, -1, -1, 0)
+        y = mc._cuda_forward(x.half(), weight.half(), styles.float(), True, p, up, 1e-8)
+        cuda_path.check()
+        assert rel_error(y, mc.modulated_conv2d_ref(x, weight, styles, True, p, up, 1e-8)) <= PATHS["fp16"][1]
+        macs = cuda_path.lib.emu_mma_macs()
+        assert macs == _issued_macs(b, c, o, ho, wo, k, p, up)
+        per_output[up] = macs / (b * o * ho * wo)
+    dense = k * k * c  # MACs per output of a convolution that visits every tap
+    assert per_output[1] >= dense
+    assert per_output[2] <= 0.3 * dense, per_output  # 2.25 taps of 9 on average, plus N-tile padding
+
+
+def test_removed_cp_async_wait_is_caught(emulated):
+    """Mutation check: without the pipeline's wait (copies land only at a later wait, as they may on the
+    hardware), some run reads a stage before its data arrived. The wait after the K loop only retires
+    empty groups (a safety net), so removing it changes nothing and is not asserted."""
+    errors, reported = _mutation_errors(emulated, reverse=False)
+    assert reported == 0 and max(errors) <= PATHS["fp16"][1], errors
+    lines = _lines(emulated.lib.emu_wait_lines)
+    assert len(lines) == 2, lines
+    errs, rep = _mutation_errors(emulated, reverse=False, skip_wait=min(lines))
+    assert rep > 0 or max(errs) > PATHS["fp16"][1], errs
+    emulated.lib.emu_configure(0, -1, -1, 0)
+
+
+def test_gemm_weight_is_made_once_per_weight_version(cuda_path):
+    """Issue 12: the weight is not permuted and copied on every call while it is unchanged. The kernel
+    receives the cached GEMM-ready tensor (same storage on the second call); an in-place update (new
+    version) or a new weight tensor gets a fresh, correct copy; a freed weight leaves no entry behind."""
+    b, i, o, h, w, k, p, up = MOD_CASES[0]
+    x, weight, styles = (t.float() for t in _inputs(b, i, o, h, w, k, torch.float32, (b, i), seed=2))
+    weight = torch.nn.Parameter(weight)
+    with _math("fma"):
+        first = mc._cuda_forward(x, weight, styles, True, p, up, 1e-8)
+        second = mc._cuda_forward(x, weight, styles, True, p, up, 1e-8)
+        (_, w1), (_, w2) = cuda_path.calls[-2:]
+        assert w1.shape == (o, k, k, 8) and w1.data_ptr() == w2.data_ptr() and w1.data_ptr() != weight.data_ptr()
+        assert torch.equal(first, second)
+        with torch.no_grad():
+            weight.mul_(-1)  # what an optimizer step does: in place, version bumped
+        third = mc._cuda_forward(x, weight, styles, True, p, up, 1e-8)
+        w3 = cuda_path.calls[-1][1]
+        assert w3.data_ptr() != w1.data_ptr() and torch.equal(w3[..., :i], weight.detach().permute(0, 2, 3, 1))
+        assert rel_error(third, -first) <= 1e-6
+    entries = len(mc._gemm_cache)
+    del weight
+    assert len(mc._gemm_cache) == entries - 1
 
 
 def test_stand_in_has_the_bindings_signature():

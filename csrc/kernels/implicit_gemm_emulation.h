@@ -56,6 +56,7 @@ inline int num_sms = 132;        // what cudaDevAttrMultiProcessorCount reports 
 
 // findings
 inline long wmma_calls = 0, cp_async_copies = 0;
+inline long long mma_macs = 0;  // multiply-adds issued to the (emulated) tensor cores, counted once per warp
 inline std::vector<int> wait_lines;  // source lines of the cp.async waits that ran
 
 // ---- warp-collective bookkeeping ---------------------------------------------------------------------
@@ -215,6 +216,7 @@ template <int M, int N, int K, class T, class LA, class LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
               const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
   ::anyres_fast::igemm_emulation::collective("mma_sync", nullptr, 0);
+  if (::anyres_fast::emulation::thread_idx.x % 32 == 0) ::anyres_fast::igemm_emulation::mma_macs += M * N * K;
   float out[M * N];
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
