@@ -69,4 +69,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"  built       {status['built']}" + ("" if status["built"] else " (run `anyres-fast doctor --build`)"))
     print(f"  build log   {status['build_dir']}/build.log")
+    from .ops.conv_choice import report_lines  # impl="auto" table of the convolutions
+    print("\n".join(report_lines()))
     return rc

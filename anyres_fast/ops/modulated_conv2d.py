@@ -27,7 +27,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from . import _dispatch, conv_choice
 
 OP = "modulated_conv2d"
 FORMS = ("three_pass", "grouped")
@@ -395,6 +395,11 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e
         raise TypeError(f"{OP}: demodulate must be a bool, got {demodulate!r}")
     _dispatch.check_same_device(OP, x=x, weight=weight, styles=styles)
     which = _dispatch.resolve_impl(OP, impl, (x, weight, styles), lambda: _cuda_unsupported(x, weight))
+    if which == "cuda" and impl == "auto":  # custom kernel or cuDNN three-pass, whichever measured faster
+        key = conv_choice.shape_key(OP, x, weight, padding, up, f"demodulate={demodulate}", exact_fp32())
+        which = conv_choice.choose(OP, key, x.device,
+                                   lambda: _modulated_conv2d_op(x, weight, styles, demodulate, padding, up, eps),
+                                   lambda: modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps))
     if which == "ref":
         return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps)
     return _modulated_conv2d_op(x, weight, styles, demodulate, padding, up, eps)
