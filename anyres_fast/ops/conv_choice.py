@@ -87,17 +87,18 @@ def _time_ms(fn: Callable[[], torch.Tensor]) -> float:
 def _can_measure(device: torch.device) -> bool:
     if not autotune_enabled() or device.type != "cuda":
         return False
-    if torch.cuda.is_current_stream_capturing():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    return not (compiler is not None and compiler.is_compiling())
+    return not torch.cuda.is_current_stream_capturing()  # a timing would synchronise inside the capture
 
 
 def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch.Tensor],
            run_ref: Callable[[], torch.Tensor]) -> str:
     """"cuda" or "ref" for one call of `op` with table key `key` (see the module docstring).
 
-    run_cuda / run_ref compute the op by each path; they are only called to measure a new shape."""
+    run_cuda / run_ref compute the op by each path; they are only called to measure a new shape.
+    Under torch.compile tracing the fixed rule decides (no file access or device query in the graph)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return FIXED_RULE[op]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     path = table_path()
     with _lock:

@@ -231,7 +231,8 @@ def clear_gemm_weight_cache() -> None:
 def _gemm_layout(weight, adjoint, square):
     w = weight.detach()
     if square:
-        w = w.float().square().to(weight.dtype)  # W², rounded once to the weight's dtype
+        # W² in at least float32, rounded once to the weight's dtype
+        w = w.to(torch.promote_types(w.dtype, torch.float32)).square().to(weight.dtype)
     w = w.permute(1, 2, 3, 0) if adjoint else w.permute(0, 2, 3, 1)  # (M, kh, kw, C)
     c = w.shape[3]
     out = w.new_zeros((*w.shape[:3], -(-c // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE))
