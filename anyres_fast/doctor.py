@@ -76,4 +76,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"  built       {status['built']}" + ("" if status["built"] else " (run `anyres-fast doctor --build`)"))
     if status["build_dir"] != "unknown":
         print(f"  build log   {status['build_dir']}/build.log")
+    from .ops.conv_choice import report_lines  # impl="auto" table of the convolutions
+    print("\n".join(report_lines()))
     return rc

@@ -179,9 +179,14 @@ class FakeExtension:
         d.copy_(torch.rsqrt(styles.square() @ weight.float().square().sum((2, 3)).t() + eps))
 
     @staticmethod
-    def modulated_conv2d_igemm(inp, weight, pre, post, out, mode, padding, adjoint, exact_fp32, stream):
+    def modulated_conv2d_igemm(inp, weight_gemm, pre, post, out, mode, padding, exact_fp32, stream):
         import torch.nn.functional as F
-        assert adjoint == (mode in (1, 2))
+        # GEMM-ready (M, kh, kw, Cp) back to W (O, I, kh, kw); the adjoint modes get it as (I, kh, kw, Op)
+        c = inp.shape[1]
+        assert weight_gemm.shape[3] == -(-c // 8) * 8 and not weight_gemm[..., c:].any()
+        weight = weight_gemm[..., :c].permute(0, 3, 1, 2)
+        if mode in (1, 2):
+            weight = weight.transpose(0, 1)
         scaled = inp * pre[:, :, None, None].to(inp.dtype)
         if mode == 0:
             res = F.conv2d(scaled, weight, padding=padding)

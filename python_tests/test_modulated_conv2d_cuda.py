@@ -72,13 +72,13 @@ def test_every_output_written(dtype, up, padding):
     ho, wo = mc.output_size(11, 3, padding, up), mc.output_size(13, 3, padding, up)
     out = torch.full((3, 67, ho, wo), float("nan"), device="cuda", dtype=dtype)
     d = torch.ones(3, 67, device="cuda")
-    ext.modulated_conv2d_igemm(x, weight, styles.float(), d, out, mc._mode_forward(up), padding, False, False,
-                               torch.cuda.current_stream().cuda_stream)
+    ext.modulated_conv2d_igemm(x, mc.gemm_weight(weight), styles.float(), d, out, mc._mode_forward(up), padding,
+                               False, torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
     assert torch.isfinite(out).all()
     gxs = torch.full_like(x, float("nan"))
-    ext.modulated_conv2d_igemm(out, weight, d, torch.ones(3, 20, device="cuda"), gxs, mc._mode_adjoint(up),
-                               padding, True, False, torch.cuda.current_stream().cuda_stream)
+    ext.modulated_conv2d_igemm(out, mc.gemm_weight(weight, adjoint=True), d, torch.ones(3, 20, device="cuda"), gxs,
+                               mc._mode_adjoint(up), padding, False, torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
     assert torch.isfinite(gxs).all()
 

@@ -195,8 +195,12 @@ class FakeExtension:
     """The CUDA kernel's documented semantics on CPU (implicit_gemm.cuh), for the Python glue test."""
 
     @staticmethod
-    def style_fused_conv2d_igemm(x, weight, smap, out, mode, padding, exact, eps, exact_fp32, stream):
+    def style_fused_conv2d_igemm(x, weight_gemm, weight_sq_gemm, smap, out, mode, padding, exact, eps, exact_fp32,
+                                 stream):
         up = {0: 1, 3: 2}[mode]
+        weight = weight_gemm[..., :x.shape[1]].permute(0, 3, 1, 2)  # GEMM-ready (O, kh, kw, Ip) back to W
+        if exact:
+            assert torch.equal(weight_sq_gemm, weight_gemm.square())
         res = style_fused_conv2d_ref(x, weight, smap, padding, up, "exact" if exact else "none", eps)
         assert res.shape == out.shape
         out.copy_(res)

@@ -69,7 +69,8 @@ def test_every_output_written(dtype, exact):
         x, weight, smap = make(3, 20, 67, 11, 13, 3, dtype)
         ho, wo = mc.output_size(11, 3, padding, up), mc.output_size(13, 3, padding, up)
         out = torch.full((3, 67, ho, wo), float("nan"), device="cuda", dtype=dtype)
-        ext.style_fused_conv2d_igemm(x, weight, smap, out, mc._mode_forward(up), padding, exact, 1e-8, False,
+        ext.style_fused_conv2d_igemm(x, mc.gemm_weight(weight), mc.gemm_weight(weight, square=True), smap, out,
+                                     mc._mode_forward(up), padding, exact, 1e-8, False,
                                      torch.cuda.current_stream().cuda_stream)
         torch.cuda.synchronize()
         assert torch.isfinite(out).all()

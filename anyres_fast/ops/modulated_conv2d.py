@@ -21,10 +21,13 @@ Implementations:
 """
 from __future__ import annotations
 
+import collections
+import weakref
+
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from . import _dispatch, conv_choice
 
 OP = "modulated_conv2d"
 FORMS = ("three_pass", "grouped")
@@ -220,6 +223,62 @@ def exact_fp32() -> bool:
     return EXACT_FP32["enabled"] or not torch.backends.cudnn.allow_tf32
 
 
+# GEMM-ready weights: (M, kh, kw, Cp) with the channels zero-padded to a multiple of CHANNEL_MULTIPLE
+# (csrc/kernels/implicit_gemm_api.h), so the kernel reads 16-byte chunks. Made once per weight version and
+# reused while the weight is unchanged: the cache holds a weak reference to the weight (a freed weight
+# drops its entry, so a new tensor at the same address never hits) and the entry is valid only for the
+# same data pointer, strides and version counter, which every in-place update of the tensor bumps
+# (optimizer steps, copy_ under no_grad). Writes through `.data` bypass the version counter and are not
+# seen; call clear_gemm_weight_cache() after those.
+CHANNEL_MULTIPLE = 8
+_GEMM_CACHE_SIZE = 256
+_gemm_cache: "collections.OrderedDict[tuple, tuple]" = collections.OrderedDict()
+GEMM_CACHE_STATS = {"hits": 0, "misses": 0}
+
+
+def clear_gemm_weight_cache() -> None:
+    """Drops every cached GEMM-ready weight (see gemm_weight)."""
+    _gemm_cache.clear()
+
+
+def _gemm_layout(weight, adjoint, square):
+    w = weight.detach()
+    if square:
+        # W² in at least float32, rounded once to the weight's dtype
+        w = w.to(torch.promote_types(w.dtype, torch.float32)).square().to(weight.dtype)
+    w = w.permute(1, 2, 3, 0) if adjoint else w.permute(0, 2, 3, 1)  # (M, kh, kw, C)
+    c = w.shape[3]
+    out = w.new_zeros((*w.shape[:3], -(-c // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE))
+    out[..., :c] = w
+    return out
+
+
+def gemm_weight(weight: torch.Tensor, adjoint: bool = False, square: bool = False) -> torch.Tensor:
+    """The implicit-GEMM kernel's weight layout, cached per weight version.
+
+    weight (O,I,kh,kw) -> (O,kh,kw,Ip) (adjoint=False) or (I,kh,kw,Op) (adjoint=True), of W or W²
+    (square=True), channels zero-padded to a multiple of CHANNEL_MULTIPLE; same dtype and device."""
+    key = (id(weight), adjoint, square)
+    state = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.stride(), weight.dtype, weight.device)
+    entry = _gemm_cache.get(key)
+    if entry is not None and entry[0]() is weight and entry[1] == state:
+        _gemm_cache.move_to_end(key)
+        GEMM_CACHE_STATS["hits"] += 1
+        return entry[2]
+    GEMM_CACHE_STATS["misses"] += 1
+    with torch.no_grad():
+        gw = _gemm_layout(weight, adjoint, square)
+    def forget(ref, key=key):  # the weight was freed: its entry must not outlive it
+        if _gemm_cache.get(key, (None,))[0] is ref:
+            del _gemm_cache[key]
+
+    _gemm_cache[key] = (weakref.ref(weight, forget), state, gw)
+    _gemm_cache.move_to_end(key)
+    while len(_gemm_cache) > _GEMM_CACHE_SIZE:
+        _gemm_cache.popitem(last=False)
+    return gw
+
+
 def _demod_factors(ext, weight, s32, demodulate, eps):
     """d[b,o] in float32 (ones without demodulation), computed on the device by the extension."""
     shape = (s32.shape[0], weight.shape[0])
@@ -241,7 +300,7 @@ def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
     y = torch.empty((b, o, output_size(h, kh, padding, up), output_size(w, kw, padding, up)),
                     device=x.device, dtype=x.dtype)
     with torch.cuda.device(x.device):
-        ext.modulated_conv2d_igemm(x, weight, s32, d, y, _mode_forward(up), padding, False,
+        ext.modulated_conv2d_igemm(x, gemm_weight(weight), s32, d, y, _mode_forward(up), padding,
                                    exact_fp32(), _dispatch.current_stream(x.device))
     return y
 
@@ -259,8 +318,8 @@ def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y=None
     gxs = torch.empty_like(x)
     with torch.cuda.device(x.device):
         # The adjoint conv reads grad (B,O,..) modulated by d and writes (B,I,..) unscaled.
-        ext.modulated_conv2d_igemm(grad, weight, d, ones, gxs, _mode_adjoint(up), padding, True,
-                                   exact_fp32(), _dispatch.current_stream(x.device))
+        ext.modulated_conv2d_igemm(grad, gemm_weight(weight, adjoint=True), d, ones, gxs, _mode_adjoint(up),
+                                   padding, exact_fp32(), _dispatch.current_stream(x.device))
     # Big tensors stay in the input dtype (cuDNN accumulates in fp32); the small (B,I), (B,O), (O,I)
     # reductions and the demodulation terms are in (at least) float32.
     ct = torch.promote_types(x.dtype, torch.float32)
@@ -299,8 +358,13 @@ def _cuda_unsupported(x, weight) -> str | None:
     if x.dtype not in _dispatch.CUDA_DTYPES:
         return f"dtype {x.dtype} (CUDA kernels take float32, float16, bfloat16)"
     o, i, kh, kw = weight.shape
-    if max(o, i) * kh * kw >= 2**31 - 64 or max(x.shape) >= 2**31 or -(-o // 64) > 65535 or -(-i // 64) > 65535:
-        return f"sizes beyond the kernel's 32-bit GEMM dimensions (weight {tuple(weight.shape)})"
+    b, _, h, w = x.shape
+    cp = -(-max(o, i) // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE
+    # bound on the output pixels of either geometry (up=2 at most doubles the size plus the kernel)
+    n_tiles = -(-(b * (2 * h + kh) * (2 * w + kw)) // 64)
+    if (cp * kh * kw >= 2**31 - 64 or max(x.shape) >= 2**31 or b > 65535 or -(-cp // 32) > 65535
+            or n_tiles * -(-max(o, i) // 64) >= 2**31):
+        return f"sizes beyond the kernel's 32-bit GEMM dimensions (x {tuple(x.shape)}, weight {tuple(weight.shape)})"
     return None
 
 
@@ -375,6 +439,11 @@ def modulated_conv2d(x, weight, styles, demodulate=True, padding=0, up=1, eps=1e
         raise TypeError(f"{OP}: demodulate must be a bool, got {demodulate!r}")
     _dispatch.check_same_device(OP, x=x, weight=weight, styles=styles)
     which = _dispatch.resolve_impl(OP, impl, (x, weight, styles), lambda: _cuda_unsupported(x, weight))
+    if which == "cuda" and impl == "auto":  # custom kernel or cuDNN three-pass, whichever measured faster
+        key = conv_choice.shape_key(OP, x, weight, padding, up, f"demodulate={demodulate}", exact_fp32())
+        which = conv_choice.choose(OP, key, x.device,
+                                   lambda: _modulated_conv2d_op(x, weight, styles, demodulate, padding, up, eps),
+                                   lambda: modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps))
     if which == "ref":
         return modulated_conv2d_ref(x, weight, styles, demodulate, padding, up, eps)
     return _modulated_conv2d_op(x, weight, styles, demodulate, padding, up, eps)

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import torch
 
-from . import _dispatch
+from . import _dispatch, conv_choice
 from .modulated_conv2d import (_cuda_unsupported, _mode_forward, conv, conv_adjoint_input, conv_adjoint_weight,
-                               exact_fp32, output_size, validate, weight_energy)
+                               exact_fp32, gemm_weight, output_size, validate, weight_energy)
 
 OP = "style_fused_conv2d"
 DEMODS = ("exact", "pointwise", "none")
@@ -200,8 +200,10 @@ def _cuda_forward(x, weight, style_map, padding, up, demod, eps):
                     device=x.device, dtype=x.dtype)
     exact = demod == "exact"
     with torch.cuda.device(x.device):
-        ext.style_fused_conv2d_igemm(x, weight, smap, y, _mode_forward(up), padding, exact, float(eps),
-                                     exact_fp32(), _dispatch.current_stream(x.device))
+        wg = gemm_weight(weight)
+        ext.style_fused_conv2d_igemm(x, wg, gemm_weight(weight, square=True) if exact else wg, smap, y,
+                                     _mode_forward(up), padding, exact, float(eps), exact_fp32(),
+                                     _dispatch.current_stream(x.device))
     if demod == "pointwise":
         # The demodulation map is a per-pixel 1x1 contraction (B·O·I·H·W MACs), done in at least float32.
         ct = torch.promote_types(x.dtype, torch.float32)
@@ -251,6 +253,11 @@ def style_fused_conv2d(x, weight, style_map, padding=0, up=1, demod="exact", eps
         raise ValueError(f"{OP}: demod must be one of {DEMODS}, got {demod!r}")
     _dispatch.check_same_device(OP, x=x, weight=weight, style_map=style_map)
     which = _dispatch.resolve_impl(OP, impl, (x, weight, style_map), lambda: _cuda_unsupported(x, weight))
+    if which == "cuda" and impl == "auto":  # custom kernel or cuDNN reference, whichever measured faster
+        key = conv_choice.shape_key(OP, x, weight, padding, up, f"demod={demod}", exact_fp32())
+        which = conv_choice.choose(OP, key, x.device,
+                                   lambda: _style_fused_conv2d_op(x, weight, style_map, padding, up, demod, eps),
+                                   lambda: style_fused_conv2d_ref(x, weight, style_map, padding, up, demod, eps))
     if which == "ref":
         return style_fused_conv2d_ref(x, weight, style_map, padding, up, demod, eps)
     return _style_fused_conv2d_op(x, weight, style_map, padding, up, demod, eps)

@@ -45,38 +45,62 @@ void demod(const torch::Tensor& weight, const torch::Tensor& styles, torch::Tens
   anyres_fast::check_launch("modulated_conv2d_demod", err);
 }
 
-// out = post · conv_mode(input · pre, weight); adjoint=True reads weight (O,I,..) as (I,O,..).
-void igemm(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& pre, const torch::Tensor& post,
-           torch::Tensor& out, int64_t mode, int64_t padding, bool adjoint, bool exact_fp32, int64_t stream) {
-  anyres_fast::begin_launch("modulated_conv2d_igemm", {input, weight, pre, post, out});
+// out = post · conv_mode(input · pre, W) with W GEMM-ready: weight_gemm (M, kh, kw, Cp) (the Python side
+// caches it per weight version: anyres_fast/ops/modulated_conv2d.py gemm_weight).
+void igemm(const torch::Tensor& input, const torch::Tensor& weight_gemm, const torch::Tensor& pre,
+           const torch::Tensor& post, torch::Tensor& out, int64_t mode, int64_t padding, bool exact_fp32,
+           int64_t stream) {
+  anyres_fast::begin_launch("modulated_conv2d_igemm", {input, weight_gemm, pre, post, out});
   check_cuda(input, "input", 4);
-  check_cuda(weight, "weight", 4);
+  check_cuda(weight_gemm, "weight_gemm", 4);
   check_cuda(pre, "pre", 2);
   check_cuda(post, "post", 2);
   check_cuda(out, "out", 4);
   auto dtype = kernel_dtype(input, "input");
-  TORCH_CHECK(weight.scalar_type() == input.scalar_type() && out.scalar_type() == input.scalar_type(),
+  TORCH_CHECK(weight_gemm.scalar_type() == input.scalar_type() && out.scalar_type() == input.scalar_type(),
               "modulated_conv2d: input, weight and out must share a dtype");
   TORCH_CHECK(pre.scalar_type() == torch::kFloat32 && post.scalar_type() == torch::kFloat32,
               "modulated_conv2d: pre/post scales must be float32");
-  const int64_t c = adjoint ? weight.size(0) : weight.size(1);
-  const int64_t m = adjoint ? weight.size(1) : weight.size(0);
-  const int64_t b = input.size(0);
-  TORCH_CHECK(input.size(1) == c, "modulated_conv2d: input has ", input.size(1), " channels, weight expects ", c);
+  const int64_t b = input.size(0), c = input.size(1), m = weight_gemm.size(0);
+  for (int64_t v : {b, c, m, input.size(2), input.size(3), out.size(2), out.size(3), weight_gemm.size(1),
+                    weight_gemm.size(2), weight_gemm.size(3)})
+    check_int32(v, "size");
+  TORCH_CHECK(weight_gemm.size(3) == anyres_fast::padded_channels((int)c), "modulated_conv2d: weight_gemm must be (M, kh, kw, ",
+              anyres_fast::padded_channels((int)c), ") for ", c, " input channels, got ", weight_gemm.sizes());
   TORCH_CHECK(out.size(0) == b && out.size(1) == m, "modulated_conv2d: out must be (B, ", m, ", H, W)");
   TORCH_CHECK(pre.size(0) == b && pre.size(1) == c, "modulated_conv2d: pre must be (B, C)");
   TORCH_CHECK(post.size(0) == b && post.size(1) == m, "modulated_conv2d: post must be (B, M)");
   TORCH_CHECK(mode >= 0 && mode <= 3, "modulated_conv2d: bad geometry mode ", mode);
   TORCH_CHECK(padding >= 0 && padding < 65536, "modulated_conv2d: bad padding ", padding);
-  TORCH_CHECK(input.numel() > 0 && out.numel() > 0 && weight.numel() > 0, "modulated_conv2d: empty tensor");
-  for (int64_t v : {b, c, m, input.size(2), input.size(3), out.size(2), out.size(3), weight.size(2), weight.size(3)})
-    check_int32(v, "size");
-  // GEMM-ready weight (M, kh, kw, C): a small permuted copy, made on the current (Python-set) device/stream.
-  auto weight_gemm = (adjoint ? weight.permute({1, 2, 3, 0}) : weight.permute({0, 2, 3, 1})).contiguous();
-  int err = anyres_fast::modulated_conv2d_igemm(
-      input.data_ptr(), weight_gemm.data_ptr(), pre.data_ptr<float>(), post.data_ptr<float>(), out.data_ptr(), (int)b,
-      (int)c, (int)input.size(2), (int)input.size(3), (int)m, (int)out.size(2), (int)out.size(3), (int)weight.size(2),
-      (int)weight.size(3), (int)padding, (int)mode, dtype, exact_fp32, as_stream(stream));
+  TORCH_CHECK(input.numel() > 0 && out.numel() > 0 && weight_gemm.numel() > 0, "modulated_conv2d: empty tensor");
+  anyres_fast::ImplicitGemmShape shape;
+  shape.batch = (int)b;
+  shape.channels = (int)c;
+  shape.h_in = (int)input.size(2);
+  shape.w_in = (int)input.size(3);
+  shape.m_out = (int)m;
+  shape.h_out = (int)out.size(2);
+  shape.w_out = (int)out.size(3);
+  shape.kh = (int)weight_gemm.size(1);
+  shape.kw = (int)weight_gemm.size(2);
+  shape.pad = (int)padding;
+  shape.mode = (int)mode;
+  anyres_fast::ImplicitGemmScratch scratch;
+  anyres_fast::check_launch("modulated_conv2d_igemm (plan)", anyres_fast::implicit_gemm_scratch(shape, false, &scratch));
+  // scratch from the torch allocator on the current (Python-set) device and stream
+  auto staged = torch::empty({scratch.staged_elements}, input.options());
+  torch::Tensor workspace;
+  if (scratch.workspace_floats > 0) workspace = torch::empty({scratch.workspace_floats}, input.options().dtype(torch::kFloat32));
+  anyres_fast::ImplicitGemmOperands o;
+  o.x = input.data_ptr();
+  o.pre = pre.data_ptr<float>();
+  o.weight = weight_gemm.data_ptr();
+  o.post = post.data_ptr<float>();
+  o.out = out.data_ptr();
+  o.staged = staged.data_ptr();
+  o.workspace = scratch.workspace_floats > 0 ? workspace.data_ptr<float>() : nullptr;
+  o.workspace_floats = scratch.workspace_floats;
+  int err = anyres_fast::modulated_conv2d_igemm(shape, o, dtype, exact_fp32, as_stream(stream));
   anyres_fast::check_launch("modulated_conv2d_igemm", err);
 }
 
@@ -86,7 +110,6 @@ ANYRES_FAST_BIND(modulated_conv2d) {
   m.def("modulated_conv2d_demod", &demod, "d = rsqrt(sum (W s)^2 + eps)", pybind11::arg("weight"),
         pybind11::arg("styles"), pybind11::arg("d"), pybind11::arg("eps"), pybind11::arg("stream"));
   m.def("modulated_conv2d_igemm", &igemm, "implicit-GEMM modulated convolution", pybind11::arg("input"),
-        pybind11::arg("weight"), pybind11::arg("pre"), pybind11::arg("post"), pybind11::arg("out"),
-        pybind11::arg("mode"), pybind11::arg("padding"), pybind11::arg("adjoint"), pybind11::arg("exact_fp32"),
-        pybind11::arg("stream"));
+        pybind11::arg("weight_gemm"), pybind11::arg("pre"), pybind11::arg("post"), pybind11::arg("out"),
+        pybind11::arg("mode"), pybind11::arg("padding"), pybind11::arg("exact_fp32"), pybind11::arg("stream"));
 }

@@ -14,11 +14,15 @@ void check_cuda(const torch::Tensor& t, const char* what) {
     TORCH_CHECK(s <= INT32_MAX, "style_fused_conv2d: ", what, " size ", s, " does not fit the kernel's int32 sizes");
 }
 
-void igemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& style_map, torch::Tensor& out,
-           int64_t mode, int64_t padding, bool exact, double eps, bool exact_fp32, int64_t stream) {
-  anyres_fast::begin_launch("style_fused_conv2d", {x, weight, style_map, out});
+// weight_gemm / weight_sq_gemm: W and W² GEMM-ready (O, kh, kw, Ip) (anyres_fast/ops/modulated_conv2d.py
+// gemm_weight); weight_sq_gemm is read only when exact.
+void igemm(const torch::Tensor& x, const torch::Tensor& weight_gemm, const torch::Tensor& weight_sq_gemm,
+           const torch::Tensor& style_map, torch::Tensor& out, int64_t mode, int64_t padding, bool exact, double eps,
+           bool exact_fp32, int64_t stream) {
+  anyres_fast::begin_launch("style_fused_conv2d", {x, weight_gemm, weight_sq_gemm, style_map, out});
   check_cuda(x, "x");
-  check_cuda(weight, "weight");
+  check_cuda(weight_gemm, "weight_gemm");
+  check_cuda(weight_sq_gemm, "weight_sq_gemm");
   check_cuda(style_map, "style_map");
   check_cuda(out, "out");
   anyres_fast::DType dtype;
@@ -28,20 +32,47 @@ void igemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Ten
     case torch::kBFloat16: dtype = anyres_fast::DType::bf16; break;
     default: TORCH_CHECK(false, "style_fused_conv2d: x must be float32, float16 or bfloat16, got ", x.scalar_type());
   }
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && style_map.scalar_type() == x.scalar_type() &&
-                  out.scalar_type() == x.scalar_type(),
-              "style_fused_conv2d: x, weight, style_map and out must share a dtype");
+  TORCH_CHECK(weight_gemm.scalar_type() == x.scalar_type() && weight_sq_gemm.scalar_type() == x.scalar_type() &&
+                  style_map.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
+              "style_fused_conv2d: x, weights, style_map and out must share a dtype");
   TORCH_CHECK(style_map.sizes() == x.sizes(), "style_fused_conv2d: style_map must have the shape of x");
-  TORCH_CHECK(weight.size(1) == x.size(1), "style_fused_conv2d: weight/x channel mismatch");
-  TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == weight.size(0), "style_fused_conv2d: out must be (B,O,H,W)");
+  TORCH_CHECK(weight_gemm.size(3) == anyres_fast::padded_channels((int)x.size(1)),
+              "style_fused_conv2d: weight_gemm must be (O, kh, kw, ", anyres_fast::padded_channels((int)x.size(1)),
+              ") for ", x.size(1), " input channels, got ", weight_gemm.sizes());
+  TORCH_CHECK(weight_sq_gemm.sizes() == weight_gemm.sizes(), "style_fused_conv2d: weight_sq_gemm must match weight_gemm");
+  TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == weight_gemm.size(0), "style_fused_conv2d: out must be (B,O,H,W)");
   TORCH_CHECK(mode == 0 || mode == 3, "style_fused_conv2d: mode must be 0 (conv) or 3 (transposed up=2)");
   TORCH_CHECK(padding >= 0 && padding < 65536, "style_fused_conv2d: bad padding ", padding);
-  auto weight_gemm = weight.permute({0, 2, 3, 1}).contiguous();  // GEMM-ready (O, kh, kw, I)
-  int err = anyres_fast::style_fused_conv2d_igemm(
-      x.data_ptr(), weight_gemm.data_ptr(), style_map.data_ptr(), out.data_ptr(), (int)x.size(0), (int)x.size(1),
-      (int)x.size(2), (int)x.size(3), (int)weight.size(0), (int)out.size(2), (int)out.size(3), (int)weight.size(2),
-      (int)weight.size(3), (int)padding, (int)mode, exact, (float)eps, dtype, exact_fp32,
-      reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream)));
+  anyres_fast::ImplicitGemmShape shape;
+  shape.batch = (int)x.size(0);
+  shape.channels = (int)x.size(1);
+  shape.h_in = (int)x.size(2);
+  shape.w_in = (int)x.size(3);
+  shape.m_out = (int)weight_gemm.size(0);
+  shape.h_out = (int)out.size(2);
+  shape.w_out = (int)out.size(3);
+  shape.kh = (int)weight_gemm.size(1);
+  shape.kw = (int)weight_gemm.size(2);
+  shape.pad = (int)padding;
+  shape.mode = (int)mode;
+  anyres_fast::ImplicitGemmScratch scratch;
+  anyres_fast::check_launch("style_fused_conv2d_igemm (plan)", anyres_fast::implicit_gemm_scratch(shape, exact, &scratch));
+  auto staged = torch::empty({scratch.staged_elements}, x.options());
+  torch::Tensor staged_sq, workspace;
+  if (exact) staged_sq = torch::empty({scratch.staged_elements}, x.options());
+  if (scratch.workspace_floats > 0) workspace = torch::empty({scratch.workspace_floats}, x.options().dtype(torch::kFloat32));
+  anyres_fast::ImplicitGemmOperands o;
+  o.x = x.data_ptr();
+  o.pre_map = style_map.data_ptr();
+  o.weight = weight_gemm.data_ptr();
+  o.weight_sq = exact ? weight_sq_gemm.data_ptr() : nullptr;
+  o.out = out.data_ptr();
+  o.staged = staged.data_ptr();
+  o.staged_sq = exact ? staged_sq.data_ptr() : nullptr;
+  o.workspace = scratch.workspace_floats > 0 ? workspace.data_ptr<float>() : nullptr;
+  o.workspace_floats = scratch.workspace_floats;
+  int err = anyres_fast::style_fused_conv2d_igemm(shape, o, exact, (float)eps, dtype, exact_fp32,
+                                                  reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream)));
   anyres_fast::check_launch("style_fused_conv2d_igemm", err);
 }
 
@@ -49,7 +80,7 @@ void igemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Ten
 
 ANYRES_FAST_BIND(style_fused_conv2d) {
   m.def("style_fused_conv2d_igemm", &igemm, "implicit-GEMM convolution with a per-pixel style (two accumulators)",
-        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("style_map"), pybind11::arg("out"),
+        pybind11::arg("x"), pybind11::arg("weight_gemm"), pybind11::arg("weight_sq_gemm"), pybind11::arg("style_map"), pybind11::arg("out"),
         pybind11::arg("mode"), pybind11::arg("padding"), pybind11::arg("exact"), pybind11::arg("eps"),
         pybind11::arg("exact_fp32"), pybind11::arg("stream"));
 }

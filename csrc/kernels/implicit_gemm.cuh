@@ -1,190 +1,197 @@
 // Implicit-GEMM convolution shared by modulated_conv2d and style_fused_conv2d. Pure CUDA (docs/build.md §1).
 //
-// out[b,m,Y,X] = post[b,m] · Σ_{c,ky,kx} Wt(m,c,ky,kx) · in[b,c,src(Y,ky),src(X,kx)] · scale(b,c,src)
+// out[b,m,Y,X] = post[b,m] · Σ_{c,ky,kx} W(m,c,ky,kx) · in[b,c,src(Y,ky),src(X,kx)] · scale(b,c,src)
 //   scale = pre[b,c] (per-channel style: modulated_conv2d) or pre_map[b,c,iy,ix] (style_fused_conv2d).
-// With `dual`, a second accumulator over the same window sums Wt² · scale² and the epilogue multiplies
+// With `dual`, a second accumulator over the same window sums W² · scale² and the epilogue multiplies
 // by rsqrt(acc2 + eps): the exact per-pixel demodulation of style_fused_conv2d.
 //
-// GEMM view: M = output channels, N = B·H_out·W_out output pixels (batch folded in, so small layers still
-// fill the GPU), K = C·kh·kw. Weights are shared by the whole batch: the style is applied to the input
-// while it is staged into shared memory, never to a per-sample weight tensor.
+// Three kernels per call:
+//  1. stage: x·scale (and scale² for dual) written channels-last, (B, H_in, W_in, Cp) with Cp = C rounded
+//     up to kChannelMultiple and zero channels above C, so every 8 (16-bit) or 4 (fp32) channels of a
+//     pixel are one aligned 16-byte chunk. The weight arrives GEMM-ready the same way, (M, kh, kw, Cp).
+//  2. GEMM: M = output channels, N = output pixels (batch folded in), K = taps × Cp. CTA tile 64×64,
+//     K step 32 channels of one tap, 4 warps (2×2, 32×32 each) on WMMA tensor cores (fp16/bf16
+//     m16n16k16, fp32 as TF32 m16n16k8, fp32 accumulation) or plain FMA (exact fp32). Operands move
+//     global -> shared with 16-byte cp.async (zero fill for padding and tails) through kStages = 3
+//     shared-memory stages, one barrier per K step.
+//     up=2 (TConvS2) runs as four output-parity sub-convolutions (grid z): outputs of parity (py, px)
+//     only meet the taps ky ≡ py + p, kx ≡ px + p (mod 2), so no multiply-add touches a zero tap.
+//     The grid walks the M tiles fastest, so CTAs running together share an input tile (L2 reuse) and
+//     the weights (small) are re-read instead. Layers with fewer CTAs than SMs split K (grid z) into
+//     float32 partial sums.
+//  3. reduce (split-K only): sums the partials and applies the epilogue.
 //
 // Geometry modes (src = input coordinate read by output coordinate o through tap k, padding p):
 //   ConvS1   src = o - p + k                     stride-1 conv (modulated_conv2d up=1)
 //   ConvS2   src = 2o - p + k                    stride-2 conv (adjoint of the up=2 transposed conv)
 //   TConvS1  src = o + p - k                     adjoint of ConvS1 (backward dx for up=1)
 //   TConvS2  src = (o + p - k)/2 when even       stride-2 transposed conv (up=2)
-// Reads outside the input are zeros (zero padding); every global access is bounds-checked, offsets are
-// 64-bit.
-//
-// Math: fp16/bf16 use tensor cores through WMMA (mma.sync m16n16k16, fp32 accumulation); fp32 uses TF32
-// tensor cores (m16n16k8) or, with exact_fp32, a plain FMA path. Tiles 64×64×32, 4 warps (2×2, 32×32
-// each), single-stage shared memory with the next tile prefetched into registers during the MMAs.
-// The caller passes the weight permuted to (M, kh, kw, C) (a few MB, once per call): K = tap·C + c.
+// Reads outside the input are zeros (zero padding); global offsets are 64-bit.
 #pragma once
-#include <mma.h>
-
 #include "kernels/common.cuh"
+
+#ifdef ANYRES_FAST_HOST_EMULATION
+#include "kernels/implicit_gemm_emulation.h"  // g++ host emulation (python_tests), never in the real build
+#else
+#include <mma.h>
+#define ANYRES_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
+#include "kernels/implicit_gemm_api.h"
 
 namespace anyres_fast {
 namespace igemm {
 
 enum ConvMode : int { kConvS1 = 0, kConvS2 = 1, kTConvS1 = 2, kTConvS2 = 3 };
+enum class Math { kMma16, kTf32, kFma };
+
+constexpr int kBM = 64, kBN = 64, kBK = 32, kThreads = 128, kStages = 3;
+constexpr int kMaxSplits = 8;
 
 struct Problem {
-  const void* input = nullptr;    // (B, C, H_in, W_in), element type T
-  const void* weight = nullptr;   // type T, GEMM-ready (M, kh, kw, C) contiguous: (m, tap, c) at (m·taps + tap)·C + c
-  const float* pre = nullptr;     // (B, C) per-channel input scale (used when pre_map is null)
-  const void* pre_map = nullptr;  // (B, C, H_in, W_in) per-pixel input scale, type T, or null
-  const float* post = nullptr;    // (B, M) per-output-channel scale, or null (= 1)
-  void* out = nullptr;            // (B, M, H_out, W_out), type T
-  int batch = 0, channels = 0, h_in = 0, w_in = 0;
-  int m_out = 0, h_out = 0, w_out = 0;
-  int kh = 0, kw = 0, pad = 0, mode = kConvS1;
-  bool dual = false;
+  ImplicitGemmShape s;
+  int cp = 0;                       // channels padded to kChannelMultiple (the staged/weight row length)
+  const void* input = nullptr;      // staged (B, H_in, W_in, cp), type T, already × scale
+  const void* input_sq = nullptr;   // dual: staged scale² (B, H_in, W_in, cp)
+  const void* weight = nullptr;     // (M, kh, kw, cp), type T
+  const void* weight_sq = nullptr;  // dual: W² (M, kh, kw, cp)
+  const float* post = nullptr;      // (B, M) per-output-channel scale, or null (= 1)
+  void* out = nullptr;              // (B, M, H_out, W_out), type T
+  float* partial = nullptr;         // split-K: (splits, B, M, H_out, W_out) float [× 2 for dual]
+  int splits = 1;
   float eps = 1e-8f;
 };
 
-enum class Math { kMma16, kTf32, kFma };
+// ---- geometry shared by host (planning) and device ---------------------------------------------------------
 
-constexpr int kBM = 64, kBN = 64, kBK = 32, kThreads = 128;
-constexpr int kRowsA = kBM * kBK / kThreads;   // 16 A elements per thread per K step
-constexpr int kRowsB = kBK * kBN / kThreads;   // 16 B elements per thread per K step
+struct ClassGeometry {
+  int py, px;        // output parity (TConvS2) or 0
+  int hc, wc;        // outputs of this class per axis
+  int ty0, tx0;      // first tap of the class
+  int nty, ntx;      // taps of the class per axis
+  int tstep;         // tap stride (2 for the parity classes)
+};
 
-__device__ __forceinline__ bool source_coord(int mode, int o, int k, int pad, int size_in, int& src) {
-  int t;
+__host__ __device__ __forceinline__ int parity_classes(int mode) { return mode == kTConvS2 ? 4 : 1; }
+
+__host__ __device__ __forceinline__ ClassGeometry class_geometry(const ImplicitGemmShape& s, int cls) {
+  ClassGeometry g;
+  if (s.mode == kTConvS2) {
+    g.py = cls >> 1;
+    g.px = cls & 1;
+    g.hc = (s.h_out - g.py + 1) / 2;
+    g.wc = (s.w_out - g.px + 1) / 2;
+    g.ty0 = (g.py + s.pad) & 1;  // Y + p - ky must be even
+    g.tx0 = (g.px + s.pad) & 1;
+    g.nty = (s.kh - g.ty0 + 1) / 2;
+    g.ntx = (s.kw - g.tx0 + 1) / 2;
+    g.tstep = 2;
+  } else {
+    g = ClassGeometry{0, 0, s.h_out, s.w_out, 0, 0, s.kh, s.kw, 1};
+  }
+  return g;
+}
+
+// Input coordinate read by class-local output coordinate o through tap k (parity par for TConvS2).
+__device__ __forceinline__ int source_coord(int mode, int o, int k, int pad, int par) {
   switch (mode) {
-    case kConvS1: t = o - pad + k; break;
-    case kConvS2: t = 2 * o - pad + k; break;
-    case kTConvS1: t = o + pad - k; break;
-    default:
-      t = o + pad - k;
-      if (t & 1) return false;  // also right for negative odd t (two's complement)
-      t >>= 1;                  // negative even t stays negative and fails the range check
-      break;
+    case kConvS1: return o - pad + k;
+    case kConvS2: return 2 * o - pad + k;
+    case kTConvS1: return o + pad - k;
+    default: return (2 * o + par + pad - k) >> 1;  // exact: the class only meets taps of matching parity
   }
-  src = t;
-  return t >= 0 && t < size_in;
 }
 
-template <typename S> __device__ __forceinline__ S to_smem(float v);
-template <> __device__ __forceinline__ float to_smem<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half to_smem<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 to_smem<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+struct Plan {
+  int64_t n_tiles = 0;
+  int m_tiles = 0, classes = 1, splits = 1;
+  int64_t workspace_floats = 0;
+};
 
-// Shared-memory layout (bytes); leading dimensions padded to keep WMMA pointers 32-byte aligned and
-// spread banks.
-template <typename S> struct Layout {
-  static constexpr int kLdA = kBK + (sizeof(S) == 2 ? 8 : 4);
-  static constexpr int kLdB = kBN + (sizeof(S) == 2 ? 8 : 4);
+inline int64_t class_iterations(const ImplicitGemmShape& s, int cp, int cls) {
+  const ClassGeometry g = class_geometry(s, cls);
+  return int64_t(g.nty) * g.ntx * ((cp + kBK - 1) / kBK);
+}
+
+inline Plan make_plan(const ImplicitGemmShape& s, bool dual, int num_sms) {
+  Plan plan;
+  const int cp = padded_channels(s.channels);
+  const ClassGeometry g0 = class_geometry(s, 0);  // class 0 has the most outputs
+  plan.classes = parity_classes(s.mode);
+  plan.n_tiles = ceil_div64(int64_t(s.batch) * g0.hc * g0.wc, kBN);
+  plan.m_tiles = ceil_div(s.m_out, kBM);
+  int64_t iters = 0;
+  for (int c = 0; c < plan.classes; ++c) iters = iters > class_iterations(s, cp, c) ? iters : class_iterations(s, cp, c);
+  const int64_t ctas = plan.n_tiles * plan.m_tiles * plan.classes;
+  // Split K only when the output tiles cannot fill the GPU, keeping >= 4 K steps per split.
+  if (ctas < num_sms && iters >= 8) {
+    int64_t want = ceil_div64(2 * int64_t(num_sms), ctas);
+    if (want > iters / 4) want = iters / 4;
+    if (want > kMaxSplits) want = kMaxSplits;
+    plan.splits = want > 1 ? int(want) : 1;
+  }
+  if (plan.splits > 1)
+    plan.workspace_floats = int64_t(plan.splits) * (dual ? 2 : 1) * s.batch * s.m_out * int64_t(s.h_out) * s.w_out;
+  return plan;
+}
+
+// ---- shared-memory tiles -----------------------------------------------------------------------------------
+// A (weights) and B (staged input) tiles are both [64 rows][kBK channels], channels contiguous: A is the
+// row-major M×K operand, B the column-major K×N operand. Row pitch kLd (elements) keeps rows 16-byte
+// multiples for cp.async and WMMA pointers 32-byte aligned, and shifts banks between rows.
+template <typename T> struct Tile {
+  static constexpr int kLd = kBK + (sizeof(T) == 2 ? 8 : 4);
+  static constexpr int kChunkElems = 16 / int(sizeof(T));
+  static constexpr int kChunksPerRow = kBK / kChunkElems;      // 4 (16-bit) or 8 (fp32)
+  static constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // rows one pass of the CTA covers
+  static constexpr int kPasses = kBM / kRowsPerPass;             // 16-byte copies per thread per operand
+  static constexpr int kOperandBytes = kBM * kLd * int(sizeof(T));
   static constexpr int kLdC = kBN + 4;
-  static constexpr int kBytesA = kBM * kLdA * (int)sizeof(S);
-  static constexpr int kBytesB = kBK * kLdB * (int)sizeof(S);
-  static constexpr int kBytesTiles = kBytesA + kBytesB;
-  static constexpr int kBytesC = kBM * kLdC * (int)sizeof(float);
-  static constexpr int kBytesHalf = kBytesTiles > kBytesC ? kBytesTiles : kBytesC;
-  static_assert(kBytesA % 32 == 0 && kBytesB % 32 == 0 && kBytesC % 32 == 0, "WMMA alignment");
+  static constexpr int kBytesC = kBM * kLdC * int(sizeof(float));
+  static_assert(kOperandBytes % 128 == 0 && kBytesC % 128 == 0, "WMMA/cp.async alignment of the tiles");
+  static_assert((kLd * sizeof(T)) % 16 == 0, "rows must be whole 16-byte chunks");
+  static_assert(kBM == kBN && kBM % kRowsPerPass == 0, "A and B tiles share one copy pattern");
 };
 
-// Per-thread registers holding the next K step's values (prefetch while the tensor cores work).
-template <bool kDual> struct Staged {
-  float a[kRowsA], b[kRowsB];
-  float a2[kDual ? kRowsA : 1], b2[kDual ? kRowsB : 1];
+// A stage holds A, B (and A², B² for dual); the accumulator tile(s) reuse the stages after the K loop.
+template <typename T, bool kDual> struct Smem {
+  static constexpr int kStage = (kDual ? 4 : 2) * Tile<T>::kOperandBytes;
+  static constexpr int kPipeline = kStages * kStage;
+  static constexpr int kEpilogue = (kDual ? 2 : 1) * Tile<T>::kBytesC;
+  static constexpr int kTotal = kPipeline > kEpilogue ? kPipeline : kEpilogue;
 };
 
-// K is ordered tap-major, kk = tap·C + c, and the weight arrives GEMM-ready as Wt (M, kh·kw, C): A rows are
-// contiguous in memory, and a thread's B rows (kk stepping by 2) walk the channels of one tap, so the
-// source pixel is located once per tap instead of once per element.
-template <typename T, bool kDual, bool kPixelStyle>
-__device__ __forceinline__ void load_step(const Problem& p, int k0, int k_total, int m0, int tid,
-                                          bool n_valid, int b, int oy, int ox, Staged<kDual>& st) {
-  const T* __restrict__ w = static_cast<const T*>(p.weight);
-  const T* __restrict__ in = static_cast<const T*>(p.input);
-  const int taps = p.kh * p.kw;
-  const int chans = p.channels;
-  // A (weights): this thread owns column ka and rows tid/kBK + 4j.
-  {
-    const int kk = k0 + tid % kBK;
-    const bool k_ok = kk < k_total;
-#pragma unroll
-    for (int j = 0; j < kRowsA; ++j) {
-      const int gm = m0 + tid / kBK + (kThreads / kBK) * j;
-      float v = 0.f;
-      if (k_ok && gm < p.m_out) v = to_float(w[(int64_t)gm * k_total + kk]);
-      st.a[j] = v;
-      if constexpr (kDual) st.a2[j] = v * v;
-    }
-  }
-  // B (modulated input, im2col on the fly): this thread owns column tid % kBN and rows tid/kBN + 2j.
-  constexpr int kStep = kThreads / kBN;
-  const int64_t plane = (int64_t)p.h_in * p.w_in;
-  const int64_t sample = (int64_t)b * chans;  // first channel row of this thread's sample
-  // Offset of the source pixel inside a channel plane for tap t, or -1 (padding / out of range).
-  auto locate = [&](int t) -> int64_t {
-    if (!n_valid || t >= taps) return -1;
-    const int ky = t / p.kw, kx = t - ky * p.kw;
-    int iy, ix;
-    if (!source_coord(p.mode, oy, ky, p.pad, p.h_in, iy) || !source_coord(p.mode, ox, kx, p.pad, p.w_in, ix))
-      return -1;
-    return (int64_t)iy * p.w_in + ix;
-  };
-  int kk = k0 + tid / kBN;
-  int tap = kk / chans;  // 32-bit index math: launch() checks K = C·kh·kw < 2^31 - 2·kBK
-  int c = kk - tap * chans;
-  int64_t src = locate(tap);
-#pragma unroll
-  for (int j = 0; j < kRowsB; ++j) {
-    float v = 0.f, s2 = 0.f;
-    if (src >= 0 && kk < k_total) {
-      const int64_t off = (sample + c) * plane + src;
-      float s;
-      if constexpr (kPixelStyle) s = to_float(static_cast<const T*>(p.pre_map)[off]);
-      else s = p.pre[sample + c];
-      v = to_float(in[off]) * s;
-      s2 = s * s;
-    }
-    st.b[j] = v;
-    if constexpr (kDual) st.b2[j] = s2;
-    kk += kStep;
-    c += kStep;
-    if (c >= chans) {
-      do {
-        c -= chans;
-        ++tap;
-      } while (c >= chans);
-      src = locate(tap);
-    }
-  }
+// ---- cp.async -----------------------------------------------------------------------------------------------
+// 16-byte copy global -> shared; valid=false writes 16 zero bytes (src must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* global_src, bool valid) {
+#ifdef ANYRES_FAST_HOST_EMULATION
+  igemm_emulation::cp_async16(smem_dst, global_src, valid ? 16 : 0);
+#else
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(valid ? 16 : 0));
+#endif
 }
-
-template <typename S, bool kDual>
-__device__ __forceinline__ void store_step(const Staged<kDual>& st, unsigned char* smem, int tid) {
-  using L = Layout<S>;
-  S* As = reinterpret_cast<S*>(smem);
-  S* Bs = reinterpret_cast<S*>(smem + L::kBytesA);
-  const int ka = tid % kBK, nb = tid % kBN;
-#pragma unroll
-  for (int j = 0; j < kRowsA; ++j) As[(tid / kBK + (kThreads / kBK) * j) * L::kLdA + ka] = to_smem<S>(st.a[j]);
-#pragma unroll
-  for (int j = 0; j < kRowsB; ++j) Bs[(tid / kBN + (kThreads / kBN) * j) * L::kLdB + nb] = to_smem<S>(st.b[j]);
-  if constexpr (kDual) {
-    S* As2 = reinterpret_cast<S*>(smem + L::kBytesTiles);
-    S* Bs2 = reinterpret_cast<S*>(smem + L::kBytesTiles + L::kBytesA);
-#pragma unroll
-    for (int j = 0; j < kRowsA; ++j) As2[(tid / kBK + (kThreads / kBK) * j) * L::kLdA + ka] = to_smem<S>(st.a2[j]);
-#pragma unroll
-    for (int j = 0; j < kRowsB; ++j) Bs2[(tid / kBN + (kThreads / kBN) * j) * L::kLdB + nb] = to_smem<S>(st.b2[j]);
-  }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef ANYRES_FAST_HOST_EMULATION
+  igemm_emulation::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
 }
+#ifdef ANYRES_FAST_HOST_EMULATION
+#define ANYRES_CP_ASYNC_WAIT(n) ::anyres_fast::igemm_emulation::cp_async_wait(n, __LINE__)
+#else
+#define ANYRES_CP_ASYNC_WAIT(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n))
+#endif
 
-// ---- tensor-core accumulation (WMMA) -----------------------------------------------------------------
+// ---- tensor-core accumulation (WMMA) ----------------------------------------------------------------------
 
 template <typename S, Math kMath> struct Wmma;
 
 template <typename S> struct Wmma<S, Math::kMma16> {
   static constexpr int kK = 16;
   using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, S, nvcuda::wmma::row_major>;
-  using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, S, nvcuda::wmma::row_major>;
+  using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, S, nvcuda::wmma::col_major>;
   using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
   template <typename F> __device__ static void round(F&) {}
 };
@@ -194,7 +201,7 @@ template <> struct Wmma<float, Math::kTf32> {
   using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32,
                                        nvcuda::wmma::row_major>;
   using FragB = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 8, nvcuda::wmma::precision::tf32,
-                                       nvcuda::wmma::row_major>;
+                                       nvcuda::wmma::col_major>;
   using FragC = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>;
   template <typename F> __device__ static void round(F& f) {
 #pragma unroll
@@ -206,16 +213,16 @@ template <typename S, Math kMath>
 __device__ __forceinline__ void mma_tile(const S* As, const S* Bs, int wm, int wn,
                                          typename Wmma<S, kMath>::FragC (&acc)[2][2]) {
   using Wm = Wmma<S, kMath>;
-  using L = Layout<S>;
+  constexpr int kLd = Tile<S>::kLd;
 #pragma unroll
   for (int ks = 0; ks < kBK; ks += Wm::kK) {
     typename Wm::FragA a[2];
     typename Wm::FragB bf[2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      nvcuda::wmma::load_matrix_sync(a[i], As + (wm * 32 + i * 16) * L::kLdA + ks, L::kLdA);
+      nvcuda::wmma::load_matrix_sync(a[i], As + (wm * 32 + i * 16) * kLd + ks, kLd);
       Wm::round(a[i]);
-      nvcuda::wmma::load_matrix_sync(bf[i], Bs + ks * L::kLdB + wn * 32 + i * 16, L::kLdB);
+      nvcuda::wmma::load_matrix_sync(bf[i], Bs + (wn * 32 + i * 16) * kLd + ks, kLd);
       Wm::round(bf[i]);
     }
 #pragma unroll
@@ -225,18 +232,18 @@ __device__ __forceinline__ void mma_tile(const S* As, const S* Bs, int wm, int w
   }
 }
 
-// ---- FMA accumulation (exact fp32) ---------------------------------------------------------------
+// ---- FMA accumulation (exact fp32) -------------------------------------------------------------------------
 // Thread (tx = tid%16, ty = tid/16) owns rows ty*8 + i and columns tx + 16 j.
 __device__ __forceinline__ void fma_tile(const float* As, const float* Bs, int tid, float (&acc)[8][4]) {
-  using L = Layout<float>;
+  constexpr int kLd = Tile<float>::kLd;
   const int tx = tid % 16, ty = tid / 16;
-#pragma unroll 8
+#pragma unroll 4
   for (int k = 0; k < kBK; ++k) {
     float a[8], bv[4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) a[i] = As[(ty * 8 + i) * L::kLdA + k];
+    for (int i = 0; i < 8; ++i) a[i] = As[(ty * 8 + i) * kLd + k];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) bv[j] = Bs[k * L::kLdB + tx + 16 * j];
+    for (int j = 0; j < 4; ++j) bv[j] = Bs[(tx + 16 * j) * kLd + k];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -244,31 +251,83 @@ __device__ __forceinline__ void fma_tile(const float* As, const float* Bs, int t
   }
 }
 
-template <typename T, typename S, Math kMath, bool kDual, bool kPixelStyle>
+// ---- the GEMM kernel ---------------------------------------------------------------------------------------
+
+template <typename T, Math kMath, bool kDual>
 __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ Problem p) {
-  using L = Layout<S>;
-  constexpr int kSmemBytes = (kDual ? 2 : 1) * L::kBytesHalf;
-  __shared__ __align__(128) unsigned char smem[kSmemBytes];
+  using TL = Tile<T>;
+  constexpr int kStage = Smem<T, kDual>::kStage;
+  ANYRES_DYNAMIC_SMEM(smem);
+  const ImplicitGemmShape& s = p.s;
 
   const int tid = threadIdx.x;
-  const int m0 = blockIdx.y * kBM;
-  const int64_t n0 = (int64_t)blockIdx.x * kBN;
-  const int64_t n_total = (int64_t)p.batch * p.h_out * p.w_out;
-  const int k_total = p.channels * p.kh * p.kw;
+  const int m_tiles = (s.m_out + kBM - 1) / kBM;
+  const int m0 = int(blockIdx.x % unsigned(m_tiles)) * kBM;  // M tiles fastest: neighbours share the input tile
+  const int64_t n0 = int64_t(blockIdx.x / unsigned(m_tiles)) * kBN;
+  const int cls = int(blockIdx.z) / p.splits, split = int(blockIdx.z) % p.splits;
+  const ClassGeometry g = class_geometry(s, cls);
+  const int64_t n_class = int64_t(s.batch) * g.hc * g.wc;
+  if (n0 >= n_class) return;  // the whole CTA: this parity class has fewer outputs than class 0
 
-  // The output pixel of this thread's B column (also its epilogue column).
-  const int64_t gn = n0 + tid % kBN;
-  const bool n_valid = gn < n_total;
-  int b = 0, oy = 0, ox = 0;
-  if (n_valid) {
-    ox = (int)(gn % p.w_out);
-    const int64_t r = gn / p.w_out;
-    oy = (int)(r % p.h_out);
-    b = (int)(r / p.h_out);
+  const int cchunks = (p.cp + kBK - 1) / kBK;
+  const int64_t iters = int64_t(g.nty) * g.ntx * cchunks;
+  const int64_t it_begin = iters * split / p.splits, it_end = iters * (split + 1) / p.splits;
+  const int n_iter = int(it_end - it_begin);
+
+  // This thread's copy rows (the same for A and B) and the output pixels of its B rows.
+  const int row0 = tid / TL::kChunksPerRow, col = tid % TL::kChunksPerRow;
+  int oy[TL::kPasses], ox[TL::kPasses];
+  int64_t sample[TL::kPasses];
+#pragma unroll
+  for (int r = 0; r < TL::kPasses; ++r) {
+    const int64_t n = n0 + row0 + r * TL::kRowsPerPass;
+    oy[r] = -(1 << 28);  // out of range for every mode: the row loads zeros
+    ox[r] = 0;
+    sample[r] = 0;
+    if (n < n_class) {
+      ox[r] = int(n % g.wc);
+      const int64_t t = n / g.wc;
+      oy[r] = int(t % g.hc);
+      sample[r] = (t / g.hc) * s.h_in * s.w_in;
+    }
   }
+  const T* __restrict__ w = static_cast<const T*>(p.weight);
+  const T* __restrict__ x = static_cast<const T*>(p.input);
+  const T* __restrict__ w2 = static_cast<const T*>(p.weight_sq);
+  const T* __restrict__ x2 = static_cast<const T*>(p.input_sq);
+  const int taps = s.kh * s.kw;
+
+  auto load_stage = [&](int it, int stage) {
+    const int64_t gi = it_begin + it;
+    const int tap = int(gi / cchunks);
+    const int c = int(gi - int64_t(tap) * cchunks) * kBK + col * TL::kChunkElems;
+    const int jy = tap / g.ntx, jx = tap - jy * g.ntx;
+    const int ky = g.ty0 + g.tstep * jy, kx = g.tx0 + g.tstep * jx;
+    const bool c_ok = c < p.cp;  // cp is a multiple of the chunk: a chunk is wholly in or out
+    unsigned char* st = smem + stage * kStage;
+    T* As = reinterpret_cast<T*>(st);
+    T* Bs = reinterpret_cast<T*>(st + TL::kOperandBytes);
+#pragma unroll
+    for (int r = 0; r < TL::kPasses; ++r) {
+      const int row = row0 + r * TL::kRowsPerPass;
+      const int m = m0 + row;
+      const bool a_ok = c_ok && m < s.m_out;
+      const int64_t a_off = a_ok ? (int64_t(m) * taps + ky * s.kw + kx) * p.cp + c : 0;
+      cp_async16(As + row * TL::kLd + col * TL::kChunkElems, w + a_off, a_ok);
+      const int iy = source_coord(s.mode, oy[r], ky, s.pad, g.py);
+      const int ix = source_coord(s.mode, ox[r], kx, s.pad, g.px);
+      const bool b_ok = c_ok && iy >= 0 && iy < s.h_in && ix >= 0 && ix < s.w_in;
+      const int64_t b_off = b_ok ? (sample[r] + int64_t(iy) * s.w_in + ix) * p.cp + c : 0;
+      cp_async16(Bs + row * TL::kLd + col * TL::kChunkElems, x + b_off, b_ok);
+      if constexpr (kDual) {
+        cp_async16(As + 2 * kBM * TL::kLd + row * TL::kLd + col * TL::kChunkElems, w2 + a_off, a_ok);
+        cp_async16(Bs + 2 * kBM * TL::kLd + row * TL::kLd + col * TL::kChunkElems, x2 + b_off, b_ok);
+      }
+    }
+  };
 
   const int warp = tid / 32, wm = warp / 2, wn = warp % 2;
-  using Frag = typename Wmma<S, kMath == Math::kFma ? Math::kTf32 : kMath>::FragC;
+  using Frag = typename Wmma<T, kMath == Math::kFma ? Math::kTf32 : kMath>::FragC;
   Frag acc[2][2], acc2[2][2];
   float facc[kMath == Math::kFma ? 8 : 1][4] = {}, facc2[kMath == Math::kFma && kDual ? 8 : 1][4] = {};
   if constexpr (kMath != Math::kFma) {
@@ -281,95 +340,262 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ 
       }
   }
 
-  Staged<kDual> st;
-  load_step<T, kDual, kPixelStyle>(p, 0, k_total, m0, tid, n_valid, b, oy, ox, st);
-  for (int k0 = 0; k0 < k_total; k0 += kBK) {
-    __syncthreads();  // previous step's MMAs are done with the tiles
-    store_step<S, kDual>(st, smem, tid);
-    __syncthreads();
-    if (k0 + kBK < k_total) load_step<T, kDual, kPixelStyle>(p, k0 + kBK, k_total, m0, tid, n_valid, b, oy, ox, st);
-    const S* As = reinterpret_cast<const S*>(smem);
-    const S* Bs = reinterpret_cast<const S*>(smem + L::kBytesA);
+  // Pipeline: kStages - 1 steps in flight while one is computed; one barrier per step.
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < n_iter) load_stage(st, st);
+    cp_async_commit();
+  }
+  for (int it = 0; it < n_iter; ++it) {
+    ANYRES_CP_ASYNC_WAIT(kStages - 2);  // this thread's copies of step `it` have landed
+    __syncthreads();  // everyone's have; and everyone is done with step it-1, whose stage is refilled next
+    const int next = it + kStages - 1;
+    if (next < n_iter) load_stage(next, next % kStages);
+    cp_async_commit();
+    const unsigned char* st = smem + (it % kStages) * kStage;
+    const T* As = reinterpret_cast<const T*>(st);
+    const T* Bs = reinterpret_cast<const T*>(st + TL::kOperandBytes);
     if constexpr (kMath == Math::kFma) {
       fma_tile(As, Bs, tid, facc);
-      if constexpr (kDual)
-        fma_tile(reinterpret_cast<const S*>(smem + L::kBytesTiles),
-                 reinterpret_cast<const S*>(smem + L::kBytesTiles + L::kBytesA), tid, facc2);
+      if constexpr (kDual) fma_tile(As + 2 * kBM * TL::kLd, Bs + 2 * kBM * TL::kLd, tid, facc2);
     } else {
-      mma_tile<S, kMath>(As, Bs, wm, wn, acc);
-      if constexpr (kDual)
-        mma_tile<S, kMath>(reinterpret_cast<const S*>(smem + L::kBytesTiles),
-                           reinterpret_cast<const S*>(smem + L::kBytesTiles + L::kBytesA), wm, wn, acc2);
+      mma_tile<T, kMath>(As, Bs, wm, wn, acc);
+      if constexpr (kDual) mma_tile<T, kMath>(As + 2 * kBM * TL::kLd, Bs + 2 * kBM * TL::kLd, wm, wn, acc2);
     }
   }
-  __syncthreads();  // tiles are dead; reuse the buffer for the accumulator tile(s)
+  ANYRES_CP_ASYNC_WAIT(0);  // only empty groups remain; nothing may land on the accumulator tile
+  __syncthreads();          // the stages are dead; reuse the buffer for the accumulator tile(s)
 
   float* Cs = reinterpret_cast<float*>(smem);
-  float* Cs2 = reinterpret_cast<float*>(smem + kSmemBytes / 2);  // only used when kDual
+  float* Cs2 = reinterpret_cast<float*>(smem + TL::kBytesC);  // only used when kDual
+  constexpr int kLdC = TL::kLdC;
   if constexpr (kMath == Math::kFma) {
     const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        Cs[(ty * 8 + i) * L::kLdC + tx + 16 * j] = facc[i][j];
-        if constexpr (kDual) Cs2[(ty * 8 + i) * L::kLdC + tx + 16 * j] = facc2[i][j];
+        Cs[(ty * 8 + i) * kLdC + tx + 16 * j] = facc[i][j];
+        if constexpr (kDual) Cs2[(ty * 8 + i) * kLdC + tx + 16 * j] = facc2[i][j];
       }
   } else {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        float* dst = Cs + (wm * 32 + i * 16) * L::kLdC + wn * 32 + j * 16;
-        nvcuda::wmma::store_matrix_sync(dst, acc[i][j], L::kLdC, nvcuda::wmma::mem_row_major);
+        float* dst = Cs + (wm * 32 + i * 16) * kLdC + wn * 32 + j * 16;
+        nvcuda::wmma::store_matrix_sync(dst, acc[i][j], kLdC, nvcuda::wmma::mem_row_major);
         if constexpr (kDual)
-          nvcuda::wmma::store_matrix_sync(Cs2 + (dst - Cs), acc2[i][j], L::kLdC, nvcuda::wmma::mem_row_major);
+          nvcuda::wmma::store_matrix_sync(Cs2 + (dst - Cs), acc2[i][j], kLdC, nvcuda::wmma::mem_row_major);
       }
   }
   __syncthreads();
 
-  // Epilogue: thread owns column tid % kBN (its pixel) and rows tid / kBN + 2 j.
-  if (!n_valid) return;
-  T* __restrict__ out = static_cast<T*>(p.out);
+  // Epilogue: thread owns column tid % kBN (its output pixel) and rows tid / kBN + 2 j.
   const int nb = tid % kBN;
-  const int64_t pix = (int64_t)oy * p.w_out + ox;
-  const int64_t plane = (int64_t)p.h_out * p.w_out;
+  const int64_t n = n0 + nb;
+  if (n >= n_class) return;
+  const int xc = int(n % g.wc);
+  const int64_t t = n / g.wc;
+  const int yc = int(t % g.hc);
+  const int b = int(t / g.hc);
+  const int oy_full = s.mode == kTConvS2 ? 2 * yc + g.py : yc;
+  const int ox_full = s.mode == kTConvS2 ? 2 * xc + g.px : xc;
+  const int64_t plane = int64_t(s.h_out) * s.w_out;
+  const int64_t pix = int64_t(oy_full) * s.w_out + ox_full;
+  const int64_t total = int64_t(s.batch) * s.m_out * plane;
+  T* __restrict__ out = static_cast<T*>(p.out);
   for (int j = 0; j < kBM * kBN / kThreads; ++j) {
     const int mb = tid / kBN + (kThreads / kBN) * j;
     const int gm = m0 + mb;
-    if (gm >= p.m_out) break;  // rows increase with j
-    float v = Cs[mb * L::kLdC + nb];
-    if (p.post != nullptr) v *= p.post[(int64_t)b * p.m_out + gm];
-    if constexpr (kDual) v *= rsqrtf(Cs2[mb * L::kLdC + nb] + p.eps);
-    out[((int64_t)b * p.m_out + gm) * plane + pix] = from_float<T>(v);
+    if (gm >= s.m_out) break;  // rows increase with j
+    const int64_t o = (int64_t(b) * s.m_out + gm) * plane + pix;
+    if (p.splits > 1) {
+      p.partial[split * total + o] = Cs[mb * kLdC + nb];
+      if constexpr (kDual) p.partial[(p.splits + split) * total + o] = Cs2[mb * kLdC + nb];
+      continue;
+    }
+    float v = Cs[mb * kLdC + nb];
+    if (p.post != nullptr) v *= p.post[int64_t(b) * s.m_out + gm];
+    if constexpr (kDual) v *= rsqrtf(Cs2[mb * kLdC + nb] + p.eps);
+    out[o] = from_float<T>(v);
   }
 }
 
-template <typename T, typename S, Math kMath, bool kDual, bool kPixelStyle>
-cudaError_t launch_variant(const Problem& p, cudaStream_t stream) {
-  const int64_t n_total = (int64_t)p.batch * p.h_out * p.w_out;
-  const int64_t grid_x = ceil_div64(n_total, kBN);
-  const int64_t grid_y = ceil_div64(p.m_out, kBM);
-  if (grid_x > 2147483647LL || grid_y > 65535) return cudaErrorInvalidConfiguration;
-  conv_kernel<T, S, kMath, kDual, kPixelStyle><<<dim3((unsigned)grid_x, (unsigned)grid_y), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+// ---- staging: NCHW × scale -> channels-last, padded channels ------------------------------------------------
+// One CTA transposes 32 channels × 32 pixels of one sample through shared memory (coalesced both ways).
+template <typename T, bool kPixelStyle, bool kSquare>
+__global__ void __launch_bounds__(kThreads) stage_kernel(const T* __restrict__ src, const float* __restrict__ pre,
+                                                        const T* __restrict__ pre_map, T* __restrict__ dst,
+                                                        T* __restrict__ dst_sq, int channels, int cp, int64_t hw) {
+  ANYRES_DYNAMIC_SMEM(smem);
+  float(*tile)[33] = reinterpret_cast<float(*)[33]>(smem);
+  float(*tile_sq)[33] = reinterpret_cast<float(*)[33]>(smem + 32 * 33 * sizeof(float));
+  const int tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+  const int64_t b = blockIdx.z;
+  const int c0 = int(blockIdx.y) * 32;
+  const int64_t p0 = int64_t(blockIdx.x) * 32;
+  for (int cl = ty; cl < 32; cl += kThreads / 32) {
+    const int c = c0 + cl;
+    const int64_t px = p0 + tx;
+    float v = 0.f, s2 = 0.f;
+    if (c < channels && px < hw) {
+      const int64_t off = (b * channels + c) * hw + px;
+      const float sc = kPixelStyle ? to_float(pre_map[off]) : pre[b * channels + c];
+      v = to_float(src[off]) * sc;
+      s2 = sc * sc;
+    }
+    tile[cl][tx] = v;
+    if constexpr (kSquare) tile_sq[cl][tx] = s2;
+  }
+  __syncthreads();
+  for (int pl = ty; pl < 32; pl += kThreads / 32) {
+    const int64_t px = p0 + pl;
+    const int c = c0 + tx;
+    if (px < hw && c < cp) {
+      dst[(b * hw + px) * cp + c] = from_float<T>(tile[tx][pl]);
+      if constexpr (kSquare) dst_sq[(b * hw + px) * cp + c] = from_float<T>(tile_sq[tx][pl]);
+    }
+  }
 }
 
-template <bool kDual, bool kPixelStyle>
-cudaError_t launch(const Problem& p, DType dtype, bool exact_fp32, cudaStream_t stream) {
-  if (p.batch <= 0 || p.channels <= 0 || p.m_out <= 0 || p.h_out <= 0 || p.w_out <= 0 || p.h_in <= 0 ||
-      p.w_in <= 0 || p.kh <= 0 || p.kw <= 0 || p.pad < 0 || p.mode < kConvS1 || p.mode > kTConvS2)
+// ---- split-K reduction + epilogue ----------------------------------------------------------------------------
+template <typename T, bool kDual>
+__global__ void __launch_bounds__(kThreads) reduce_kernel(const float* __restrict__ partial, const float* __restrict__ post,
+                                                         T* __restrict__ out, int splits, int64_t total, int64_t plane,
+                                                         float eps) {
+  for (int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x; i < total; i += int64_t(gridDim.x) * kThreads) {
+    float v = 0.f, e = 0.f;
+    for (int sp = 0; sp < splits; ++sp) {
+      v += partial[sp * total + i];
+      if constexpr (kDual) e += partial[(splits + sp) * total + i];
+    }
+    if (post != nullptr) v *= post[i / plane];  // i / plane = b·M + m
+    if constexpr (kDual) v *= rsqrtf(e + eps);
+    out[i] = from_float<T>(v);
+  }
+}
+
+// ---- launches ------------------------------------------------------------------------------------------------
+
+#ifdef ANYRES_FAST_HOST_EMULATION
+#define ANYRES_IGEMM_LAUNCH(kernel, grid, smem, stream, ...) \
+  (igemm_emulation::launch(grid, kThreads, smem, [&] { kernel(__VA_ARGS__); }), cudaSuccess)
+#else
+#define ANYRES_IGEMM_LAUNCH(kernel, grid, smem, stream, ...) \
+  (kernel<<<grid, kThreads, smem, stream>>>(__VA_ARGS__), cudaGetLastError())
+#endif
+
+inline cudaError_t sm_count(int& sms) {
+#ifdef ANYRES_FAST_HOST_EMULATION
+  sms = igemm_emulation::num_sms;
+  return cudaSuccess;
+#else
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  return cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+#endif
+}
+
+template <typename T, bool kPixelStyle, bool kSquare>
+cudaError_t launch_stage(const ImplicitGemmShape& s, int cp, const ImplicitGemmOperands& o, cudaStream_t stream) {
+  const int64_t hw = int64_t(s.h_in) * s.w_in;
+  const int64_t gx = ceil_div64(hw, 32), gy = ceil_div64(cp, 32);
+  if (gx > 2147483647LL || gy > 65535 || s.batch > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(unsigned(gx), unsigned(gy), unsigned(s.batch));
+  constexpr size_t smem = 2 * 32 * 33 * sizeof(float);
+  auto kernel = stage_kernel<T, kPixelStyle, kSquare>;
+  return ANYRES_IGEMM_LAUNCH(kernel, grid, smem, stream, static_cast<const T*>(o.x), o.pre,
+                             static_cast<const T*>(o.pre_map), static_cast<T*>(o.staged),
+                             static_cast<T*>(o.staged_sq), s.channels, cp, hw);
+}
+
+template <typename T, Math kMath, bool kDual>
+cudaError_t launch_gemm(const Problem& p, const Plan& plan, cudaStream_t stream) {
+  constexpr int smem = Smem<T, kDual>::kTotal;
+  auto kernel = conv_kernel<T, kMath, kDual>;
+#ifndef ANYRES_FAST_HOST_EMULATION
+  if (smem > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (err != cudaSuccess) return err;
+  }
+#endif
+  const int64_t gx = plan.n_tiles * plan.m_tiles;
+  if (gx > 2147483647LL) return cudaErrorInvalidConfiguration;
+  const dim3 grid(unsigned(gx), 1, unsigned(plan.classes * plan.splits));
+  cudaError_t err = ANYRES_IGEMM_LAUNCH(kernel, grid, size_t(smem), stream, p);
+  if (err != cudaSuccess || plan.splits == 1) return err;
+  const int64_t plane = int64_t(p.s.h_out) * p.s.w_out;
+  const int64_t total = int64_t(p.s.batch) * p.s.m_out * plane;
+  const int64_t blocks = ceil_div64(total, kThreads) < 65535 ? ceil_div64(total, kThreads) : 65535;
+  auto reduce = reduce_kernel<T, kDual>;
+  return ANYRES_IGEMM_LAUNCH(reduce, dim3(unsigned(blocks)), size_t(0), stream, p.partial, p.post,
+                             static_cast<T*>(p.out), plan.splits, total, plane, p.eps);
+}
+
+inline bool shape_ok(const ImplicitGemmShape& s) {
+  if (s.batch <= 0 || s.channels <= 0 || s.m_out <= 0 || s.h_out <= 0 || s.w_out <= 0 || s.h_in <= 0 ||
+      s.w_in <= 0 || s.kh <= 0 || s.kw <= 0 || s.pad < 0 || s.pad > 65535 || s.mode < kConvS1 || s.mode > kTConvS2)
+    return false;
+  // 32-bit tap/channel-chunk indices inside the kernel
+  return int64_t(padded_channels(s.channels)) * s.kh * s.kw < (int64_t(1) << 31) - 2 * kBK;
+}
+
+template <typename T, Math kMath, bool kDual, bool kPixelStyle>
+cudaError_t run_typed(const ImplicitGemmShape& s, const ImplicitGemmOperands& o, float eps, cudaStream_t stream) {
+  int sms = 0;
+  cudaError_t err = sm_count(sms);
+  if (err != cudaSuccess) return err;
+  const Plan plan = make_plan(s, kDual, sms);
+  if (plan.splits > 1 && (o.workspace == nullptr || o.workspace_floats < plan.workspace_floats))
     return cudaErrorInvalidValue;
-  if ((int64_t)p.channels * p.kh * p.kw > (int64_t)INT32_MAX - 2 * kBK) return cudaErrorInvalidValue;
+  Problem p;
+  p.s = s;
+  p.cp = padded_channels(s.channels);
+  p.input = o.staged;
+  p.input_sq = o.staged_sq;
+  p.weight = o.weight;
+  p.weight_sq = o.weight_sq;
+  p.post = o.post;
+  p.out = o.out;
+  p.partial = o.workspace;
+  p.splits = plan.splits;
+  p.eps = eps;
+  err = launch_stage<T, kPixelStyle, kDual>(s, p.cp, o, stream);
+  if (err != cudaSuccess) return err;
+  return launch_gemm<T, kMath, kDual>(p, plan, stream);
+}
+
+// Stage + GEMM (+ reduce). kDual needs pre_map (the per-pixel style), weight_sq and staged_sq.
+template <bool kDual, bool kPixelStyle>
+cudaError_t run(const ImplicitGemmShape& s, const ImplicitGemmOperands& o, DType dtype, bool exact_fp32, float eps,
+                cudaStream_t stream) {
+  static_assert(!kDual || kPixelStyle, "the dual accumulator is the per-pixel style's demodulation");
+  if (!shape_ok(s) || o.x == nullptr || o.weight == nullptr || o.out == nullptr || o.staged == nullptr ||
+      (kPixelStyle ? o.pre_map == nullptr : o.pre == nullptr) ||
+      (kDual && (o.weight_sq == nullptr || o.staged_sq == nullptr)))
+    return cudaErrorInvalidValue;
   switch (dtype) {
-    case DType::f16: return launch_variant<__half, __half, Math::kMma16, kDual, kPixelStyle>(p, stream);
-    case DType::bf16:
-      return launch_variant<__nv_bfloat16, __nv_bfloat16, Math::kMma16, kDual, kPixelStyle>(p, stream);
+    case DType::f16: return run_typed<__half, Math::kMma16, kDual, kPixelStyle>(s, o, eps, stream);
+    case DType::bf16: return run_typed<__nv_bfloat16, Math::kMma16, kDual, kPixelStyle>(s, o, eps, stream);
     case DType::f32:
-      return exact_fp32 ? launch_variant<float, float, Math::kFma, kDual, kPixelStyle>(p, stream)
-                        : launch_variant<float, float, Math::kTf32, kDual, kPixelStyle>(p, stream);
+      return exact_fp32 ? run_typed<float, Math::kFma, kDual, kPixelStyle>(s, o, eps, stream)
+                        : run_typed<float, Math::kTf32, kDual, kPixelStyle>(s, o, eps, stream);
     default: return cudaErrorInvalidValue;
   }
+}
+
+// Scratch sizes for the binding (it allocates them with the torch allocator).
+inline cudaError_t scratch(const ImplicitGemmShape& s, bool dual, ImplicitGemmScratch& out) {
+  if (!shape_ok(s)) return cudaErrorInvalidValue;
+  int sms = 0;
+  cudaError_t err = sm_count(sms);
+  if (err != cudaSuccess) return err;
+  out.channels_padded = padded_channels(s.channels);
+  out.staged_elements = int64_t(s.batch) * s.h_in * s.w_in * out.channels_padded;
+  out.workspace_floats = make_plan(s, dual, sms).workspace_floats;
+  return cudaSuccess;
 }
 
 }  // namespace igemm

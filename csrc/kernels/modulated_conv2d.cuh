@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/common.cuh"
+#include "kernels/implicit_gemm_api.h"
 
 namespace anyres_fast {
 
@@ -13,13 +14,11 @@ namespace anyres_fast {
 int modulated_conv2d_demod(const void* weight, const float* styles, float* energy_scratch, float* d, int batch,
                            int out_channels, int in_channels, int taps, float eps, DType dtype, cudaStream_t stream);
 
-// One implicit-GEMM convolution (csrc/kernels/implicit_gemm.cuh) with a per-channel input scale `pre`
-// (B,C) and output scale `post` (B,M), both float32. `weight_gemm` is GEMM-ready (M, kh, kw, C):
-// forward (input x (B,I,..), C = I, M = O, pre = s, post = d) uses W (O,I,kh,kw) permuted to (O,kh,kw,I);
-// the adjoint for backward dx (input grad (B,O,..), C = O, M = I, pre = d, post = ones) uses W permuted to
-// (I,kh,kw,O). mode: implicit_gemm.cuh ConvMode.
-int modulated_conv2d_igemm(const void* input, const void* weight_gemm, const float* pre, const float* post, void* out,
-                           int batch, int channels, int h_in, int w_in, int m_out, int h_out, int w_out, int kh,
-                           int kw, int pad, int mode, DType dtype, bool exact_fp32, cudaStream_t stream);
+// One implicit-GEMM convolution (csrc/kernels/implicit_gemm.cuh) with a per-channel input scale o.pre (B,C)
+// and output scale o.post (B,M), both float32. o.weight is GEMM-ready (M, kh, kw, Cp): forward (x (B,I,..),
+// C = I, M = O, pre = s, post = d) uses W (O,I,kh,kw) as (O,kh,kw,Ip); the adjoint for backward dx (input
+// grad (B,O,..), C = O, M = I, pre = d, post = ones) uses W as (I,kh,kw,Op).
+int modulated_conv2d_igemm(const ImplicitGemmShape& shape, const ImplicitGemmOperands& o, DType dtype, bool exact_fp32,
+                           cudaStream_t stream);
 
 }  // namespace anyres_fast

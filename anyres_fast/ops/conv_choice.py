@@ -1,0 +1,137 @@
+"""impl="auto" for the convolutions: the custom implicit-GEMM kernel or the cuDNN three-pass form, per shape.
+
+The first time a shape is seen on a GPU, both paths are timed (CUDA events, a warm-up run then the best of
+a few) and the faster one is recorded in a table stored next to the extension build
+(`<extension build dir>/conv_choice.json`, one section per GPU name), so later calls and later processes
+reuse it and auto never picks the path that was measured slower. Until a shape is measured (measuring
+turned off, no GPU, during CUDA-graph capture or torch.compile tracing, where a timing would synchronise),
+a fixed rule decides: style_fused_conv2d uses the custom kernel (its reference needs two convolutions and
+an extra activation-sized tensor), modulated_conv2d the three-pass form (one cuDNN convolution between two
+cheap elementwise products).
+
+Environment: ANYRES_FAST_CONV_AUTOTUNE = on (default) | off.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import _extension
+
+TABLE_NAME = "conv_choice.json"
+REPEATS = 5
+FIXED_RULE = {"modulated_conv2d": "ref", "style_fused_conv2d": "cuda"}
+
+_lock = threading.Lock()
+_tables: dict = {}  # path -> {device name -> {key -> entry}}
+
+
+def autotune_enabled() -> bool:
+    """Whether first-use measurements are taken (ANYRES_FAST_CONV_AUTOTUNE, default on)."""
+    value = os.environ.get("ANYRES_FAST_CONV_AUTOTUNE", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"ANYRES_FAST_CONV_AUTOTUNE must be on or off, got {value!r}")
+    return value == "on"
+
+
+def table_path() -> Path:
+    """Where the measured table lives: next to the extension build it was measured with."""
+    return _extension.build_dir() / TABLE_NAME
+
+
+def _load(path: Path) -> dict:
+    if path not in _tables:
+        try:
+            _tables[path] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            _tables[path] = {}
+    return _tables[path]
+
+
+def _save(path: Path, table: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement in the next process
+
+
+def shape_key(op: str, x: torch.Tensor, weight: torch.Tensor, padding: int, up: int, variant: str,
+              exact_fp32: bool) -> str:
+    """The table key of one call: op, dtype, x and weight shapes, padding, up, variant, fp32 mode."""
+    dt = str(x.dtype).replace("torch.", "")
+    return (f"{op}|{dt}|x{'x'.join(map(str, x.shape))}|w{'x'.join(map(str, weight.shape))}|p{padding}|up{up}|"
+            f"{variant}|{'fp32' if exact_fp32 else 'tf32'}")
+
+
+def _time_ms(fn: Callable[[], torch.Tensor]) -> float:
+    fn()  # warm-up (and the first-use costs: workspace, GEMM-ready weight)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return best
+
+
+def _can_measure(device: torch.device) -> bool:
+    if not autotune_enabled() or device.type != "cuda":
+        return False
+    return not torch.cuda.is_current_stream_capturing()  # a timing would synchronise inside the capture
+
+
+def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch.Tensor],
+           run_ref: Callable[[], torch.Tensor]) -> str:
+    """"cuda" or "ref" for one call of `op` with table key `key` (see the module docstring).
+
+    run_cuda / run_ref compute the op by each path; they are only called to measure a new shape.
+    Under torch.compile tracing the fixed rule decides (no file access or device query in the graph)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return FIXED_RULE[op]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    path = table_path()
+    with _lock:
+        entry = _load(path).get(name, {}).get(key)
+    if entry is not None:
+        return entry["choice"]
+    if not _can_measure(device):
+        return FIXED_RULE[op]
+    with torch.no_grad():
+        cuda_ms, ref_ms = _time_ms(run_cuda), _time_ms(run_ref)
+    entry = {"cuda_ms": round(cuda_ms, 4), "cudnn_ms": round(ref_ms, 4), "choice": "cuda" if cuda_ms <= ref_ms else "ref"}
+    with _lock:
+        table = _load(path)
+        table.setdefault(name, {})[key] = entry
+        _save(path, table)
+    return entry["choice"]
+
+
+def report_lines(limit: int = 20) -> list[str]:
+    """What `anyres-fast doctor` prints about the auto choice: the rule, the table file and its entries."""
+    try:
+        enabled, path = autotune_enabled(), table_path()
+    except Exception as exc:  # a bad environment variable: doctor reports, never crashes
+        return [f"conv auto    unavailable: {exc}"]
+    lines = [f"conv auto    measure at first use: {'on' if enabled else 'off'}; unmeasured shapes: "
+             + ", ".join(f"{op} -> {'custom kernel' if c == 'cuda' else 'cuDNN three-pass'}"
+                         for op, c in FIXED_RULE.items()),
+             f"  table      {path}" + ("" if path.exists() else " (none measured yet)")]
+    table = _load(path) if path.exists() else {}
+    rows = [(dev, key, e) for dev, entries in sorted(table.items()) for key, e in sorted(entries.items())]
+    for dev, key, e in rows[:limit]:
+        lines.append(f"  {dev}: {key}  custom {e['cuda_ms']:.3f} ms, cuDNN {e['cudnn_ms']:.3f} ms -> "
+                     f"{'custom' if e['choice'] == 'cuda' else 'cuDNN'}")
+    if len(rows) > limit:
+        lines.append(f"  ... {len(rows) - limit} more in the table file")
+    return lines

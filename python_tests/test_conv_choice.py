@@ -1,0 +1,84 @@
+"""impl="auto" for the convolutions (anyres_fast/ops/conv_choice.py): the per-shape table measured at first
+use, its file next to the extension build, the fixed rule before a measurement, the doctor lines, and the
+wiring into the public ops. The timings are stand-ins here (no GPU); the GPU run measures for real."""
+import importlib
+
+import pytest
+import torch
+
+cc = importlib.import_module("anyres_fast.ops.conv_choice")
+mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
+sf = importlib.import_module("anyres_fast.ops.style_fused_conv2d")
+
+CUDA = torch.device("cuda", 0)
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    """A fresh cache root and a fake GPU whose two paths take the times in `times` (ms)."""
+    monkeypatch.setenv("ANYRES_FAST_CACHE", str(tmp_path))
+    monkeypatch.setenv("ANYRES_FAST_ARCH", "9.0")
+    monkeypatch.setattr(cc, "_tables", {})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(cc, "_can_measure", lambda device: cc.autotune_enabled())
+    times = {"cuda": 2.0, "ref": 1.0}
+    measured = []
+
+    def fake_time(fn):
+        which = fn()
+        measured.append(which)
+        return times[which]
+
+    monkeypatch.setattr(cc, "_time_ms", fake_time)
+    return times, measured
+
+
+def test_first_use_measures_then_the_table_decides(table):
+    times, measured = table
+    key = "modulated_conv2d|float16|x2x8x16x16|w8x8x3x3|p1|up1|demodulate=True|tf32"
+    run = dict(run_cuda=lambda: "cuda", run_ref=lambda: "ref")
+    assert cc.choose("modulated_conv2d", key, CUDA, **run) == "ref"  # ref measured faster
+    assert measured == ["cuda", "ref"]
+    times["cuda"] = 0.1  # the table is not re-measured: auto keeps its recorded choice
+    assert cc.choose("modulated_conv2d", key, CUDA, **run) == "ref" and len(measured) == 2
+    assert cc.table_path().parent.name.startswith("ext-") and cc.table_path().exists()
+    cc._tables.clear()  # a new process reads the file
+    assert cc.choose("modulated_conv2d", key, CUDA, **run) == "ref" and len(measured) == 2
+    other = key.replace("up1", "up2")
+    assert cc.choose("modulated_conv2d", other, CUDA, **run) == "cuda"  # measured faster this time
+    lines = "\n".join(cc.report_lines())
+    assert str(cc.table_path()) in lines and "Fake GPU" in lines and "-> cuDNN" in lines and "-> custom" in lines
+
+
+def test_fixed_rule_until_measured(table, monkeypatch):
+    _, measured = table
+    monkeypatch.setenv("ANYRES_FAST_CONV_AUTOTUNE", "off")
+    run = dict(run_cuda=lambda: "cuda", run_ref=lambda: "ref")
+    assert cc.choose("modulated_conv2d", "k1", CUDA, **run) == "ref"
+    assert cc.choose("style_fused_conv2d", "k2", CUDA, **run) == "cuda"
+    assert measured == [] and not cc.table_path().exists()
+    assert "none measured yet" in "\n".join(cc.report_lines())
+    monkeypatch.setenv("ANYRES_FAST_CONV_AUTOTUNE", "maybe")
+    assert "unavailable" in cc.report_lines()[0]  # doctor reports a bad setting instead of crashing
+
+
+@pytest.mark.parametrize("choice", ["cuda", "ref"], ids=["custom-kernel", "three-pass"])  # no "cuda" id: conftest skips those
+def test_auto_follows_the_choice(monkeypatch, choice):
+    """impl="auto" asks the table (with the call's key) once the CUDA path is possible and runs what it
+    says; impl="cuda" never asks. Checked on CPU tensors with the dispatch pretending a GPU."""
+    asked = []
+    monkeypatch.setattr(mc._dispatch, "resolve_impl", lambda *a, **k: "cuda")
+    monkeypatch.setattr(cc, "choose", lambda op, key, device, run_cuda, run_ref: asked.append((op, key)) or choice)
+    ran = []
+    monkeypatch.setattr(mc, "modulated_conv2d_ref", lambda *a, **k: ran.append("ref") or a[0])
+    monkeypatch.setattr(mc, "_modulated_conv2d_op", lambda *a, **k: ran.append("cuda") or a[0])
+    monkeypatch.setattr(sf, "style_fused_conv2d_ref", lambda *a, **k: ran.append("ref") or a[0])
+    monkeypatch.setattr(sf, "_style_fused_conv2d_op", lambda *a, **k: ran.append("cuda") or a[0])
+    x, w = torch.randn(2, 4, 6, 6), torch.randn(5, 4, 3, 3)
+    mc.modulated_conv2d(x, w, torch.ones(2, 4), padding=1)
+    sf.style_fused_conv2d(x, w, torch.ones_like(x), padding=1, up=2)
+    assert ran == [choice, choice]
+    assert [op for op, _ in asked] == ["modulated_conv2d", "style_fused_conv2d"]
+    assert "x2x4x6x6" in asked[0][1] and "up2" in asked[1][1]
+    mc.modulated_conv2d(x, w, torch.ones(2, 4), padding=1, impl="cuda")
+    assert len(asked) == 2 and ran[-1] == "cuda"
