@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     s1 = p1.run()
     rec2 = AnyresRecipe(micro_config(phase="patch", lr_data=lr, hr_data=hr, teacher=str(root / "p1"),
                                      cache_dir=str(root / "cache")))
-    s2 = Trainer(rec2, _opts(root / "p2", max_steps=2, seed=4)).run()
+    s2 = Trainer(rec2, _opts(root / "p2", max_steps=2, seed=2)).run()
     return dict(root=root, lr=lr, hr=hr, p1=str(root / "p1"), p2=str(root / "p2"), s1=s1, s2=s2, rec2=rec2)
 
 
@@ -67,7 +67,7 @@ def test_both_phases_run_with_bad_files_and_labels(runs):
     assert state["config"]["c_dim"] == 2 and state["config"]["generator"]["c_dim"] == 2
     assert "teacher" in state["modules"]
     lines = [json.loads(l) for l in open(os.path.join(runs["p2"], "stats.jsonl"))]
-    assert {l["patch_batch"] for l in lines} == {0.0, 1.0}          # seed 4 draws one of each
+    assert {l["patch_batch"] for l in lines} == {0.0, 1.0}          # seed 2 draws one of each
     assert any("G/teacher_l1" in l and l["G/teacher_l1"] > 0 for l in lines)
     patch = [l for l in lines if l["patch_batch"] == 1.0][0]
     assert 0 < patch["scale/min_s"] <= patch["scale/max_s"] <= 0.5 + 1e-6
@@ -110,7 +110,8 @@ def test_phase1_losses_match_an_independent_computation(runs):
     fd = (Dd((reals + eps * u).double(), c.double()).sum() - Dd((reals - eps * u).double(), c.double()).sum()) / (2 * eps)
     assert abs(fd.item() - (grad * u).sum().item()) < 1e-3 * max(1.0, abs(fd.item()))
     ours_r1.mean().backward()
-    assert all(p.grad is not None for p in D.parameters() if p.requires_grad)   # create_graph reached D's weights
+    for name in ("b64.fromrgb.weight", "b64.conv0.weight", "b4.fc.weight"):   # create_graph reached D's weights
+        assert D.get_parameter(name).grad.abs().sum() > 0, name
 
 
 def test_teacher_loss_is_zero_on_base_images_and_its_gradient_reaches_G(runs):
