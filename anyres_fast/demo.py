@@ -109,7 +109,7 @@ def main(args: Namespace) -> int:
     for run in ("phase1", "phase2"):
         shutil.rmtree(out / run, ignore_errors=True)     # the demo always trains from scratch
     common = dict(resolution=RESOLUTION, tiny=True, lpips="random", lr_data=str(out / "data"),
-                  cache_dir=str(out / "cache"), grid_seeds=4)
+                  cache_dir=str(out / "cache"), grid_seeds=3)
     opts = dict(batch=4, workers=0, tick=4, progress=True, seed=0, device=str(device), keep=1)
     summary = {"photos": [{"name": n, "size": [w, h]} for n, w, h in photos], "device": str(device)}
 

@@ -30,9 +30,9 @@ from .checkpoint import latest_checkpoint, load_checkpoint
 from .trainer import Context, Recipe
 
 # A configuration that trains both phases on a 2-core CPU in minutes (quality is not the point).
-TINY_G = dict(z_dim=16, w_dim=16, channel_base=1024, channel_max=32, num_layers=8, scale_dim=16,
-              mapping_width=32)
-TINY_D = dict(channel_base=1024, channel_max=32, mapping_layers=2)
+TINY_G = dict(z_dim=16, w_dim=16, channel_base=512, channel_max=16, num_layers=6, scale_dim=16,
+              mapping_width=16)
+TINY_D = dict(channel_base=512, channel_max=16, mapping_layers=2)
 
 
 @dataclass
