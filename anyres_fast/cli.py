@@ -3,6 +3,7 @@
     anyres-fast doctor [--build]     versions, GPU, extension status and build log path
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
+    anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
     anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid (anyres-fast metrics -h)
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
@@ -22,8 +23,9 @@ from .cli_args import CommandError
 # name -> (module, one-line help). Modules are imported when the parser is built.
 COMMANDS = {
     "doctor": ("anyres_fast.doctor", "environment, GPU and CUDA extension status"),
-    "demo": ("anyres_fast.demo", "the default end-to-end run"),
+    "demo": ("anyres_fast.demo", "train both phases on real photos for a few steps, then render (CPU: minutes)"),
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
+    "train": ("anyres_fast.train.command", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
     "metrics": ("anyres_fast.metrics.command", "FID at any resolution, patch-FID, ScaleInv-FID and KID"),
 }
 

@@ -4,7 +4,8 @@
     anyres-fast generate --weights random:64,channel_base=2048,channel_max=64 --seeds 0 --size 300 \
         --zoom 100,40,128 --out out/
 
---weights is a directory written by Generator.save_pretrained, or `random:P[,key=value...]` for a
+--weights is a directory written by Generator.save_pretrained, a training run folder (its newest
+G_ema), or `random:P[,key=value...]` for a
 randomly initialised model of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim,
 seed), handy for demos and smoke tests without trained weights (narrow widths like the example above
 render in seconds on a CPU; the full config-T width takes minutes there). Its magnitude statistics are set
@@ -105,9 +106,18 @@ def resolve_weights(spec: str):
         raise CommandError(f"--weights {spec!r}: not a folder (expected one written by "
                            f"Generator.save_pretrained, or random:P)")
     try:
+        if _is_run_folder(spec):
+            from .models.anyres import GeneratorConfig
+            from .train.anyres_recipe import run_generator_config
+            return GeneratorConfig.from_dict(run_generator_config(spec)), None
         return read_pretrained_config(spec), None
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise CommandError(f"--weights {spec!r}: {_strip(exc)}") from None
+
+
+def _is_run_folder(spec: str) -> bool:
+    """A folder written by `anyres-fast train` (it has checkpoints/), rather than by save_pretrained."""
+    return os.path.isdir(os.path.join(spec, "checkpoints")) and not os.path.isfile(os.path.join(spec, "config.json"))
 
 
 def _strip(exc: Exception) -> str:
@@ -138,6 +148,9 @@ def load_generator(spec: str, device: torch.device, resolved=None):
         G.calibrate_magnitudes_(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(seed)))
         return G.eval().to(device)
     try:
+        if _is_run_folder(spec):   # a training run folder: its newest G_ema
+            from .train.anyres_recipe import generator_from_run
+            return generator_from_run(spec, map_location=device)
         return Generator.from_pretrained(spec, map_location=device).eval()
     except (FileNotFoundError, ValueError, TypeError) as exc:
         raise CommandError(f"--weights {spec!r}: {_strip(exc)}") from None
