@@ -20,8 +20,8 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
 torch.manual_seed(0)
-# The 389-pixel layout (6 pairs, 384-pixel stride) with 2 channels: many patches, little compute.
-G = InfinityGenerator(patch_size=389, z_dim=4, local_dim=2, mapping_layers=1, channel_base=64, channel_max=2).eval()
+# The 389-pixel layout (6 pairs, 384-pixel stride) with 1 channel: many patches, little compute.
+G = InfinityGenerator(patch_size=389, z_dim=4, local_dim=1, mapping_layers=1, channel_base=32, channel_max=1).eval()
 with torch.no_grad():       # noise on the coarse layers (hashing the fine maps would dominate CPU time)
     for c in G.texture_synthesizer.convs[:6]:
         c.noise_strength.fill_(0.5)
