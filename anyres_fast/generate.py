@@ -161,10 +161,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
+                        help="generator family (default anyres; infinity: see its options below)")
     parser.add_argument("--weights", required=True, help="save_pretrained directory, or random:P[,key=value...]")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="latent seeds, e.g. 0-3 or 1,5,7 (default 0)")
-    parser.add_argument("--size", type=positive_int, required=True,
-                        help="canvas size N in pixels (N >= patch size unless --zoom is given)")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="canvas size N in pixels (required for --model anyres; N >= patch size unless "
+                             "--zoom is given)")
     parser.add_argument("--zoom", type=parse_zoom, default=None,
                         help="render only the window x0,y0,w[,h] (pixels, inside the N x N canvas)")
     parser.add_argument("--truncation", type=finite_float, default=1.0, help="truncation psi (default 1)")
@@ -178,6 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
                         help="dtype of StyleGAN3's high-resolution layers on CUDA (default fp16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from . import generate_infinity
+    generate_infinity.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -199,6 +204,11 @@ def main(args: argparse.Namespace) -> int:
     from .cli_args import CommandError, check_extension_environment, parse_device, prepare_out_dir
     from .models.anyres import estimate_tile_bytes, layer_schedule
 
+    if args.model == "infinity":
+        from . import generate_infinity
+        return generate_infinity.main(args)
+    if args.size is None:
+        raise CommandError("--size is required for --model anyres")
     check_extension_environment()
     device = parse_device(args.device)
     resolved = resolve_weights(args.weights)
