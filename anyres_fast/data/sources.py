@@ -1,0 +1,213 @@
+"""Image sources: a folder (recursive) or a .zip of Pillow-readable images, with optional labels.
+
+Every file is probed once (opened and fully decoded, so truncated JPEGs are caught), and the result
+(size or the reason it is bad) is kept in a listing cache keyed by the file's path, byte size and
+modification time. The cache lives in a folder the caller chooses (the run folder or a cache folder),
+never beside the user's data; files added, removed or changed since the last listing are re-probed.
+Bad files (unreadable, corrupt, truncated, empty, smaller than `min_size`) are skipped and reported.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+Image.MAX_IMAGE_PIXELS = 933_120_000   # large native-resolution photos are the point of the HR set
+CACHE_FORMAT = "anyres_fast.listing/1"
+LABELS_FILE = "dataset.json"
+
+
+def image_extensions() -> set:
+    """Lower-case file extensions Pillow can open (".jpg", ".png", ...)."""
+    Image.init()
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+@dataclass
+class BadFile:
+    """A skipped file: its name inside the source and why it was skipped."""
+    name: str
+    reason: str
+
+
+@dataclass
+class SourceListing:
+    """The usable images of a source (sorted names, their (width, height)) and the skipped files."""
+    names: list
+    sizes: list
+    bad: list = field(default_factory=list)
+
+
+class ImageSource:
+    """Images of a folder (recursive) or a zip archive, probed and cached.
+
+    Args:
+        path: folder or `.zip` file.
+        cache_dir: folder for the listing cache (None: no cache; probe every time).
+        min_size: smallest accepted short side in pixels; smaller images are reported as bad.
+        use_labels: read `dataset.json` ({"labels": [[name, label], ...]}, StyleGAN's format).
+
+    Raises:
+        FileNotFoundError: path is neither a folder nor a zip file.
+        ValueError: the labels file is malformed, or lists no label for a usable image.
+    """
+
+    def __init__(self, path: str, cache_dir: Optional[str] = None, min_size: int = 1, use_labels: bool = False):
+        self.path = os.path.abspath(path)
+        self.min_size = int(min_size)
+        if os.path.isdir(self.path):
+            self.kind = "dir"
+        elif os.path.isfile(self.path) and zipfile.is_zipfile(self.path):
+            self.kind = "zip"
+        else:
+            raise FileNotFoundError(f"{path}: not a folder or a .zip file")
+        self._zip = None
+        self.listing = self._list(cache_dir)
+        self.labels = self._load_labels() if use_labels else None
+
+    # -- listing ------------------------------------------------------------------------------------
+    def _entries(self) -> dict:
+        """name -> (byte size, mtime_ns) of every file with an image extension."""
+        exts = image_extensions()
+        out = {}
+        if self.kind == "dir":
+            for root, dirs, files in os.walk(self.path):
+                dirs.sort()
+                for f in files:
+                    if os.path.splitext(f)[1].lower() in exts:
+                        full = os.path.join(root, f)
+                        st = os.stat(full)
+                        out[os.path.relpath(full, self.path).replace(os.sep, "/")] = (st.st_size, st.st_mtime_ns)
+        else:
+            with zipfile.ZipFile(self.path) as z:
+                for info in z.infolist():
+                    if not info.is_dir() and os.path.splitext(info.filename)[1].lower() in exts:
+                        out[info.filename] = (info.file_size, list(info.date_time) + [info.CRC])
+        return out
+
+    def _probe(self, name: str):
+        """(width, height) or a BadFile."""
+        try:
+            data = self.read_bytes(name)
+            if not data:
+                return BadFile(name, "empty file (0 bytes)")
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()           # full decode: catches truncated and corrupt files
+                w, h = im.size
+        except Exception as exc:  # any decoder error means: skip and report, never stop the run
+            return BadFile(name, f"unreadable: {type(exc).__name__}: {exc}")
+        if min(w, h) < self.min_size:
+            return BadFile(name, f"too small: {w}x{h}, the short side must be >= {self.min_size}")
+        return (w, h)
+
+    def _cache_path(self, cache_dir: str) -> str:
+        key = hashlib.sha1(f"{self.path}|{self.min_size}".encode()).hexdigest()[:16]
+        return os.path.join(cache_dir, f"listing-{key}.json")
+
+    def _list(self, cache_dir: Optional[str]) -> SourceListing:
+        entries = self._entries()
+        cached = {}
+        cache_path = None
+        if cache_dir is not None:
+            cache_path = self._cache_path(cache_dir)
+            try:
+                with open(cache_path) as f:
+                    blob = json.load(f)
+                if blob.get("format") == CACHE_FORMAT and blob.get("source") == self.path:
+                    cached = blob["files"]
+            except (OSError, ValueError, KeyError):
+                cached = {}
+        files, changed = {}, False
+        for name, stamp in sorted(entries.items()):
+            stamp = list(stamp) if isinstance(stamp, tuple) else stamp
+            hit = cached.get(name)
+            if hit is not None and hit["stamp"] == json.loads(json.dumps(stamp)):
+                files[name] = hit
+                continue
+            result = self._probe(name)
+            files[name] = ({"stamp": stamp, "size": list(result)} if isinstance(result, tuple)
+                           else {"stamp": stamp, "bad": result.reason})
+            changed = True
+        if set(cached) != set(files):
+            changed = True
+        if cache_path is not None and changed:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = f"{cache_path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump({"format": CACHE_FORMAT, "source": self.path, "files": files}, f)
+            os.replace(tmp, cache_path)
+        self.cache_path = cache_path
+        names, sizes, bad = [], [], []
+        for name, rec in files.items():
+            if "bad" in rec:
+                bad.append(BadFile(name, rec["bad"]))
+            else:
+                names.append(name)
+                sizes.append(tuple(rec["size"]))
+        return SourceListing(names, sizes, bad)
+
+    def _load_labels(self) -> Optional[np.ndarray]:
+        try:
+            raw = self.read_bytes(LABELS_FILE)
+        except (FileNotFoundError, KeyError):
+            return None
+        try:
+            table = json.loads(raw)["labels"]
+            labels = dict(table) if table is not None else None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}/{LABELS_FILE}: expected {{\"labels\": [[name, label], ...]}} ({exc})") from None
+        if labels is None:
+            return None
+        missing = [n for n in self.listing.names if n not in labels]
+        if missing:
+            raise ValueError(f"{self.path}/{LABELS_FILE}: no label for {missing[:3]} ({len(missing)} images)")
+        arr = np.array([labels[n] for n in self.listing.names])
+        if arr.ndim == 1:      # class indices -> one-hot
+            arr = np.eye(int(arr.max()) + 1, dtype=np.float32)[arr.astype(np.int64)]
+        return arr.astype(np.float32)
+
+    # -- access -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.listing.names)
+
+    @property
+    def c_dim(self) -> int:
+        """Label width (0 without labels)."""
+        return 0 if self.labels is None else int(self.labels.shape[1])
+
+    def read_bytes(self, name: str) -> bytes:
+        """The raw bytes of one file of the source."""
+        if self.kind == "dir":
+            with open(os.path.join(self.path, name), "rb") as f:
+                return f.read()
+        if self._zip is None or self._zip_pid != os.getpid():   # one handle per loader process
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip.read(name)
+
+    def load_rgb(self, index: int) -> Image.Image:
+        """Image `index` as a decoded RGB Pillow image."""
+        with Image.open(io.BytesIO(self.read_bytes(self.listing.names[index]))) as im:
+            return im.convert("RGB")
+
+    def label(self, index: int) -> np.ndarray:
+        """Label vector (c_dim,) float32 (empty without labels)."""
+        if self.labels is None:
+            return np.zeros(0, dtype=np.float32)
+        return self.labels[index]
+
+    def report(self) -> dict:
+        """JSON-able summary: source, usable count, skipped files with reasons."""
+        return {"source": self.path, "images": len(self), "skipped": len(self.listing.bad),
+                "skipped_files": [{"name": b.name, "reason": b.reason} for b in self.listing.bad]}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_zip"] = None        # zip handles do not pickle into loader workers
+        return state
