@@ -113,9 +113,9 @@ def _toy_vertical_set(n_images, full=24, patch=12, seed=0):
     patches, labels = [], []
     rows = np.linspace(-1, 1, full, dtype=np.float32)[:, None]
     for _ in range(n_images):
-        tex = rng.normal(0, 0.3, size=(3, 1, full)).astype(np.float32)
-        base = rng.uniform(-0.3, 0.3, size=(3, 1, 1)).astype(np.float32)
-        img = rows[None] * 0.7 + tex + base
+        tex = rng.normal(0, 0.2, size=(3, 1, full)).astype(np.float32)
+        base = rng.uniform(-0.05, 0.05, size=(3, 1, 1)).astype(np.float32)
+        img = rows[None] + tex + base
         p, top, left, label = crop_patch(img, patch, rng)
         assert label == 2 * top / (full - patch) - 1
         patches.append(p)
@@ -123,7 +123,7 @@ def _toy_vertical_set(n_images, full=24, patch=12, seed=0):
     return torch.from_numpy(np.stack(patches)), torch.tensor(labels, dtype=torch.float32)
 
 
-def _train_coord_head(images, labels, held_out, steps=120, seed=0):
+def _train_coord_head(images, labels, held_out, steps=40, seed=0):
     torch.manual_seed(seed)
     D = Discriminator(12, channel_base=128, channel_max=16, aux_outputs=1, any_resolution=True)
     opt = torch.optim.Adam(D.parameters(), lr=3e-3, betas=(0.0, 0.99))
@@ -147,7 +147,7 @@ def test_coordinate_head_learns_vertical_position_and_needs_the_labels():
     losses, held = _train_coord_head(images, labels, held_out)
     start, end = float(np.mean(losses[:10])), float(np.mean(losses[-20:]))
     assert end < 0.5 * start, (start, end)
-    assert held < 0.2, held                       # held-out images: it learned the position itself
+    assert held < 0.15, held                      # held-out images: it learned the position itself
 
     # Control: the same images with labels not matched to them (coordinates not wired): the head
     # cannot predict held-out positions better than a constant (L1 about 0.5 for uniform labels).
