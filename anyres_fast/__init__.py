@@ -2,4 +2,4 @@
 __version__ = "0.1.0"
 
 from . import ops
-from .models import Discriminator, Generator
+from .models import Discriminator, Generator, InfinityGenerator

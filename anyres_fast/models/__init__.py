@@ -1,3 +1,4 @@
 """Model families: the any-resolution StyleGAN3 generator (anyres) and the StyleGAN2 discriminator."""
 from .anyres import Generator, GeneratorConfig, layer_schedule, format_schedule, patch_transform
 from .discriminator import Discriminator
+from .infinity import InfinityConfig, InfinityGenerator
