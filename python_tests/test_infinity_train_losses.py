@@ -141,7 +141,16 @@ def _train_coord_head(images, labels, held_out, steps=40, seed=0):
         return losses, L.coord_loss(D(held_out[0])[1], held_out[1]).item()
 
 
-def test_coordinate_head_learns_vertical_position_and_needs_the_labels():
+@pytest.fixture
+def one_thread():
+    # Many tiny ops: a second intra-op thread only adds contention on a shared 2-core machine.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_coordinate_head_learns_vertical_position_and_needs_the_labels(one_thread):
     images, labels = _toy_vertical_set(96, seed=0)
     held_out = _toy_vertical_set(64, seed=1)
     losses, held = _train_coord_head(images, labels, held_out)

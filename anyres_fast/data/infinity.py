@@ -5,10 +5,9 @@ What the published InfinityGAN trains on (docs/infinitygan_training.md):
   101-pixel patch), x-flipped with probability 1/2, then a random p x p crop; the crop's vertical
   offset y in [0, F - p] is the real's vertical coordinate label 2 y / (F - p) - 1 in [-1, 1] that
   the discriminator's auxiliary head regresses;
-- fakes: the generator's coordinate window is drawn per sample: a vertical offset of r in [0, V)
-  latent rows (V = 10), a horizontal offset of c in [0, T) latent columns that wraps around the
-  period T (about 140 columns), and a uniform jitter of +-half a latent step on each axis; the fake's
-  vertical label is 2 r / (V - 1) - 1.
+- fakes: their coordinate windows (vertical offset in [0, V) latent rows, horizontal offset that wraps
+  around the period, +-half-step jitter, label 2 r / (V - 1) - 1) are drawn by the generator's
+  `InfinityGenerator.training_coords`, since the coordinate system belongs to the model.
 
 Randomness follows the rest of anyres_fast.data: a sample is addressed by a key (index, draw) and all
 its random choices come from `sample_rng(seed, draw)`, so samples do not depend on workers, ranks or
@@ -16,7 +15,6 @@ prefetching and a resumed run sees the same stream. Imports no model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -28,8 +26,6 @@ from .sources import ImageSource
 
 # Sizes of the published models: patch -> full training image (the 101 model trains on 197 images).
 FULL_SIZE = {101: 197, 197: 389, 389: 773}
-VERTICAL_OFFSETS = 10        # V: number of vertical window offsets of the coordinate grid (latent rows)
-HORIZONTAL_PERIOD = 140      # T: latent columns per horizontal period of the coordinate grid
 
 
 def full_size_for(patch: int) -> int:
@@ -117,44 +113,3 @@ class InfinityPatchDataset(torch.utils.data.Dataset):
         arr, top, left, label = crop_patch(self.full_image(index, flip), self.patch, rng)
         return {"image": to_model_range(arr), "coord_v": torch.tensor(label, dtype=torch.float32),
                 "box": torch.tensor([left, top], dtype=torch.int64), "flip": flip}
-
-
-@dataclass
-class CoordOffsets:
-    """Per-sample placement of the generator's coordinate window (all tensors of shape (B,)).
-
-    row: int64 vertical offset in [0, V) latent rows; col: int64 horizontal offset in [0, T)
-    latent columns (wraps); jitter_v, jitter_u: float32 in [-0.5, 0.5), fractions of one latent step;
-    label: float32 vertical label 2 row / (V - 1) - 1 for D's auxiliary head.
-    """
-    row: torch.Tensor
-    col: torch.Tensor
-    jitter_v: torch.Tensor
-    jitter_u: torch.Tensor
-    label: torch.Tensor
-
-
-def sample_coord_offsets(batch: int, generator: Optional[torch.Generator] = None,
-                         vertical_offsets: int = VERTICAL_OFFSETS, period: int = HORIZONTAL_PERIOD,
-                         jitter: bool = True) -> CoordOffsets:
-    """Draw the fakes' coordinate windows as published (vertical offset, horizontal wrap, jitter).
-
-    Args:
-        batch: B.
-        generator: CPU torch RNG (default: the global one, which checkpoints record).
-        vertical_offsets: V (published 10).
-        period: T latent columns (published about 140).
-        jitter: add +-half a step (False: exact grid positions, jitter 0).
-
-    Returns:
-        CoordOffsets.
-    """
-    row = torch.randint(0, vertical_offsets, (batch,), generator=generator)
-    col = torch.randint(0, period, (batch,), generator=generator)
-    if jitter:
-        jv = torch.rand(batch, generator=generator) - 0.5
-        ju = torch.rand(batch, generator=generator) - 0.5
-    else:
-        jv = ju = torch.zeros(batch)
-    label = (2.0 * row.float() / max(vertical_offsets - 1, 1) - 1.0) if vertical_offsets > 1 else torch.zeros(batch)
-    return CoordOffsets(row, col, jv, ju, label)
