@@ -3,6 +3,7 @@
     anyres-fast doctor [--build]     versions, GPU, extension status and build log path
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
+    anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
 COMMANDS. User mistakes raise `anyres_fast.cli_args.CommandError` and end here as one line on stderr
@@ -23,6 +24,7 @@ COMMANDS = {
     "doctor": ("anyres_fast.doctor", "environment, GPU and CUDA extension status"),
     "demo": ("anyres_fast.demo", "the default end-to-end run"),
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
+    "train": ("anyres_fast.train.command", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
 }
 
 # An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):

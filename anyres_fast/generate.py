@@ -3,7 +3,8 @@
     anyres-fast generate --weights DIR --seeds 0-3 --size 2048 --truncation 0.7 --out out/
     anyres-fast generate --weights random:64 --seeds 0 --size 300 --zoom 100,40,128 --out out/
 
---weights is a directory written by Generator.save_pretrained, or `random:P[,key=value...]` for a
+--weights is a directory written by Generator.save_pretrained, a training run folder (its newest
+G_ema), or `random:P[,key=value...]` for a
 randomly initialised model of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim,
 seed), handy for demos and smoke tests without trained weights. Its magnitude statistics are set from a
 batch of latents so the images have full contrast.
@@ -77,6 +78,9 @@ def load_generator(spec: str, device: torch.device):
         G = Generator(resolution=resolution, **kwargs)
         G.calibrate_magnitudes_(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(seed)))
         return G.eval().to(device)
+    if os.path.isdir(os.path.join(spec, "checkpoints")):   # a training run folder: its newest G_ema
+        from .train.anyres_recipe import generator_from_run
+        return generator_from_run(spec, map_location=device)
     if not os.path.isdir(spec):
         raise FileNotFoundError(f"--weights {spec!r}: not a directory (expected one written by "
                                 f"Generator.save_pretrained, or random:P)")

@@ -101,6 +101,8 @@ class ImageSource:
             with Image.open(io.BytesIO(data)) as im:
                 im.load()           # full decode: catches truncated and corrupt files
                 w, h = im.size
+        except Image.UnidentifiedImageError:
+            return BadFile(name, "not an image Pillow can read (unknown or corrupt format)")
         except Exception as exc:  # any decoder error means: skip and report, never stop the run
             return BadFile(name, f"unreadable: {type(exc).__name__}: {exc}")
         if min(w, h) < self.min_size:

@@ -343,7 +343,7 @@ class Trainer:
             if report:
                 _write_json(os.path.join(o.out, "data_report.json"), report)
                 skipped = sum(v.get("skipped", 0) for v in report.values())
-                names = [f["name"] for v in report.values() for f in v.get("skipped_files", [])]
+                names = [f"{k}:{f['name']}" for k, v in report.items() for f in v.get("skipped_files", [])]
                 self.log(f"data: skipped {skipped} bad file(s)" + (f": {', '.join(names[:10])}"
                          + (" ..." if len(names) > 10 else "") if names else "")
                          + f" (details in {os.path.join(o.out, 'data_report.json')})")

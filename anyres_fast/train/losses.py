@@ -1,0 +1,104 @@
+"""GAN losses of StyleGAN2/3 and the any-resolution teacher loss (docs/training.md).
+
+All functions return per-sample or mean losses as float32 tensors with autograd graphs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+
+
+def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample generator loss softplus(-D(G(z))): (B, 1) -> (B,)."""
+    return F.softplus(-fake_logits).flatten()
+
+
+def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample discriminator loss softplus(D(fake)) + softplus(-D(real)): (B, 1) x2 -> (B,)."""
+    return (F.softplus(fake_logits) + F.softplus(-real_logits)).flatten()
+
+
+def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample |grad_x D(x)|^2 with create_graph, for R1 (real_img must require grad): (B,)."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True, only_inputs=True)
+    return grad.square().sum(dim=[1, 2, 3])
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of x (B, C, H, W) over mask (B, 1, H, W) and channels; 0 where the mask is empty."""
+    m = mask.to(x.dtype)
+    num = (x * m).sum(dim=[1, 2, 3])
+    den = m.sum(dim=[1, 2, 3]) * x.shape[1]
+    return num / den.clamp(min=1)
+
+
+def teacher_loss(student: torch.Tensor, canvas, box_xy, teacher_img: torch.Tensor, lpips_net=None) -> dict:
+    """Masked L1 + masked LPIPS between the student patches warped into the teacher frame and the teacher.
+
+    Args:
+        student: (B, C, p, p) generated patches (differentiable).
+        canvas: canvas size N per sample ((B,) tensor or number); box_xy: (B, 2) top-left canvas pixels.
+        teacher_img: (B, C, T, T) the teacher's whole image for the same latents (no grad needed).
+        lpips_net: an `lpips.LPIPS(spatial=True)` module, or None for L1 only.
+
+    Returns:
+        {"l1": (B,), "lpips": (B,), "mask_fraction": (B,)} float32; lpips is zeros without lpips_net.
+    """
+    warped, mask = ops.teacher_warp(student.float(), canvas, box_xy, teacher_img.shape[-1])
+    t = teacher_img.float()
+    l1 = masked_mean((warped - t).abs(), mask)
+    if lpips_net is not None:
+        dist = lpips_net(warped.clamp(-1, 1), t.clamp(-1, 1))       # (B, 1, T, T) spatial distance map
+        lp = masked_mean(dist, mask)
+    else:
+        lp = torch.zeros_like(l1)
+    return {"l1": l1, "lpips": lp, "mask_fraction": mask.float().mean(dim=[1, 2, 3])}
+
+
+class LPIPSWeightsMissing(RuntimeError):
+    """torchvision's AlexNet weights for LPIPS are not in the torch cache."""
+
+
+def alexnet_weights_path() -> str:
+    """Where torchvision keeps the AlexNet ImageNet weights that `lpips` loads."""
+    import torchvision
+    url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
+    """The LPIPS AlexNet metric (spatial map), frozen, in eval mode.
+
+    Args:
+        mode: "alex": the published backbone from torchvision's weights in the torch cache (no
+            download); "random": a randomly initialised backbone with the package's linear heads
+            (for tests and CPU demos: it measures nothing perceptual).
+        device: where to put it.
+
+    Raises:
+        LPIPSWeightsMissing: mode "alex" and the weights file is absent (message names file and folder).
+    """
+    import warnings
+    import lpips
+
+    if mode not in ("alex", "random"):
+        raise ValueError(f"lpips mode must be 'alex' or 'random', got {mode!r}")
+    if mode == "alex":
+        path = alexnet_weights_path()
+        if not os.path.isfile(path):
+            raise LPIPSWeightsMissing(
+                f"the LPIPS AlexNet backbone weights {os.path.basename(path)} are not in the torch cache "
+                f"folder {os.path.dirname(path)} (put the file there, e.g. download "
+                f"https://download.pytorch.org/models/{os.path.basename(path)} on a machine that is online, "
+                f"or set TORCH_HOME; --lpips random trains with a random backbone)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torchvision's deprecation notice about `pretrained=`
+        net = lpips.LPIPS(net="alex", spatial=True, pnet_rand=(mode == "random"), verbose=False)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval().to(device)
