@@ -4,6 +4,8 @@
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
     anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
+    anyres-fast outpaint ...         extend a photo to any width (InfinityGAN)
+    anyres-fast inbetween ...        join two photos by generating what lies between them
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
 COMMANDS. User mistakes raise `anyres_fast.cli_args.CommandError` and end here as one line on stderr
@@ -25,6 +27,8 @@ COMMANDS = {
     "demo": ("anyres_fast.demo", "the default end-to-end run"),
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
     "train": ("anyres_fast.train.command", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
+    "outpaint": ("anyres_fast.outpaint", "extend a real photo to any width with InfinityGAN (inversion included)"),
+    "inbetween": ("anyres_fast.inbetween", "join two real photos by generating the space between them (InfinityGAN)"),
 }
 
 # An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):

@@ -64,9 +64,12 @@ def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
         path = alexnet_weights_path()
         raise LPIPSWeightsMissing(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, not found in {os.path.dirname(path)} "
                                   f"(copy the file there or set TORCH_HOME; --lpips random uses a random backbone)")
+    import warnings
+
     import lpips
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # torchvision's notice about lpips' `pretrained=` call
         torch.manual_seed(0)
         net = lpips.LPIPS(net="alex", pnet_rand=mode == "random", verbose=False)
     return net.eval().requires_grad_(False).to(device)
