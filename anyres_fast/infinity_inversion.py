@@ -64,6 +64,7 @@ def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
         path = alexnet_weights_path()
         raise LPIPSWeightsMissing(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, not found in {os.path.dirname(path)} "
                                   f"(copy the file there or set TORCH_HOME; --lpips random uses a random backbone)")
+    import inspect
     import warnings
 
     import lpips
@@ -71,7 +72,20 @@ def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)      # torchvision's notice about lpips' `pretrained=` call
         torch.manual_seed(0)
-        net = lpips.LPIPS(net="alex", pnet_rand=mode == "random", verbose=False)
+        if mode == "alex":
+            net = lpips.LPIPS(net="alex", verbose=False)
+        else:
+            # Built on the meta device, then only the used layers are materialised: lpips builds a whole
+            # torchvision AlexNet (58M classifier parameters it then drops), whose random init takes seconds.
+            with torch.device("meta"):
+                net = lpips.LPIPS(net="alex", pnet_rand=True, pretrained=False, verbose=False)
+            net = net.to_empty(device="cpu")
+            for m in net.net.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    m.reset_parameters()
+            net.scaling_layer = lpips.ScalingLayer()
+            lin = os.path.join(os.path.dirname(inspect.getfile(lpips.LPIPS)), "weights", "v0.1", "alex.pth")
+            net.load_state_dict(torch.load(lin, map_location="cpu", weights_only=True), strict=False)
     return net.eval().requires_grad_(False).to(device)
 
 
