@@ -8,7 +8,8 @@ assembles the result in a host (CPU) tensor. Only `tile_batch` tiles live on the
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -56,9 +57,13 @@ def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, hei
     if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
         raise ValueError(f"render: tile_batch must be a positive int, got {tile_batch!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    out = torch.empty(num_images, channels, height, width, dtype=out_dtype)
     items = [(b, tx, ty) for b in range(num_images) for ty in tile_offsets(height, tile)
              for tx in tile_offsets(width, tile)]
+    if shard_world()[1] > 1:
+        return _render_canvas_sharded(render_tiles, items, num_images=num_images, width=width, height=height,
+                                      tile=tile, channels=channels, tile_batch=tile_batch, device=device,
+                                      progress=progress, out_dtype=out_dtype)
+    out = torch.empty(num_images, channels, height, width, dtype=out_dtype)
     use_pinned = device.type == "cuda"
     staging = []            # two reusable pinned host buffers: copy one while the device fills the other
 
@@ -100,4 +105,149 @@ def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, hei
         if pending is not None:
             place(*pending)
             bar.update(len(pending[0]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Several processes (torchrun): tiles are dealt out to the ranks, rank 0 assembles the image.
+
+_SHARDING = {"enabled": True}
+
+
+@contextlib.contextmanager
+def sharding(enabled: bool):
+    """Turn rank sharding of `render_canvas` / `stream_chunks` on or off inside the block.
+
+    Sharding is a collective: when torch.distributed is initialised with more than one rank, every rank
+    must make the same render call. Use `with sharding(False):` for a render that only one rank runs
+    (e.g. a preview during training)."""
+    saved = _SHARDING["enabled"]
+    _SHARDING["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _SHARDING["enabled"] = saved
+
+
+def shard_world() -> tuple:
+    """(rank, world size) when rendering is sharded (torch.distributed initialised, > 1 rank, sharding
+    enabled), else (0, 1)."""
+    import torch.distributed as dist
+    if not _SHARDING["enabled"] or not dist.is_available() or not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def stream_chunks(num_items: int, chunk: int, compute: Callable[[range], torch.Tensor],
+                  place: Callable[[range, torch.Tensor], None], *, device, progress: bool = True,
+                  desc: str = "render", unit: str = "patch") -> bool:
+    """Compute items in chunks on `device` and hand each chunk's result, on the host, to `place`.
+
+    Args:
+        num_items: number of items; chunk: items per compute call (>= 1).
+        compute(r): device tensor (len(r), ...) for the item indices in range r; every item must have the
+            same shape (...).
+        place(r, host): receives the host (CPU) tensor of chunk r; called on rank 0 only when sharded.
+        device: where compute runs (results are copied to the host; on CUDA through pinned memory).
+    Returns:
+        True on the rank that received every chunk (always in one process; rank 0 when sharded).
+    Raises:
+        ValueError: chunk < 1.
+
+    Sharded (see `shard_world`): chunk j is computed by rank j % world; in each round rank 0 gathers
+    one chunk from every rank (padded to `chunk` items; NCCL on CUDA, gloo on CPU), so device and
+    host memory per rank stay constant."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"render: chunk must be a positive int, got {chunk!r}")
+    device = torch.device(device)
+    ranges = [range(s, min(s + chunk, num_items)) for s in range(0, num_items, chunk)]
+    rank, world = shard_world()
+    from tqdm.auto import tqdm
+    if world == 1:
+        staging, pending = [], None     # CUDA: two pinned buffers, one copied while the device fills the other
+        with tqdm(total=num_items, unit=unit, disable=not progress, desc=desc) as bar:
+            for n, r in enumerate(ranges):
+                t = compute(r)
+                if device.type == "cuda":
+                    if len(staging) < 2:
+                        staging.append(torch.empty((chunk,) + tuple(t.shape[1:]), dtype=t.dtype, pin_memory=True))
+                    host = staging[n % 2][:t.shape[0]]
+                    host.copy_(t, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                else:
+                    host, event = t.cpu(), None
+                if pending is not None:
+                    _finish(place, bar, *pending)
+                pending = (r, host, event)
+            if pending is not None:
+                _finish(place, bar, *pending)
+        return True
+    import torch.distributed as dist
+    rounds = -(-len(ranges) // world)
+    like = None
+    with tqdm(total=num_items, unit=unit, disable=not progress or rank != 0, desc=desc) as bar:
+        for k in range(rounds):
+            j = k * world + rank
+            mine = compute(ranges[j]) if j < len(ranges) else None
+            if like is None:
+                # Every rank needs the item shape: rank 0 always has a chunk in round 0.
+                shape = torch.tensor(list(mine.shape[1:]) if mine is not None else [], dtype=torch.int64)
+                meta = [shape.numel()] + shape.tolist() + [0] * (8 - shape.numel())
+                meta_t = torch.tensor(meta, dtype=torch.int64, device=_comm_device(device))
+                dist.broadcast(meta_t, src=0)
+                meta = meta_t.tolist()
+                like = (tuple(meta[1:1 + meta[0]]), torch.float32 if mine is None else mine.dtype)
+            buf = torch.zeros((chunk,) + like[0], dtype=like[1], device=_comm_device(device))
+            if mine is not None:
+                buf[:mine.shape[0]] = mine
+            gathered = [torch.empty_like(buf) for _ in range(world)] if rank == 0 else None
+            dist.gather(buf, gathered, dst=0)
+            if rank == 0:
+                for q in range(world):
+                    jj = k * world + q
+                    if jj < len(ranges):
+                        r = ranges[jj]
+                        place(r, gathered[q][:len(r)].cpu())
+                        bar.update(len(r))
+    return rank == 0
+
+
+def _finish(place, bar, r, host, event):
+    if event is not None:
+        event.synchronize()
+    place(r, host)
+    bar.update(len(r))
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    """NCCL moves device tensors; gloo host tensors."""
+    import torch.distributed as dist
+    return device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _render_canvas_sharded(render_tiles: RenderTiles, items: Sequence, *, num_images: int, width: int,
+                           height: int, tile: int, channels: int, tile_batch: int, device, progress: bool,
+                           out_dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """render_canvas over several ranks: rank 0 returns the image, the other ranks None."""
+    rank, _ = shard_world()
+    out = torch.empty(num_images, channels, height, width, dtype=out_dtype) if rank == 0 else None
+    index = torch.tensor(items, dtype=torch.int64).reshape(-1, 3).to(device)
+
+    def compute(r):
+        idx = index[r.start:r.stop]
+        tiles = render_tiles(idx[:, 0], idx[:, 1], idx[:, 2])
+        if tiles.shape != (len(r), channels, tile, tile):
+            raise RuntimeError(f"render: render_tiles returned shape {tuple(tiles.shape)}, expected "
+                               f"{(len(r), channels, tile, tile)}")
+        return to_output(tiles, out_dtype)
+
+    def place(r, host):
+        for i, n in enumerate(r):
+            b, tx, ty = items[n]
+            h, w = min(tile, height - ty), min(tile, width - tx)
+            out[b, :, ty:ty + h, tx:tx + w] = host[i, :, :h, :w]
+
+    stream_chunks(len(items), tile_batch, compute, place, device=device, progress=progress,
+                  desc=f"render {width}x{height}", unit="tile")
     return out

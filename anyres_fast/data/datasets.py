@@ -51,8 +51,9 @@ def lanczos_float(img: Image.Image, size: int, box=None) -> np.ndarray:
 
 
 def to_model_range(a: np.ndarray) -> torch.Tensor:
-    """[0, 255] float/uint8 (C, H, W) -> float32 tensor in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) / 127.5 - 1
+    """[0, 255] float/uint8 (C, H, W) -> float32 tensor in [-1, 1]; Lanczos overshoot is clipped to
+    [0, 255] first, as an 8-bit resize would."""
+    return torch.from_numpy(np.clip(np.ascontiguousarray(a, dtype=np.float32), 0, 255)) / 127.5 - 1
 
 
 class LRDataset(torch.utils.data.Dataset):
@@ -138,23 +139,44 @@ class HRPatchDataset(torch.utils.data.Dataset):
             return float(side), float(side)
         return lo, hi
 
+    def draw(self, rng: np.random.Generator, width: int, height: int) -> tuple:
+        """The random choices for one image of native size width x height:
+        (flip, (left, top, side) of the square crop, canvas size n, patch corner x, y)."""
+        p = self.resolution
+        flip = bool(self.xflip and rng.random() < 0.5)
+        side = min(width, height)
+        if self.random_crop:
+            left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+        else:
+            left, top = (width - side) // 2, (height - side) // 2
+        lo, hi = self.size_bounds(side)
+        n = int(round(rng.uniform(lo, hi)))
+        n = max(p, min(n, side))   # rounding never upsamples nor goes below one patch
+        x, y = int(rng.integers(0, n - p + 1)), int(rng.integers(0, n - p + 1))
+        return flip, (left, top, side), n, x, y
+
     def __getitem__(self, key) -> dict:
         index, draw = key
         rng = sample_rng(self.seed, draw)
         p = self.resolution
         img = self.source.load_rgb(index)
-        flip = bool(self.xflip and rng.random() < 0.5)
+        flip, crop, n, x, y = self.draw(rng, *img.size)
         if flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        sq, crop = square_crop(img, rng if self.random_crop else None)
-        side = sq.size[0]
-        lo, hi = self.size_bounds(side)
-        n = int(round(rng.uniform(lo, hi)))
-        n = max(p, min(n, side))   # rounding never upsamples nor goes below one patch
-        x, y = int(rng.integers(0, n - p + 1)), int(rng.integers(0, n - p + 1))
-        f = side / n
-        arr = lanczos_float(sq, p, box=(x * f, y * f, (x + p) * f, (y + p) * f)) if n != side else \
-            np.asarray(sq.crop((x, y, x + p, y + p)), dtype=np.float32).transpose(2, 0, 1)
+        left, top, side = crop
+        if n == side:      # native resolution: a plain crop
+            region = img.crop((left + x, top + y, left + x + p, top + y + p))
+            arr = np.asarray(region, dtype=np.float32).transpose(2, 0, 1)
+        else:
+            # Resize only the patch's footprint plus the kernel support (3 f pixels): cropping first
+            # changes nothing (taps outside the square are excluded either way) and decodes less.
+            f = side / n
+            fx0, fy0, fx1, fy1 = x * f, y * f, (x + p) * f, (y + p) * f
+            m = math.ceil(3 * max(f, 1.0)) + 2
+            rx0, ry0 = max(0, math.floor(fx0) - m), max(0, math.floor(fy0) - m)
+            rx1, ry1 = min(side, math.ceil(fx1) + m), min(side, math.ceil(fy1) + m)
+            region = img.crop((left + rx0, top + ry0, left + rx1, top + ry1))
+            arr = lanczos_float(region, p, box=(fx0 - rx0, fy0 - ry0, fx1 - rx0, fy1 - ry0))
         s = p / n
         v = ((x + p / 2) / n * 2 - 1, (y + p / 2) / n * 2 - 1)
         t = torch.tensor([[s, 0, v[0] / 2], [0, s, v[1] / 2], [0, 0, 1]], dtype=torch.float32)

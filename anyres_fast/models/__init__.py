@@ -2,3 +2,4 @@
 from .anyres import Generator, GeneratorConfig, layer_schedule, format_schedule, patch_transform
 from .discriminator import Discriminator
 from .infinity import InfinityConfig, InfinityGenerator
+from .infinity_convert import convert_official_state_dict, from_official, load_official_checkpoint

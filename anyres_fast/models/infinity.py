@@ -29,6 +29,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import ops
+from .. import render as _render
+from . import infinity_canvas as _canvas
 from .anyres import FullyConnected, _atomic_write, normalize_2nd_moment
 
 WEIGHTS_FILE = "weights.pt"
@@ -232,7 +234,7 @@ class _Modulated(torch.nn.Module):
     def style_map(self, mix: torch.Tensor, centre_latents: torch.Tensor) -> torch.Tensor:
         """Per-pixel styles: mix (B,K,H,W) convex weights, centre_latents (K, style_dim) -> (B, I, H, W).
         The affine is linear, so mixing styles equals styling the mixed latent (sum of weights = 1)."""
-        s = self.affine(centre_latents.to(torch.float32))                  # (K, I)
+        s = self.affine(centre_latents.to(self.affine.weight.dtype))                  # (K, I)
         return torch.einsum("bkhw,ki->bihw", mix.to(s.dtype), s)
 
 
@@ -248,7 +250,7 @@ class StructureBlock(_Modulated):
         x = torch.cat([x, _centre_crop(coords, x.shape[2], x.shape[3]).to(x.dtype)], dim=1)
         w = self.scaled_weight(x.dtype)
         if style_map is None:
-            y = ops.modulated_conv2d(x, w, self.affine(z.to(torch.float32)), demodulate=True, padding=0)
+            y = ops.modulated_conv2d(x, w, self.affine(z.to(self.affine.weight.dtype)), demodulate=True, padding=0)
         else:
             y = ops.style_fused_conv2d(x, w, _centre_crop(style_map, x.shape[2], x.shape[3]).to(x.dtype),
                                        padding=0, demod=demod)
@@ -263,13 +265,13 @@ class TextureConv(_Modulated):
         self.spec, self.up = spec, spec.up
         self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros(spec.out_channels))
-        self.register_buffer("blur_filter", ops.setup_filter([1, 2, 1]), persistent=False)
+        self.register_buffer("blur_filter", _filter121(), persistent=False)
 
     def forward(self, x: torch.Tensor, style: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
                 style_map: Optional[torch.Tensor] = None, demod: str = "exact") -> torch.Tensor:
         w = self.scaled_weight(x.dtype)
         if style_map is None:
-            y = ops.modulated_conv2d(x, w, self.affine(style.to(torch.float32)), demodulate=True, padding=0,
+            y = ops.modulated_conv2d(x, w, self.affine(style.to(self.affine.weight.dtype)), demodulate=True, padding=0,
                                      up=2 if self.up else 1)
             if self.up:
                 y = y[:, :, 1:-1, 1:-1]
@@ -324,13 +326,13 @@ class ToRGB(_Modulated):
     def __init__(self, in_channels: int, w_dim: int, img_channels: int):
         super().__init__(in_channels, img_channels, 1, w_dim)
         self.bias = torch.nn.Parameter(torch.zeros(img_channels))
-        self.register_buffer("up_filter", ops.setup_filter([1, 2, 1]), persistent=False)
+        self.register_buffer("up_filter", _filter121(), persistent=False)
 
     def forward(self, x: torch.Tensor, style: Optional[torch.Tensor], skip: Optional[torch.Tensor],
                 style_map: Optional[torch.Tensor] = None) -> torch.Tensor:
         w = self.scaled_weight(x.dtype)
         if style_map is None:
-            y = ops.modulated_conv2d(x, w, self.affine(style.to(torch.float32)), demodulate=False, padding=0)
+            y = ops.modulated_conv2d(x, w, self.affine(style.to(self.affine.weight.dtype)), demodulate=False, padding=0)
         else:
             y = ops.style_fused_conv2d(x, w, style_map.to(x.dtype), padding=0, demod="none")
         y = y + self.bias.to(y.dtype)[None, :, None, None]
@@ -339,6 +341,12 @@ class ToRGB(_Modulated):
             skip = ops.upfirdn2d(skip, self.up_filter, up=2, padding=(1, 0, 1, 0), gain=4)
             y = y + _centre_crop(skip, y.shape[2], y.shape[3]).to(y.dtype)
         return y
+
+
+def _filter121() -> torch.Tensor:
+    """[1,2,1] outer [1,2,1] / 16 (what ops.setup_filter([1, 2, 1]) gives), built on the default device."""
+    f = torch.tensor([1.0, 2.0, 1.0])
+    return torch.outer(f, f) / 16
 
 
 def _centre_crop(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -360,7 +368,7 @@ class Mapping(torch.nn.Module):
             setattr(self, f"fc{i}", FullyConnected(z_dim, z_dim, activation="lrelu", lr_multiplier=lr_multiplier))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = normalize_2nd_moment(z.to(torch.float32))
+        x = normalize_2nd_moment(z.to(self.fc0.weight.dtype))     # float32 (float64 when the model is)
         for i in range(self.layers):
             x = getattr(self, f"fc{i}")(x)
         return x
@@ -679,7 +687,128 @@ class InfinityGenerator(torch.nn.Module):
         model.load_state_dict(state, strict=True)
         return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
 
-    # generate() and the fusion helpers live in models/infinity_generate.py (attached below).
+    # -- the canvas -------------------------------------------------------------------------------
+    def canvas_inputs(self, seed: int, zs_top, zs_left, zs_h: int, zs_w: int, *, device=None,
+                      dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """The slice of the canvas of `seed` that drives z_S rows zs_top + [0, zs_h) x cols zs_left + [0, zs_w).
+
+        Args:
+            seed: canvas seed in [0, 2^63). zs_top, zs_left: int or (B,) int tensors (one per patch).
+            zs_h, zs_w: z_S size of every patch.
+        Returns:
+            z_l (B, local_dim, zs_h + 2R, zs_w + 2R), coords (B, 3, same), noises [(B, 1, h_i, w_i)], the inputs
+            of `forward` for pixels 2^depth * zs_top + [0, output_size(zs_h)) (and likewise for columns).
+        """
+        R = self.ss_margin
+        top = torch.as_tensor(zs_top, dtype=torch.int64, device=device).reshape(-1)
+        left = torch.as_tensor(zs_left, dtype=torch.int64, device=device).reshape(-1)
+        ar = lambda n: torch.arange(n, dtype=torch.int64, device=device)[None]
+        rows, cols = top[:, None] - R + ar(zs_h + 2 * R), left[:, None] - R + ar(zs_w + 2 * R)
+        z_l = _canvas.canvas_normal(seed, _canvas.STREAM_ZL, self.local_dim, rows, cols, dtype)
+        coords = coordinate_grid(self.config, rows, cols).to(dtype)
+        noises = []
+        hs, ws = self.layer_sizes(zs_h)[1:], self.layer_sizes(zs_w)[1:]
+        for spec, h, w in zip(self.texture_synthesizer.specs, hs, ws):
+            # Output sample i of conv k sits at canvas index step_k * zs_top + i (docs/infinitygan.md).
+            r, c = spec.step * top[:, None] + ar(h), spec.step * left[:, None] + ar(w)
+            noises.append(_canvas.canvas_normal(seed, 1 + spec.index, 1, r, c, dtype))
+        return z_l, coords, noises
+
+    def fusion_grids(self, zs_top: int, zs_left: int, zs_h: int, zs_w: int) -> List[tuple]:
+        """Canvas pixel positions (ys, xs) of the style-consuming grids of one patch: [z_l (G_S inputs;
+        each block centre-crops it), G_T conv i inputs..., ToRGB p inputs...]."""
+        scale, c0 = 2 ** self.depth, 2 * (2 ** self.depth - 1)
+        R = self.ss_margin
+
+        def grid(start, offset, spacing, n):
+            z = start + offset + spacing * torch.arange(n, dtype=torch.float64)
+            return torch.round(scale * z - c0).to(torch.int64)
+
+        zl_h, zl_w = zs_h + 2 * R, zs_w + 2 * R
+        out = [(grid(zs_top, -R, 1.0, zl_h), grid(zs_left, -R, 1.0, zl_w))]
+        hs, ws = self.layer_sizes(zs_h), self.layer_sizes(zs_w)
+        specs = self.texture_synthesizer.specs
+        for s in specs:
+            out.append((grid(zs_top, s.in_offset, s.in_spacing, hs[s.index]),
+                        grid(zs_left, s.in_offset, s.in_spacing, ws[s.index])))
+        for p in range(self.depth):
+            s = specs[2 * p + 1]
+            out.append((grid(zs_top, s.out_offset, s.out_spacing, hs[s.index + 1]),
+                        grid(zs_left, s.out_offset, s.out_spacing, ws[s.index + 1])))
+        return out
+
+    def fused_patch(self, z_g: torch.Tensor, ws: torch.Tensor, maps: Sequence[torch.Tensor], z_l: torch.Tensor,
+                    coords: torch.Tensor, noises: Sequence[torch.Tensor], demod: str = "exact") -> torch.Tensor:
+        """Patch forward with spatially varying styles (spatial style fusion).
+
+        Args:
+            z_g: (K, z_dim) raw global latents of the centres (G_S styles); ws: (K, num_ws, z_dim) their W+.
+            maps: per `fusion_grids` entry a (B, K, H, W) convex weight map.
+            z_l, coords, noises: as for forward (batch B).
+            demod: "exact" or "pointwise" (the published approximation).
+        Returns:
+            (B, img_channels, H, W) image.
+        """
+        if demod not in DEMODS:
+            raise ValueError(f"InfinityGenerator: demod must be one of {DEMODS}, got {demod!r}")
+        ss = self.structure_synthesizer
+        ts = self.texture_synthesizer
+        ss_maps = [b.style_map(maps[0], z_g) for b in ss.blocks]
+        conv_maps = [c.style_map(maps[1 + i], ws[:, i]) for i, c in enumerate(ts.convs)]
+        n = len(ts.convs)
+        rgb_maps = [t.style_map(maps[1 + n + p], ws[:, ts.rgb_index[p]]) for p, t in enumerate(ts.torgbs)]
+        z_s = ss(None, z_l, coords, style_maps=ss_maps, demod=demod)
+        return ts(z_s, None, noises, conv_maps=conv_maps, rgb_maps=rgb_maps, demod=demod)
+
+    @torch.no_grad()
+    def generate(self, z_g: torch.Tensor, height: int, width: int, *, top: int = 0, left: int = 0,
+                 patch_batch: int = 1, seed: int = 0, style_centres=None, fusion_kernel: int = 127,
+                 fusion_demod: str = "exact", device=None, dtype: torch.dtype = torch.float32,
+                 progress: bool = True) -> Optional[torch.Tensor]:
+        """The window [top, top + height) x [left, left + width) of the unbounded canvas of `seed`.
+
+        Patches of ts_input latents (the training patch) at a stride of ts_input - 5 latents are generated
+        from their slices of the canvas inputs (`canvas_inputs`), `patch_batch` at a time, and streamed
+        into a host image; device memory does not depend on the window. Under torchrun (torch.distributed
+        initialised) patches are dealt out to the ranks and rank 0 assembles (see anyres_fast.render).
+
+        Args:
+            z_g: (1, z_dim), or (K, z_dim) with style_centres for spatial style fusion.
+            height, width: window size in pixels (any ints >= 1). top, left: window origin (any ints).
+            patch_batch: patches per forward pass. seed: canvas seed in [0, 2^63).
+            style_centres: (K, 2) (x, y) canvas pixels, inside the window, one per z_g row.
+            fusion_kernel: odd mean-filter size of the nearest-centre map. fusion_demod: "exact"/"pointwise".
+            device: where to run (default: the model's device; must be it). dtype: float32 or bfloat16/float16
+                for the activations. progress: tqdm bar.
+        Returns:
+            (1, img_channels, height, width) float32 CPU tensor; None on ranks other than 0 under torchrun.
+        Raises:
+            ValueError / TypeError: bad sizes, latents (shape, NaN), centres, kernel, device.
+        """
+        return _generate(self, z_g, height, width, top=top, left=left, patch_batch=patch_batch, seed=seed,
+                         style_centres=style_centres, fusion_kernel=fusion_kernel, fusion_demod=fusion_demod,
+                         device=device, dtype=dtype, progress=progress)
+
+    def receptive_field(self) -> Tuple[int, int]:
+        """(lo, hi): canvas pixel p depends exactly on z_l (and coordinate) canvas indices
+        floor-free range [s(p) + lo, s(p) + hi] where s(p) = (p + 2(2^D - 1)) / 2^D - R is computed per layer;
+        returned for p = 0 (for other p use `zl_field(p)`)."""
+        return self.zl_field(0)
+
+    def zl_field(self, p: int) -> Tuple[int, int]:
+        """Inclusive range of z_l canvas indices (along one axis) that canvas pixel p depends on."""
+        # Walk back from the output sample: valid 3x3 conv [a, b] -> [a, b + 2]; up-conv: blur [a, b + 2],
+        # uncropped transposed [a + 1, b + 3], input i reaches 2i .. 2i + 2.
+        scale = 2 ** self.depth
+        s0 = (p // scale)                       # any patch containing p; take the one starting at s0
+        a = b = p - scale * s0
+        for spec in reversed(self.texture_synthesizer.specs):
+            if spec.up:
+                a, b = -((-(a + 1 - 2)) // 2), (b + 3) // 2
+            else:
+                b = b + 2
+        # [a, b] in z_S indices of that patch -> z_l canvas indices (G_S: +-R).
+        return s0 + a - self.ss_margin, s0 + b + self.ss_margin
 
 
 def _check_latent(name: str, t, shape, finite: bool = False) -> None:
@@ -694,3 +823,75 @@ def _check_latent(name: str, t, shape, finite: bool = False) -> None:
     # The finiteness check reads the tensor back (a device sync): only for user-facing entry points.
     if finite and not torch.isfinite(t).all():
         raise ValueError(f"InfinityGenerator: {name} contains NaN or Inf")
+
+
+def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batch, seed, style_centres,
+              fusion_kernel, fusion_demod, device, dtype, progress):
+    def positive(name, v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"InfinityGenerator.generate: {name} must be an int >= 1, got {v!r}")
+    positive("height", height)
+    positive("width", width)
+    positive("patch_batch", patch_batch)
+    for name, v in (("top", top), ("left", left)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"InfinityGenerator.generate: {name} must be an int (pixels), got {v!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ValueError(f"InfinityGenerator.generate: seed must be an int in [0, 2^63), got {seed!r}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"InfinityGenerator.generate: dtype must be float32, bfloat16 or float16, got {dtype}")
+    _check_latent("z_g", z_g, (None, G.z_dim), finite=True)
+    k = z_g.shape[0]
+    if style_centres is None and k != 1:
+        raise ValueError(f"InfinityGenerator.generate: z_g has {k} rows; give style_centres (K, 2) for style "
+                         f"fusion or pass a single (1, {G.z_dim}) latent")
+    centres = None
+    if style_centres is not None:
+        centres = _canvas.check_centres(style_centres, k, top, left, height, width)
+        if isinstance(fusion_kernel, bool) or not isinstance(fusion_kernel, int) or fusion_kernel < 1 \
+                or fusion_kernel % 2 == 0:
+            raise ValueError(f"InfinityGenerator.generate: fusion_kernel must be an odd int >= 1, got {fusion_kernel!r}")
+        if fusion_demod not in DEMODS:
+            raise ValueError(f"InfinityGenerator.generate: fusion_demod must be one of {DEMODS}, got {fusion_demod!r}")
+    model_device = next(G.parameters()).device
+    device = model_device if device is None else torch.device(device)
+    if device.type != model_device.type or (device.index is not None and model_device.index is not None
+                                            and device.index != model_device.index):
+        raise ValueError(f"InfinityGenerator.generate: the model is on {model_device} but device is {device}; "
+                         f"move the model with G.to(device)")
+    device = model_device
+
+    zs, scale = G.ts_input, 2 ** G.depth
+    plan = _canvas.plan_window(top, left, height, width, zs=zs, patch=G.patch_size, scale=scale)
+    patches = plan.patches
+    z_g = z_g.to(device=device, dtype=torch.float32)
+    ws = G.styles(z_g)                                                    # (K, num_ws, z_dim)
+    rank, _ = _render.shard_world()
+    out = torch.empty(1, G.img_channels, height, width) if rank == 0 else None
+
+    def compute(r):
+        starts = torch.tensor([patches[i] for i in r], dtype=torch.int64)
+        z_l, coords, noises = G.canvas_inputs(seed, starts[:, 0], starts[:, 1], zs, zs, device=device, dtype=dtype)
+        if centres is None:
+            b = z_l.shape[0]
+            z_s = G.structure_synthesizer(z_g.expand(b, -1), z_l, coords)
+            img = G.texture_synthesizer(z_s, ws.expand(b, -1, -1), noises)
+        else:
+            per_patch = [_canvas.fusion_weights(centres, fusion_kernel, G.fusion_grids(py, px, zs, zs), device)
+                         for py, px in starts.tolist()]
+            maps = [torch.stack(m, dim=0) for m in zip(*per_patch)]
+            img = G.fused_patch(z_g, ws, maps, z_l, coords, noises, demod=fusion_demod)
+        return img.to(torch.float32)
+
+    def place(r, host):
+        for i, n in enumerate(r):
+            py, px = patches[n]
+            y0, x0 = scale * py, scale * px                    # canvas pixel of the patch's (0, 0)
+            ya, yb = max(y0, top), min(y0 + G.patch_size, top + height)
+            xa, xb = max(x0, left), min(x0 + G.patch_size, left + width)
+            if ya < yb and xa < xb:
+                out[0, :, ya - top:yb - top, xa - left:xb - left] = host[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
+
+    _render.stream_chunks(len(patches), patch_batch, compute, place, device=device, progress=progress,
+                          desc=f"generate {width}x{height}")
+    return out

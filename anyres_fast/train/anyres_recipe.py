@@ -295,8 +295,25 @@ class AnyresRecipe(Recipe):
             lambda k, ch: self.loss_G(ch, ctx.randn((ch["image"].shape[0], zd), "z_G", k), ctx))
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
-        run("D", list(self.D.parameters()), self.opt_D,
-            lambda k, ch: self.loss_Dmain(ch, ctx.randn((ch["image"].shape[0], zd), "z_D", k), ctx))
+        # G's running statistics (magnitude EMAs, w_avg) move in the D pass. Every chunk starts from the
+        # step's initial values and the step keeps the mean of the chunks' updates over all ranks: the
+        # update is linear in the batch statistic, so this is one update with the global batch's
+        # statistic, the same for any split into processes and chunks, and ranks never drift apart.
+        emas = [b for n, b in self.G.named_buffers() if n.endswith("magnitude_ema") or n.endswith("w_avg")]
+        start = [b.clone() for b in emas]
+        total = [torch.zeros_like(b) for b in emas]
+
+        def dmain(k, ch):
+            for b, s0 in zip(emas, start):
+                b.copy_(s0)
+            out = self.loss_Dmain(ch, ctx.randn((ch["image"].shape[0], zd), "z_D", k), ctx)
+            for t, b in zip(total, emas):
+                t += b
+            return out
+
+        run("D", list(self.D.parameters()), self.opt_D, dmain)
+        for b, t in zip(emas, ctx.mean_over_ranks_tensors([t / len(chunks) for t in total])):
+            b.copy_(t)
         if step % self.cfg.r1_interval == 0:
             run("Dreg", list(self.D.parameters()), self.opt_D, lambda k, ch: self.loss_Dreg(ch))
         self.D.requires_grad_(False)

@@ -74,6 +74,9 @@ def save_checkpoint(run_dir: str, step: int, state: dict, keep: int = 3) -> str:
         pass
     for _, old in list_checkpoints(run_dir)[:-max(1, keep)]:
         os.remove(old)
+    for name in os.listdir(folder):   # leftovers of writers that were killed mid-write
+        if name.startswith(".tmp-checkpoint-") and not name.endswith(f"-{os.getpid()}.pt"):
+            os.remove(os.path.join(folder, name))
     return path
 
 

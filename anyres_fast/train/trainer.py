@@ -218,6 +218,15 @@ class Context:
         for p in params:
             p.grad = None
 
+    def mean_over_ranks_tensors(self, tensors: list) -> list:
+        """The mean over ranks of each tensor (one all_reduce); the tensors themselves when world == 1."""
+        if self.world == 1 or not tensors:
+            return tensors
+        flat = torch.cat([t.flatten().to(torch.float64) for t in tensors])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        return [f.reshape(t.shape).to(t.dtype) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
     def mean_over_ranks(self, stats: dict) -> dict:
         """Average a dict of floats over ranks (same keys on every rank)."""
         if self.world == 1 or not stats:
