@@ -181,9 +181,12 @@ def run_edit(args, G, canvas, targets, sources: list, prefix: str, seam_cols: li
             entry["psnr"].append(inv.psnr(image[..., r.top:r.top + r.height, r.left:r.left + r.width], t))
         entry["seams"] = [inv.seam_stats(image, col, inside) for col, inside in seam_cols]
         report["outputs"].append(entry)
-        print(f"{path}: {canvas.width}x{canvas.height}, known region PSNR "
-              + ", ".join(f"{p:.2f}" for p in entry["psnr"]) + " dB, seam |diff| "
-              + ", ".join(f"{s['seam']:.2f} (inside {s['inside_mean']:.2f})" for s in entry["seams"]))
+        line = f"{path}: {canvas.width}x{canvas.height}, known region PSNR " + \
+            ", ".join(f"{p:.2f}" for p in entry["psnr"]) + " dB"
+        if entry["seams"]:
+            line += ", seam |diff| " + ", ".join(f"{s['seam']:.2f} (inside {s['inside_mean']:.2f})"
+                                                  for s in entry["seams"])
+        print(line)
     tmp = os.path.join(args.out, f"report.json.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)
