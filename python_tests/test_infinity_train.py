@@ -86,3 +86,21 @@ def test_patch_dataset_labels_and_crops(photo_dir):
     assert min(seen) < 6 and max(seen) > 18                        # offsets cover the range
     again = ds[(1, 7)]
     torch.testing.assert_close(again["image"], ds[(1, 7)]["image"])   # counter-based: same key, same sample
+
+
+def test_train_command_model_infinity_and_resume(photo_dir, tmp_path, one_thread, capsys):
+    from anyres_fast.cli import main
+    from anyres_fast.train import list_checkpoints
+
+    out = str(tmp_path / "run")
+    base = ["train", "--model", "infinity", "--data", photo_dir, "--out", out, "--tiny", "--workers", "0",
+            "--no-progress", "--snap", "2", "--tick", "1"]
+    assert main(base + ["--max-steps", "1"]) == 0
+    assert main(["train", "--out", out, "--resume", "--max-steps", "1", "--no-progress"]) == 0   # model from the run
+    assert list_checkpoints(out)[-1][0] == 2
+    capsys.readouterr()
+    assert main(["train", "--model", "infinity", "--out", str(tmp_path / "x")]) == 2
+    assert "--data: required" in capsys.readouterr().err
+    assert main(["train", "--model", "infinity", "--data", photo_dir, "--tiny", "--patch", "197",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "not with --tiny" in capsys.readouterr().err
