@@ -24,7 +24,7 @@ from .cli_args import CommandError
 # name -> (module, one-line help). Modules are imported when the parser is built.
 COMMANDS = {
     "doctor": ("anyres_fast.doctor", "environment, GPU and CUDA extension status"),
-    "demo": ("anyres_fast.demo", "the default end-to-end run"),
+    "demo": ("anyres_fast.demo", "train both phases on real photos for a few steps, then render (CPU: minutes)"),
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
     "train": ("anyres_fast.train.command", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
     "outpaint": ("anyres_fast.outpaint", "extend a real photo to any width with InfinityGAN (inversion included)"),

@@ -90,9 +90,11 @@ def load_generator(spec: str, device: torch.device):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
+                        help="generator family (default anyres; infinity: see its options below)")
     parser.add_argument("--weights", required=True, help="save_pretrained directory, or random:P[,key=value...]")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="latent seeds, e.g. 0-3 or 1,5,7 (default 0)")
-    parser.add_argument("--size", type=int, required=True, help="canvas size N in pixels (N >= patch size)")
+    parser.add_argument("--size", type=int, default=None, help="canvas size N in pixels (N >= patch size; anyres)")
     parser.add_argument("--zoom", type=parse_zoom, default=None,
                         help="render only the window x0,y0,w[,h] (pixels) of the N x N canvas")
     parser.add_argument("--truncation", type=float, default=1.0, help="truncation psi (default 1)")
@@ -104,13 +106,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
                         help="dtype of StyleGAN3's high-resolution layers on CUDA (default fp16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from . import generate_infinity
+    generate_infinity.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .cli_args import parse_device
+    from .cli_args import CommandError, parse_device
 
+    if args.model == "infinity":
+        from . import generate_infinity
+        return generate_infinity.main(args)
+    if args.size is None:
+        raise CommandError("--size is required for --model anyres")
     try:
         device = parse_device(args.device)
         G = load_generator(args.weights, device)

@@ -296,3 +296,48 @@ def test_bad_generate_inputs_get_clear_errors():
         G.generate(z, 10, 10, patch_batch=0, progress=False)
     with pytest.raises(ValueError, match="seed"):
         G.generate(z, 10, 10, seed=-1, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+
+SMALL_SPEC = ("random:patch_size=21,ts_input=7,z_dim=8,local_dim=4,ss_layers=2,ss_radius=1,mapping_layers=2,"
+              "channel_base=16,channel_max=4,seed=3")
+
+
+def test_cli_generate_infinity_writes_pngs_and_rejects_bad_input(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    from anyres_fast import cli
+
+    out = tmp_path / "o"
+    base = ["generate", "--model", "infinity", "--weights", SMALL_SPEC, "--device", "cpu", "--no-progress",
+            "--out", str(out)]
+    assert cli.main(base + ["--seeds", "0-1", "--height", "30", "--width", "45", "--patch-batch", "3"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["seed0000_45x30.png", "seed0001_45x30.png"]
+    a = np.asarray(Image.open(out / files[0]))
+    assert a.shape == (30, 45, 3) and a.dtype == np.uint8
+    assert cli.main(base + ["--seeds", "2", "--height", "30", "--width", "60", "--fuse", "5,9",
+                            "--centres", "5,10;50,10", "--fusion-kernel", "7"]) == 0
+    assert (out / "seed0002_60x30_fused.png").is_file()
+    capsys.readouterr()
+    def call(argv):
+        try:
+            return cli.main(argv)
+        except SystemExit as exc:           # argparse's own type errors
+            return exc.code
+
+    for extra, msg in (([], "--height and --width"),
+                       (["--height", "0", "--width", "4"], "--height"),
+                       (["--height", "8", "--width", "8", "--fuse", "1,2", "--centres", "1,1"], "2 seeds"),
+                       (["--height", "8", "--width", "8", "--fuse", "1", "--centres", "9,1"], "outside"),
+                       (["--height", "8", "--width", "8", "--fuse", "1", "--centres", "1,1", "--fusion-kernel", "4"],
+                        "odd"),
+                       (["--height", "8", "--width", "8", "--size", "64"], "--size")):
+        code = call(base + ["--seeds", "0"] + extra)
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and "Traceback" not in err, (extra, err)
+    code = cli.main(["generate", "--model", "infinity", "--weights", str(tmp_path / "nope"), "--height", "8",
+                     "--width", "8", "--out", str(out), "--device", "cpu"])
+    assert code == 2 and "not a directory" in capsys.readouterr().err

@@ -95,10 +95,9 @@ def main() -> int:
             if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith("to_rgbs.0.bias"):
                 p.normal_(0, 0.3)       # start at zero in training; random here so the paths are compared
     sd = theirs.state_dict()
-    ours = InfinityGenerator(config_from_official_state_dict(sd))
+    ours = InfinityGenerator(config_from_official_state_dict(sd)).double().eval()   # float64 before loading
     state, dropped = convert_official_state_dict(sd, return_dropped=True)
     ours.load_state_dict(state, strict=True)
-    ours = ours.double().eval()
     n_theirs = sum(p.numel() for p in theirs.parameters())
     n_ours = sum(p.numel() for p in ours.parameters())
     print(f"published parameters {n_theirs:,}; ours {n_ours:,}; dropped {len(dropped)} unused/fixed tensors: "

@@ -93,7 +93,11 @@ class InfinityConfig:
                 raise ValueError(f"InfinityGenerator: {name} must be an int >= 1, got {v!r}")
         if self.ts_input < 3:
             raise ValueError(f"InfinityGenerator: ts_input must be >= 3, got {self.ts_input}")
-        depth_for(self.patch_size, self.ts_input)   # validates
+        depth = depth_for(self.patch_size, self.ts_input)   # validates
+        if self.channel_base // 2 ** (depth - 1) < 1:
+            raise ValueError(f"InfinityGenerator: channel_base {self.channel_base} leaves no channels in the last of "
+                             f"{depth} layer pairs (widths are min(channel_max, channel_base / 2^pair)); use "
+                             f">= {2 ** (depth - 1)}")
         for name in ("coord_cut", "coord_hori_occupancy", "mapping_lr_multiplier"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -689,7 +693,8 @@ class InfinityGenerator(torch.nn.Module):
 
     # -- the canvas -------------------------------------------------------------------------------
     def canvas_inputs(self, seed: int, zs_top, zs_left, zs_h: int, zs_w: int, *, device=None,
-                      dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+                      dtype: torch.dtype = torch.float32,
+                      skip_noise: Optional[Sequence[bool]] = None) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
         """The slice of the canvas of `seed` that drives z_S rows zs_top + [0, zs_h) x cols zs_left + [0, zs_w).
 
         Args:
@@ -698,6 +703,7 @@ class InfinityGenerator(torch.nn.Module):
         Returns:
             z_l (B, local_dim, zs_h + 2R, zs_w + 2R), coords (B, 3, same), noises [(B, 1, h_i, w_i)], the inputs
             of `forward` for pixels 2^depth * zs_top + [0, output_size(zs_h)) (and likewise for columns).
+            skip_noise[i] True: a (1, 1, 1, 1) zero map instead (for convs whose noise strength is 0).
         """
         R = self.ss_margin
         top = torch.as_tensor(zs_top, dtype=torch.int64, device=device).reshape(-1)
@@ -709,6 +715,9 @@ class InfinityGenerator(torch.nn.Module):
         noises = []
         hs, ws = self.layer_sizes(zs_h)[1:], self.layer_sizes(zs_w)[1:]
         for spec, h, w in zip(self.texture_synthesizer.specs, hs, ws):
+            if skip_noise is not None and skip_noise[spec.index]:
+                noises.append(torch.zeros(1, 1, 1, 1, device=device, dtype=dtype))
+                continue
             # Output sample i of conv k sits at canvas index step_k * zs_top + i (docs/infinitygan.md).
             r, c = spec.step * top[:, None] + ar(h), spec.step * left[:, None] + ar(w)
             noises.append(_canvas.canvas_normal(seed, 1 + spec.index, 1, r, c, dtype))
@@ -869,9 +878,13 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
     rank, _ = _render.shard_world()
     out = torch.empty(1, G.img_channels, height, width) if rank == 0 else None
 
+    # Noise that a zero strength multiplies away is not drawn (one read of the strengths per call).
+    skip = [bool(c.noise_strength.detach().cpu() == 0) for c in G.texture_synthesizer.convs]
+
     def compute(r):
         starts = torch.tensor([patches[i] for i in r], dtype=torch.int64)
-        z_l, coords, noises = G.canvas_inputs(seed, starts[:, 0], starts[:, 1], zs, zs, device=device, dtype=dtype)
+        z_l, coords, noises = G.canvas_inputs(seed, starts[:, 0], starts[:, 1], zs, zs, device=device, dtype=dtype,
+                                              skip_noise=skip)
         if centres is None:
             b = z_l.shape[0]
             z_s = G.structure_synthesizer(z_g.expand(b, -1), z_l, coords)
