@@ -10,7 +10,8 @@ seed: the photo's region comes out as inverted and the rest is new content that 
 outpaint_seed<N>.png (exactly width x height) per seed, inversion.pt (the inversion record; give it
 back with --record to skip the inversion for the same photo, size and placement) and report.json
 (PSNR of the photo's region, seam continuity). --weights is an InfinityGAN training run folder, a
-save_pretrained folder, or `random[:SEED]` (an untrained tiny model, for trying the command).
+save_pretrained folder, or `random[:key=value,...]` (an untrained model for trying the command: keys
+of InfinityConfig and seed; `random:preset=tiny` is the small model of `train --tiny`).
 LPIPS uses torchvision's AlexNet weights from the torch cache; --lpips random uses a random backbone.
 See docs/infinitygan_training.md.
 """
@@ -33,7 +34,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     from .generate import parse_seeds
 
     parser.add_argument("--weights", required=True,
-                        help="InfinityGAN run folder, save_pretrained folder, or random[:SEED] (untrained tiny model)")
+                        help="InfinityGAN run folder, save_pretrained folder, or random[:key=value,...] (untrained; "
+                             "random:preset=tiny is the small --tiny model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3],
                         help="seeds of the new content, one output each (default 0-3)")
@@ -70,21 +72,68 @@ def read_image(path: str, flag: str):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None] / 127.5 - 1
 
 
+def parse_random_spec(spec: str) -> tuple:
+    """`random[:key=value,...]` -> (InfinityConfig keyword arguments, seed).
+
+    Keys: any InfinityConfig field, `seed` (default 0) and `preset=tiny` (the `train --tiny` model,
+    the other keys override it). Plain `random` is the published 101-pixel model, as for
+    `anyres-fast generate --model infinity`.
+
+    Raises:
+        CommandError: a malformed spec or an unknown key.
+    """
+    import dataclasses
+
+    from .models.infinity import InfinityConfig
+
+    fields = {f.name: f.type for f in dataclasses.fields(InfinityConfig)}
+    rest = spec[len("random"):]
+    if rest and not rest.startswith(":"):
+        raise CommandError(f"--weights {spec!r}: expected random or random:key=value,...")
+    kwargs, seed = {}, 0
+    for item in filter(None, rest[1:].split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or (key not in fields and key not in ("seed", "preset")):
+            raise CommandError(f"--weights {spec!r}: unknown option {item!r}; allowed: preset=tiny, seed, "
+                               f"{', '.join(fields)}")
+        if key == "preset":
+            if value != "tiny":
+                raise CommandError(f"--weights {spec!r}: the only preset is tiny")
+            from .train.infinity_recipe import TINY_G
+            kwargs = {**TINY_G, **kwargs}
+            continue
+        try:
+            number = float(value) if fields.get(key) in ("float", float) else int(value)
+        except ValueError:
+            raise CommandError(f"--weights {spec!r}: {key} must be a number") from None
+        if key == "seed":
+            seed = number
+        else:
+            kwargs[key] = number
+    try:
+        InfinityConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"--weights {spec!r}: {exc}") from None
+    return kwargs, int(seed)
+
+
+def _is_random(spec: str) -> bool:
+    return spec == "random" or spec.startswith("random:")
+
+
 def generator_config(spec: str) -> dict:
     """The InfinityGenerator config (dict) that --weights names, read without building the model.
 
     Raises:
-        CommandError: not a run folder, save_pretrained folder or random[:SEED].
+        CommandError: not a run folder, save_pretrained folder or random[:key=value,...].
     """
     from .models.infinity import CONFIG_FILE, InfinityConfig
 
-    if spec == "random" or spec.startswith("random:"):
-        from .train.infinity_recipe import TINY_G
-        _random_seed(spec)
-        return InfinityConfig(**TINY_G).to_dict()
+    if _is_random(spec):
+        return InfinityConfig(**parse_random_spec(spec)[0]).to_dict()
     if not os.path.isdir(spec):
         raise CommandError(f"--weights {spec!r}: no such folder (expected an InfinityGAN run, a save_pretrained "
-                           f"folder or random[:SEED])")
+                           f"folder or random[:key=value,...])")
     try:
         opts = os.path.join(spec, "training_options.json")
         if os.path.isfile(opts):
@@ -106,26 +155,17 @@ def generator_config(spec: str) -> dict:
                        f"save_pretrained folder ({CONFIG_FILE})")
 
 
-def _random_seed(spec: str) -> int:
-    if spec == "random":
-        return 0
-    try:
-        return int(spec.split(":", 1)[1])
-    except ValueError:
-        raise CommandError(f"--weights {spec!r}: expected random or random:SEED") from None
-
-
 def load_generator(spec: str, device):
     """The InfinityGenerator --weights names, on device, eval mode, frozen."""
     import torch
 
     from .models.infinity import InfinityConfig, InfinityGenerator
 
-    if spec == "random" or spec.startswith("random:"):
-        from .train.infinity_recipe import TINY_G
+    if _is_random(spec):
+        kwargs, seed = parse_random_spec(spec)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_random_seed(spec))
-            G = InfinityGenerator(InfinityConfig(**TINY_G))
+            torch.manual_seed(seed)
+            G = InfinityGenerator(InfinityConfig(**kwargs))
     elif os.path.isfile(os.path.join(spec, "training_options.json")):
         from .train.infinity_recipe import generator_from_run
         try:

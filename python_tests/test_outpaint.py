@@ -43,7 +43,7 @@ def _psnr(a, b):
 
 def test_outpaint_size_region_seam_and_record(photos, tmp_path, one_thread, capsys):
     out = tmp_path / "op"
-    args = ["outpaint", "--weights", "random", "--image", str(photos / "astro.png"), "--width", "70",
+    args = ["outpaint", "--weights", "random:preset=tiny", "--image", str(photos / "astro.png"), "--width", "70",
             "--height", "36", "--place", "left", "--steps", "15", "--lpips", "random", "--seeds", "0-1",
             "--no-progress", "--out", str(out)]
     assert main(args) == 0
@@ -73,7 +73,7 @@ def test_outpaint_size_region_seam_and_record(photos, tmp_path, one_thread, caps
 
 def test_inbetween_both_ends_and_one_canvas(photos, tmp_path, one_thread):
     out = tmp_path / "ib"
-    assert main(["inbetween", "--weights", "random", "--left", str(photos / "astro.png"), "--right",
+    assert main(["inbetween", "--weights", "random:preset=tiny", "--left", str(photos / "astro.png"), "--right",
                  str(photos / "coffee.png"), "--width", "96", "--steps", "10", "--lpips", "random", "--seeds", "3",
                  "--no-progress", "--out", str(out)]) == 0
     img = _png(out / "inbetween_seed0003.png")
@@ -94,7 +94,26 @@ def test_inbetween_both_ends_and_one_canvas(photos, tmp_path, one_thread):
     (["inbetween", "--left", "{d}/astro.png", "--right", "{d}/broken.jpg", "--width", "200"], "--right"),
 ])
 def test_bad_input_is_one_clear_line(photos, tmp_path, capsys, argv, message):
-    argv = [a.format(d=photos) for a in argv] + ["--weights", "random", "--lpips", "random", "--out", str(tmp_path)]
+    argv = [a.format(d=photos) for a in argv] + ["--weights", "random:preset=tiny", "--lpips", "random",
+                                                 "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_random_weights_spec_like_generate():
+    from anyres_fast.cli_args import CommandError
+    from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
+    from anyres_fast.outpaint import generator_config, load_generator, parse_random_spec
+    from anyres_fast.train.infinity_recipe import TINY_G
+
+    assert generator_config("random")["patch_size"] == 101                  # the published model, as generate
+    assert parse_random_spec("random:preset=tiny,seed=3,z_dim=32") == ({**TINY_G, "z_dim": 32}, 3)
+    torch.manual_seed(0)
+    want = InfinityGenerator(InfinityConfig(**TINY_G)).state_dict()
+    got = load_generator("random:preset=tiny", "cpu").state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    for bad, msg in (("random:bogus=1", "unknown option"), ("random:preset=big", "only preset"),
+                     ("random:seed=x", "must be a number"), ("randomly", "no such folder")):
+        with pytest.raises(CommandError, match=msg):
+            generator_config(bad)
