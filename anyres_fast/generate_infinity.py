@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from . import render as _render
 from .cli_args import CommandError, parse_device, prepare_out_dir
 
 
@@ -84,8 +85,6 @@ def _random_model(spec: str):
 
 def main(args: argparse.Namespace) -> int:
     """Validate everything, then build the model and write one PNG per seed. Raises CommandError."""
-    from PIL import Image
-
     from .models.infinity import InfinityGenerator
     if args.height is None or args.width is None:
         raise CommandError("--model infinity needs --height and --width (pixels)")
@@ -129,10 +128,18 @@ def main(args: argparse.Namespace) -> int:
             raise CommandError(f"--weights {args.weights!r}: {exc}") from None
     G = G.eval().to(device)
     top = -(args.height // 2) if args.top is None else args.top
-    style = None
+    style, z_g = None, None
     if fuse is not None:
         z_g = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in fuse])
         style = [(x + args.left, y + top) for x, y in centres]
+    with _render.sharding(rank is not None):
+        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir)
+    return 0
+
+
+def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir) -> None:
+    from PIL import Image
+    z_g = z_fused
     for seed in args.seeds:
         if fuse is None:
             z_g = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -148,7 +155,6 @@ def main(args: argparse.Namespace) -> int:
         Image.fromarray(u8).save(tmp, format="PNG")
         os.replace(tmp, path)
         print(f"wrote {path} ({args.width}x{args.height})")
-    return 0
 
 
 def _init_distributed(device: torch.device):

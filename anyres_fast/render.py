@@ -111,16 +111,19 @@ def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, hei
 # ----------------------------------------------------------------------------------------------------
 # Several processes (torchrun): tiles are dealt out to the ranks, rank 0 assembles the image.
 
-_SHARDING = {"enabled": True}
+_SHARDING = {"enabled": False}
 
 
 @contextlib.contextmanager
-def sharding(enabled: bool):
-    """Turn rank sharding of `render_canvas` / `stream_chunks` on or off inside the block.
+def sharding(enabled: bool = True):
+    """Shard `render_canvas` / `stream_chunks` (so Generator.render and InfinityGenerator.generate) across
+    the ranks of torch.distributed inside the block; rank 0 assembles and returns the image, the other
+    ranks get None.
 
-    Sharding is a collective: when torch.distributed is initialised with more than one rank, every rank
-    must make the same render call. Use `with sharding(False):` for a render that only one rank runs
-    (e.g. a preview during training)."""
+    Off by default: sharding is a collective, every rank must make the same call, and a render that
+    only one rank runs (a preview during DDP training) would wait forever for the others. Under
+    torchrun wrap the calls every rank makes in `with sharding():` (`anyres-fast generate --model
+    infinity` does)."""
     saved = _SHARDING["enabled"]
     _SHARDING["enabled"] = bool(enabled)
     try:
@@ -130,8 +133,8 @@ def sharding(enabled: bool):
 
 
 def shard_world() -> tuple:
-    """(rank, world size) when rendering is sharded (torch.distributed initialised, > 1 rank, sharding
-    enabled), else (0, 1)."""
+    """(rank, world size) when rendering is sharded (inside `sharding()`, torch.distributed initialised,
+    > 1 rank), else (0, 1)."""
     import torch.distributed as dist
     if not _SHARDING["enabled"] or not dist.is_available() or not dist.is_initialized():
         return 0, 1

@@ -37,12 +37,12 @@ def run():
     c = A.render(torch.randn(1, 8, generator=torch.Generator().manual_seed(1)), 100, tile_batch=1, progress=False)
     return a, b, c
 
-sharded = run()
+with render.sharding():
+    sharded = run()
 if rank != 0:
     assert all(t is None for t in sharded), "only rank 0 holds the image"
 else:
-    with render.sharding(False):
-        single = run()
+    single = run()                      # outside sharding(): the one-process path
     for name, s, o in zip(("generate", "fused", "render"), sharded, single):
         assert s.shape == o.shape, (name, s.shape, o.shape)
         print(name, tuple(s.shape), "max abs diff", (s - o).abs().max().item(), flush=True)

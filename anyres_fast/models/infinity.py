@@ -778,8 +778,8 @@ class InfinityGenerator(torch.nn.Module):
 
         Patches of ts_input latents (the training patch) at a stride of ts_input - 5 latents are generated
         from their slices of the canvas inputs (`canvas_inputs`), `patch_batch` at a time, and streamed
-        into a host image; device memory does not depend on the window. Under torchrun (torch.distributed
-        initialised) patches are dealt out to the ranks and rank 0 assembles (see anyres_fast.render).
+        into a host image; device memory does not depend on the window. Under torchrun, inside
+        `anyres_fast.render.sharding()`, patches are dealt out to the ranks and rank 0 assembles.
 
         Args:
             z_g: (1, z_dim), or (K, z_dim) with style_centres for spatial style fusion.
@@ -790,7 +790,7 @@ class InfinityGenerator(torch.nn.Module):
             device: where to run (default: the model's device; must be it). dtype: float32 or bfloat16/float16
                 for the activations. progress: tqdm bar.
         Returns:
-            (1, img_channels, height, width) float32 CPU tensor; None on ranks other than 0 under torchrun.
+            (1, img_channels, height, width) float32 CPU tensor; None on ranks other than 0 when sharded.
         Raises:
             ValueError / TypeError: bad sizes, latents (shape, NaN), centres, kernel, device.
         """
@@ -798,14 +798,9 @@ class InfinityGenerator(torch.nn.Module):
                          style_centres=style_centres, fusion_kernel=fusion_kernel, fusion_demod=fusion_demod,
                          device=device, dtype=dtype, progress=progress)
 
-    def receptive_field(self) -> Tuple[int, int]:
-        """(lo, hi): canvas pixel p depends exactly on z_l (and coordinate) canvas indices
-        floor-free range [s(p) + lo, s(p) + hi] where s(p) = (p + 2(2^D - 1)) / 2^D - R is computed per layer;
-        returned for p = 0 (for other p use `zl_field(p)`)."""
-        return self.zl_field(0)
-
     def zl_field(self, p: int) -> Tuple[int, int]:
-        """Inclusive range of z_l canvas indices (along one axis) that canvas pixel p depends on."""
+        """Inclusive range (lo, hi) of z_l canvas indices, along one axis, that canvas pixel p depends on
+        (the same range for z_l and the coordinates; exact, see docs/infinitygan.md)."""
         # Walk back from the output sample: valid 3x3 conv [a, b] -> [a, b + 2]; up-conv: blur [a, b + 2],
         # uncropped transposed [a + 1, b + 3], input i reaches 2i .. 2i + 2.
         scale = 2 ** self.depth
