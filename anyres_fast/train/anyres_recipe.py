@@ -30,9 +30,9 @@ from .checkpoint import latest_checkpoint, load_checkpoint
 from .trainer import Context, Recipe
 
 # A configuration that trains both phases on a 2-core CPU in minutes (quality is not the point).
-TINY_G = dict(z_dim=16, w_dim=16, channel_base=1024, channel_max=32, num_layers=8, scale_dim=16,
-              mapping_width=32)
-TINY_D = dict(channel_base=1024, channel_max=32, mapping_layers=2)
+TINY_G = dict(z_dim=16, w_dim=16, channel_base=512, channel_max=16, num_layers=6, scale_dim=16,
+              mapping_width=16)
+TINY_D = dict(channel_base=512, channel_max=16, mapping_layers=2)
 
 
 @dataclass
@@ -169,6 +169,15 @@ class AnyresRecipe(Recipe):
         self.ema_rampup = None if patch else cfg.ema_rampup
 
     def _init_from_teacher(self, ctx: Context) -> None:
+        resume = latest_checkpoint(ctx.options.out) if ctx.options.resume else None
+        if resume is not None:
+            # Resuming: the teacher's weights are in this run's checkpoint (restored by the Trainer),
+            # so the teacher run folder is not needed; only its configuration is read here.
+            tcfg = load_checkpoint(resume)["config"].get("teacher_generator")
+            if tcfg is not None:
+                self.tcfg = GeneratorConfig.from_dict(tcfg)
+                self.teacher = Generator(self.tcfg).to(ctx.device).eval().requires_grad_(False)
+                return
         if not self.cfg.teacher:
             raise ValueError("phase patch needs --teacher (a phase-1 run folder)")
         state, path = load_run_modules(self.cfg.teacher, map_location="cpu")
@@ -181,6 +190,7 @@ class AnyresRecipe(Recipe):
             diff = {k: (v, getattr(mine, k)) for k, v in tcfg.to_dict().items() if getattr(mine, k) != v}
             raise ValueError(f"--teacher {self.cfg.teacher}: its generator differs from this run's: {diff} "
                              f"(teacher, this run)")
+        self.tcfg = tcfg
         self.teacher = Generator(tcfg).to(ctx.device).eval()
         self.teacher.load_state_dict(state["modules"]["G_ema"])
         self.teacher.requires_grad_(False)
@@ -212,6 +222,8 @@ class AnyresRecipe(Recipe):
         if hasattr(self, "gcfg"):
             d["generator"] = self.gcfg.to_dict()
             d["c_dim"] = self.c_dim
+        if getattr(self, "tcfg", None) is not None:
+            d["teacher_generator"] = self.tcfg.to_dict()
         return d
 
     def data_report(self) -> dict:

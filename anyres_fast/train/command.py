@@ -161,9 +161,7 @@ def main(args: argparse.Namespace) -> int:
         stats = Trainer(AnyresRecipe(cfg), opts).run()
     except (FileNotFoundError, losses.LPIPSWeightsMissing) as exc:
         raise CommandError(str(exc)) from None
-    except ValueError as exc:
-        if "must" in str(exc) and "Generator" in str(exc):
-            raise
+    except ValueError as exc:   # unusable data, a teacher of another configuration, a bad batch split
         raise CommandError(str(exc)) from None
     if stats and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in stats.items()}))
