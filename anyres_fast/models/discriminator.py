@@ -1,4 +1,4 @@
-"""StyleGAN2's residual discriminator (used unchanged by StyleGAN3), DESIGN §4.2.
+"""StyleGAN2's residual discriminator (used unchanged by StyleGAN3).
 
 Blocks b{res} from the image resolution down to 8 (fromrgb on the first, conv0, conv1 with a [1,3,3,1]
 blur + stride-2 downsample, 1x1 skip, both branches scaled by sqrt(1/2)), then the epilogue b4:
