@@ -5,6 +5,8 @@
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
     anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
     anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid (anyres-fast metrics -h)
+    anyres-fast outpaint ...         extend a photo to any width (InfinityGAN)
+    anyres-fast inbetween ...        join two photos by generating what lies between them
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
 COMMANDS. User mistakes raise `anyres_fast.cli_args.CommandError` and end here as one line on stderr
@@ -27,6 +29,8 @@ COMMANDS = {
     "generate": ("anyres_fast.generate", "render images from a generator at any resolution"),
     "train": ("anyres_fast.train.command", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
     "metrics": ("anyres_fast.metrics.command", "FID at any resolution, patch-FID, ScaleInv-FID and KID"),
+    "outpaint": ("anyres_fast.outpaint", "extend a real photo to any width with InfinityGAN (inversion included)"),
+    "inbetween": ("anyres_fast.inbetween", "join two real photos by generating the space between them (InfinityGAN)"),
 }
 
 # An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):

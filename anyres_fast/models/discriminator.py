@@ -130,32 +130,52 @@ class DiscriminatorEpilogue(torch.nn.Module):
                                 conv_clamp=conv_clamp)
         self.fc = FullyConnected(in_channels * resolution ** 2, in_channels, activation="lrelu")
         self.out = FullyConnected(in_channels, 1 if cmap_dim == 0 else cmap_dim)
-        self.aux = FullyConnected(in_channels, aux_outputs) if aux_outputs > 0 else None
+        # The auxiliary regression head has its own hidden layer on the flattened features, as in
+        # InfinityGAN's discriminator, so it does not share the adversarial head's fc.
+        if aux_outputs > 0:
+            self.aux_fc = FullyConnected(in_channels * resolution ** 2, in_channels, activation="lrelu")
+            self.aux = FullyConnected(in_channels, aux_outputs)
+        else:
+            self.aux_fc = self.aux = None
 
     def forward(self, x: torch.Tensor, cmap: Optional[torch.Tensor]):
         x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
-        h = self.fc(x.flatten(1))
+        flat = x.flatten(1)
+        h = self.fc(flat)
         logits = self.out(h)
         if self.cmap_dim > 0:
             logits = (logits * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
-        aux = self.aux(h) if self.aux is not None else None
+        aux = self.aux(self.aux_fc(flat)) if self.aux is not None else None
         return logits, aux
 
 
 class Discriminator(torch.nn.Module):
-    """StyleGAN2's residual discriminator: D(img, c=None) -> logits (B, 1).
+    """StyleGAN2's residual discriminator.
 
-    With aux_outputs > 0 it returns (logits, aux (B, aux_outputs)), the auxiliary regression of the
-    patch's vertical coordinate (Lin et al. 2022). Parameter names follow StyleGAN2.
+    D(img, c=None) -> logits (B, 1); with aux_outputs > 0 it returns (logits, aux (B, aux_outputs)):
+    the auxiliary head InfinityGAN uses to regress the patch's vertical coordinate (its own hidden
+    layer on the flattened epilogue features; loss in `anyres_fast.train.infinity_losses`).
+
+    Args:
+        resolution: input size. A power of two >= 8, or with any_resolution=True any size >= 8
+            (InfinityGAN's odd patches 101, 197, 389): the blocks are those of the nearest power of
+            two (log2 rounded, as the published InfinityGAN D), each halving the size with floor, so
+            101 -> 50 -> 25 -> 12 -> 6 -> 3 and the epilogue runs at that last size.
+        aux_outputs: width of the auxiliary regression head (0: no head, the default).
+        any_resolution: accept sizes that are not powers of two (default False: they raise).
+        (other arguments as StyleGAN2's discriminator)
+
+    Raises:
+        ValueError: a resolution that is not allowed.
     """
 
     def __init__(self, resolution: int, img_channels: int = 3, c_dim: int = 0, channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: Optional[float] = 256.0,
                  cmap_dim: Optional[int] = None, mbstd_group_size: int = 4, mbstd_num_channels: int = 1,
-                 mapping_layers: int = 8, aux_outputs: int = 0):
+                 mapping_layers: int = 8, aux_outputs: int = 0, any_resolution: bool = False):
         """Builds a randomly initialised discriminator.
 
         Args:
@@ -170,17 +190,25 @@ class Discriminator(torch.nn.Module):
                 min(group, batch)); mbstd_num_channels: its channels (0 disables it).
             mapping_layers: depth of the label mapping network (conditional models).
             aux_outputs: width of the auxiliary head (0: none).
+            any_resolution: accept sizes that are not powers of two (InfinityGAN's 101, 197, 389).
 
         Raises:
-            ValueError: resolution not a power of two >= 8.
+            ValueError: resolution not a power of two >= 8 (any size >= 8 with any_resolution).
         """
         super().__init__()
-        if not isinstance(resolution, int) or resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"Discriminator: resolution must be a power of two >= 8, got {resolution!r}")
+        if not isinstance(resolution, int) or resolution < 8:
+            raise ValueError(f"Discriminator: resolution must be an integer >= 8, got {resolution!r}")
+        if resolution & (resolution - 1) and not any_resolution:
+            raise ValueError(f"Discriminator: resolution must be a power of two >= 8, got {resolution!r} "
+                             f"(any_resolution=True accepts other sizes)")
         self.resolution, self.img_channels, self.c_dim = resolution, img_channels, c_dim
         self.aux_outputs = aux_outputs
-        log2 = int(np.log2(resolution))
+        log2 = int(round(np.log2(resolution)))
         self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
+        # Spatial size reaching the epilogue: every block halves with floor (4 for powers of two).
+        epilogue_size = resolution
+        for _ in self.block_resolutions:
+            epilogue_size //= 2
         channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions + [4]}
         fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
         if cmap_dim is None:
@@ -188,13 +216,14 @@ class Discriminator(torch.nn.Module):
         if c_dim == 0:
             cmap_dim = 0
         for r in self.block_resolutions:
-            block = DiscriminatorBlock(channels[r] if r < resolution else 0, channels[r], channels[r // 2],
-                                       img_channels, use_fp16=r >= fp16_resolution, conv_clamp=conv_clamp)
+            in_ch = 0 if r == self.block_resolutions[0] else channels[r]     # 0: the block with fromrgb
+            block = DiscriminatorBlock(in_ch, channels[r], channels[r // 2], img_channels,
+                                       use_fp16=r >= fp16_resolution, conv_clamp=conv_clamp)
             setattr(self, f"b{r}", block)
         if c_dim > 0:
             self.mapping = DiscriminatorMapping(c_dim, cmap_dim, num_layers=mapping_layers)
-        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim, 4, mbstd_group_size, mbstd_num_channels,
-                                        conv_clamp, aux_outputs)
+        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim, epilogue_size, mbstd_group_size,
+                                        mbstd_num_channels, conv_clamp, aux_outputs)
 
     def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None, *, force_fp32: bool = False):
         """Scores a batch of images.

@@ -20,6 +20,11 @@ from ..cli_args import CommandError, finite_float, nonnegative_int, positive_flo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
+                        help="anyres: the any-resolution GAN (default); infinity: InfinityGAN (--data, --patch)")
+    parser.add_argument("--data", help="--model infinity: folder or .zip of images")
+    parser.add_argument("--patch", type=int, choices=(101, 197, 389), default=None,
+                        help="--model infinity: patch size (default 101; trained on 197/389/773 images)")
     parser.add_argument("--phase", choices=("fixed", "patch"), default=None,
                         help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
     parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")
@@ -144,6 +149,9 @@ def main(args: argparse.Namespace) -> int:
     Raises:
         CommandError: bad arguments, unusable data, a teacher that does not fit.
     """
+    from . import infinity_command
+    if getattr(args, "model", "anyres") == "infinity" or (args.resume and infinity_command.is_infinity_run(args.out)):
+        return infinity_command.main(args)
     from . import losses
     from .anyres_recipe import AnyresRecipe
     from .trainer import Trainer
