@@ -15,8 +15,9 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
     for item in items:
-        # The marker itself, not item.keywords: keywords also hold test and module names, so a CPU test
-        # called e.g. test_cuda_fallback would be skipped silently.
+        # The marker itself, not item.keywords: keywords also hold node names and parametrize ids, so a
+        # CPU test parametrized with an id "cuda" (e.g. impl="cuda" raising on CPU tensors) would be
+        # skipped silently.
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
 

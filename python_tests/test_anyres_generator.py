@@ -153,7 +153,7 @@ def _independent_input(G: Generator, w: torch.Tensor, T: torch.Tensor) -> torch.
 def test_fourier_features_equal_explicit_computation(canvas, box):
     G = small_generator(calibrate=False)
     perturb_(G.synthesis.input.affine, ("weight",), seed=3, std=2.0)    # non-trivial rotation + shift
-    w = torch.randn(2, G.w_dim)
+    w = torch.randn(2, G.w_dim, generator=torch.Generator().manual_seed(156))
     T, _ = patch_transform(64, canvas, box=box, batch=2)
     with torch.no_grad():
         got = G.synthesis.input(w, T).double()
@@ -166,7 +166,7 @@ def test_fourier_features_equal_explicit_computation(canvas, box):
 
 def test_identity_transform_is_plain_stylegan3():
     G = small_generator()
-    z = torch.randn(1, G.z_dim)
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(169))
     plain = G(z)                                                   # no transform at all
     eye = G(z, transform=torch.eye(3)[None])
     full_canvas = G(z, canvas=64, box=(0, 0))
@@ -185,7 +185,7 @@ def test_folded_gains_equal_explicit_gains():
     with torch.no_grad():
         for l in G.synthesis.layers:       # distinct gains so a misplaced fold would show
             l.magnitude_ema.mul_(torch.empty(()).uniform_(0.5, 2.0))
-    z = torch.randn(2, G.z_dim)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(188))
     ws = G.mapping(z)
     explicit = G.synthesize(ws, canvas=200, box=(30, 70))
     folded = G.synthesize(ws, canvas=200, box=(30, 70), input_gains=G.synthesis.input_gains())
@@ -199,7 +199,7 @@ def test_scale_affines_start_at_zero_and_output_ignores_scale():
     G = small_generator()
     for l in G.synthesis.layers:
         assert l.scale_affine.weight.abs().sum() == 0 and l.scale_affine.bias.abs().sum() == 0
-    ws = G.mapping(torch.randn(2, G.z_dim))
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(202)))
     T, _ = patch_transform(64, 512, box=(100, 200), batch=2)
     a = G.synthesize(ws, transform=T, scale=1.0)
     b = G.synthesize(ws, transform=T, scale=8.0)
@@ -209,7 +209,7 @@ def test_scale_affines_start_at_zero_and_output_ignores_scale():
 def test_perturbed_scale_affines_make_output_depend_on_scale():
     G = small_generator()
     perturb_(G.synthesis, ("scale_affine.weight", "scale_affine.bias"), seed=5, std=0.3)
-    ws = G.mapping(torch.randn(2, G.z_dim)).detach()
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(212))).detach()
     T, _ = patch_transform(64, 512, box=(100, 200), batch=2)
     a = G.synthesize(ws, transform=T, scale=2.0)
     b = G.synthesize(ws, transform=T, scale=8.0)
@@ -239,7 +239,7 @@ def test_scale_value_reaches_the_styles(scale):
     for i in range(G.config.scale_mapping_layers):
         h = _lrelu_fc(h, getattr(G.scale_mapping, f"fc{i}"))
     torch.testing.assert_close(G.scale_features(torch.tensor([scale])), h, rtol=1e-5, atol=1e-6)
-    w = torch.randn(1, G.w_dim)
+    w = torch.randn(1, G.w_dim, generator=torch.Generator().manual_seed(242))
     for layer in (G.synthesis.layers[0], G.synthesis.layers[7]):
         sa = layer.scale_affine
         offset = h @ (sa.weight * sa.weight_gain).t() + sa.bias * sa.bias_gain
@@ -321,7 +321,7 @@ def test_generator_cuda_ops_match_reference():
     """The same weights on the GPU (CUDA ops where available) and on the CPU (reference ops), fp32.
     Exact fp32 needs TF32 off (the conv kernel uses TF32 for fp32 when cuDNN may); TF32 is reported."""
     G = small_generator()
-    z = torch.randn(2, G.z_dim)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(324))
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         with torch.no_grad():
@@ -346,7 +346,7 @@ def test_generator_cuda_ops_match_reference():
 def test_render_non_multiple_size_p256():
     torch.manual_seed(0)
     G = Generator(resolution=256, channel_base=256, channel_max=4, z_dim=8, w_dim=8, scale_dim=8).eval()
-    z = torch.randn(1, 8)
+    z = torch.randn(1, 8, generator=torch.Generator().manual_seed(349))
     img = G.render(z, 1000, tile_batch=8, progress=False)
     assert img.shape == (1, 3, 1000, 1000) and img.device.type == "cpu"
     with torch.no_grad():
@@ -360,7 +360,7 @@ def test_render_non_multiple_size_p256():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_render_device_memory_independent_of_canvas_size():
     G = small_generator().cuda()
-    z = torch.randn(1, G.z_dim, device="cuda")
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(363)).cuda()
     peaks = {}
     for n in (4 * 64, 16 * 64):
         G.render(z, 64, tile_batch=8, progress=False)          # warm-up
@@ -376,7 +376,7 @@ def test_render_device_memory_independent_of_canvas_size():
 
 def test_zoom_window_matches_render_crop():
     G = small_generator()
-    z = torch.randn(1, G.z_dim)
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(379))
     full = G.render(z, 128, tile_batch=4, progress=False)
     win = G.zoom(z, 128, (64, 0, 60, 64), tile_batch=3, progress=False)    # same tiles as the full render
     assert win.shape == (1, 3, 64, 60)
@@ -391,13 +391,13 @@ def test_zoom_window_matches_render_crop():
 
 def test_render_rejects_bad_arguments():
     G = small_generator(calibrate=False)
-    z = torch.randn(1, G.z_dim)
+    z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(394))
     with pytest.raises(ValueError, match="size must be >= the patch size"):
         G.render(z, 32, progress=False)
     with pytest.raises(ValueError, match="tile_batch"):
         G.render(z, 64, tile_batch=0, progress=False)
     with pytest.raises(ValueError, match="z must have shape"):
-        G(torch.randn(2, 3))
+        G(torch.randn(2, 3, generator=torch.Generator().manual_seed(400)))
     with pytest.raises(ValueError, match="power of two"):
         Generator(resolution=100)
 
@@ -455,7 +455,7 @@ def test_render_memory_is_constant_in_canvas_size():
 def test_gradients_and_ema_updates():
     G = small_generator(calibrate=False).train()
     perturb_(G, ("scale_affine.weight",), seed=1, std=0.1)
-    z = torch.randn(4, G.z_dim)
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(458))
     before = [float(l.magnitude_ema) for l in G.synthesis.layers]
     img = G(z, canvas=torch.tensor([64.0, 128, 300, 64]), box=torch.tensor([[0.0, 0], [10, 20], [100, 5], [0, 0]]),
             update_emas=True)
@@ -492,7 +492,7 @@ def test_save_and_load_round_trip(tmp_path):
     H = Generator.from_pretrained(str(tmp_path / "model"))
     for (k, a), (k2, b) in zip(G.state_dict().items(), H.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
-    z = torch.randn(2, G.z_dim)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(495))
     assert torch.equal(G(z, canvas=333, box=(5, 7)), H(z, canvas=333, box=(5, 7)))
     with pytest.raises(FileNotFoundError, match="config.json"):
         Generator.from_pretrained(str(tmp_path / "nothing"))
@@ -503,7 +503,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_conditional_generator_requires_c():
     G = Generator(**{**SMALL, "c_dim": 3})
-    z = torch.randn(2, G.z_dim)
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(506))
     with pytest.raises(ValueError, match="conditional"):
         G(z)
     c = torch.eye(3)[:2]

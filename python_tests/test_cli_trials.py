@@ -192,17 +192,19 @@ def test_trial_gives_one_line_and_exit_code(trial, tmp_path, saved, monkeypatch,
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_console_entry_point_matches(tmp_path):
+def test_console_entry_point_matches(tmp_path, capsys):
     """The installed-style entry (`python -m anyres_fast`): real stderr, real exit code, no traceback;
     --debug shows the traceback."""
     env = {**os.environ, "ANYRES_FAST_EXT": "off"}
-    argv = [sys.executable, "-m", "anyres_fast", "generate", "--weights", TINY, "--size", "128",
-            "--zoom", "-10,0,64", "--out", str(tmp_path / "o"), "--device", "cpu"]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    args = ["generate", "--weights", TINY, "--size", "128", "--zoom", "-10,0,64", "--out", str(tmp_path / "o"),
+            "--device", "cpu"]
+    done = subprocess.run([sys.executable, "-m", "anyres_fast", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "--zoom -10,0,64: the window" in done.stderr
-    debug = subprocess.run(argv + ["--debug"], capture_output=True, text=True, env=env, timeout=120)
-    assert debug.returncode == 2 and "Traceback" in debug.stderr and "CommandError" in debug.stderr
+    assert cli.main(args + ["--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CommandError" in err and err.strip().endswith(done.stderr.strip())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,6 +20,12 @@ def test_cuda_skip_follows_the_marker_not_the_name(pytester):
         def test_cuda_in_the_name_but_a_cpu_test():
             assert True
 
+        @pytest.mark.parametrize("impl", ["ref", "cuda"])
+        def test_impl_switch(impl):
+            # the "cuda" case is a CPU test of the error path (impl="cuda" on CPU tensors must raise):
+            # its id puts "cuda" into item.keywords, so a keyword-based skip would hide it
+            assert impl in ("ref", "cuda")
+
         @pytest.mark.cuda
         def test_marked():
             import torch
@@ -33,9 +39,9 @@ def test_cuda_skip_follows_the_marker_not_the_name(pytester):
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     if torch.cuda.is_available():
-        result.assert_outcomes(passed=3)
+        result.assert_outcomes(passed=5)
     else:
-        result.assert_outcomes(passed=1, skipped=2)
+        result.assert_outcomes(passed=3, skipped=2)
 
 
 def test_missing_toolchain_skips_locally_and_fails_in_ci(pytester, monkeypatch):
