@@ -19,7 +19,7 @@ from torch.testing import assert_close
 from anyres_fast import ops
 from anyres_fast.ops import OpUnsupported
 
-# Examples per op on the CPU (the whole file runs in about 20 s on 2 cores) and on a GPU;
+# Examples per op on the CPU (the file takes about 12 s of CPU time) and on a GPU;
 # ANYRES_FAST_FUZZ_EXAMPLES=N runs a deeper search by hand.
 EXAMPLES = int(os.environ.get("ANYRES_FAST_FUZZ_EXAMPLES", 60))
 CUDA_EXAMPLES = int(os.environ.get("ANYRES_FAST_FUZZ_EXAMPLES", 40))

@@ -1,4 +1,4 @@
-"""Teacher warp, inverse mode (docs/ops.md §3.2; Chai et al. 2022, §3.2): a generated patch placed into the teacher's frame.
+"""Teacher warp, inverse mode (docs/ops.md §3.2; Chai et al. 2022): a generated patch placed into the teacher's frame.
 
 A patch of ph×pw pixels rendered on a canvas of N×N pixels, with its top-left pixel at (x0, y0) on the
 canvas, covers the canvas square [x0, x0+pw] × [y0, y0+ph]. The teacher sees the whole canvas in a
