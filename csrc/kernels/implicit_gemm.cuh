@@ -175,13 +175,13 @@ __device__ __forceinline__ void cp_async_commit() {
 #ifdef ANYRES_FAST_HOST_EMULATION
   igemm_emulation::cp_async_commit();
 #else
-  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 #ifdef ANYRES_FAST_HOST_EMULATION
 #define ANYRES_CP_ASYNC_WAIT(n) ::anyres_fast::igemm_emulation::cp_async_wait(n, __LINE__)
 #else
-#define ANYRES_CP_ASYNC_WAIT(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n))
+#define ANYRES_CP_ASYNC_WAIT(n) asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory")
 #endif
 
 // ---- tensor-core accumulation (WMMA) ----------------------------------------------------------------------
