@@ -268,7 +268,12 @@ def test_huge_box_is_bounded():
 def test_boxes_reach_the_device_without_a_host_copy(monkeypatch):
     """One box for the batch (None, 4 numbers, a (4,) tensor) reaches x's device without any host-to-device
     tensor copy (fill kernels; on CUDA a pageable copy per call would also block CUDA-graph capture).
-    Checked on the meta device: every host->device transfer goes through Tensor.to / copy_ and is recorded."""
+    Checked on the meta device, where every host->device transfer goes through Tensor.to / copy_ and is
+    recorded; and the public op routes its boxes through that helper."""
+    from anyres_fast.ops import lanczos_resample as op_fn
+    import anyres_fast.ops.lanczos_resample  # noqa: F401  (the module, for the helper)
+    import sys
+    lzm = sys.modules["anyres_fast.ops.lanczos_resample"]
     transfers = []
     real_to, real_copy = torch.Tensor.to, torch.Tensor.copy_
 
@@ -283,10 +288,17 @@ def test_boxes_reach_the_device_without_a_host_copy(monkeypatch):
             transfers.append(tuple(src.shape))
         return real_copy(self, src, *args, **kwargs)
 
-    monkeypatch.setattr(torch.Tensor, "to", to)
-    monkeypatch.setattr(torch.Tensor, "copy_", copy_)
-    x = torch.empty(2, 3, 20, 24, device="meta")
+    meta = torch.device("meta")
     for box in (None, (1.0, 2.0, 20.5, 18.0), torch.tensor([1.0, 2.0, 20.5, 18.0])):
-        y = lanczos_resample(x, (9, 11), box=box, impl="auto")
-        assert y.shape == (2, 3, 9, 11) and y.device.type == "meta"
+        host = lzm.boxes_tensor(lzm.OP, box, 3, (20, 24))
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        monkeypatch.setattr(torch.Tensor, "copy_", copy_)
+        dev = lzm._device_boxes(box, host, meta)
+        monkeypatch.undo()
+        assert dev.shape == (3, 4) and dev.dtype == torch.float64 and dev.device == meta
     assert transfers == []
+    seen = []
+    real_helper = lzm._device_boxes
+    monkeypatch.setattr(lzm, "_device_boxes", lambda *a: seen.append(a[2]) or real_helper(*a))
+    op_fn(torch.rand(1, 1, 6, 7, generator=torch.Generator().manual_seed(0)), (3, 4), box=(0.5, 0.5, 6.0, 5.0))
+    assert seen == [torch.device("cpu")]
