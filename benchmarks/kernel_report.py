@@ -298,8 +298,7 @@ def _flrelu_module(root: Path):
     """anyres_fast.ops.filtered_lrelu of the tree being reported (for its launch plan), or None."""
     sys.path.insert(0, str(root))
     try:
-        import importlib
-        mod = importlib.import_module("anyres_fast.ops.filtered_lrelu")
+        from anyres_fast.ops import filtered_lrelu_op as mod
         return mod if Path(mod.__file__).resolve().is_relative_to(root) else None
     except Exception:
         return None

@@ -1,6 +1,5 @@
 """Small helpers shared by the test files (importable: pytest puts python_tests/ on sys.path)."""
 import contextlib
-import importlib
 import os
 
 import pytest
@@ -28,7 +27,7 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @contextlib.contextmanager
 def exact_fp32():
     """No TF32 anywhere: not in cuBLAS/cuDNN (the references) nor in our implicit-GEMM kernel."""
-    mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
+    from anyres_fast.ops import modulated_conv2d_op as mc
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, mc.EXACT_FP32["enabled"])
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -1,14 +1,12 @@
 """impl="auto" for the convolutions (anyres_fast/ops/conv_choice.py): the per-shape table measured at first
 use, its file next to the extension build, the fixed rule before a measurement, the doctor lines, and the
 wiring into the public ops. The timings are stand-ins here (no GPU); the GPU run measures for real."""
-import importlib
-
 import pytest
 import torch
 
-cc = importlib.import_module("anyres_fast.ops.conv_choice")
-mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
-sf = importlib.import_module("anyres_fast.ops.style_fused_conv2d")
+from anyres_fast.ops import conv_choice as cc
+from anyres_fast.ops import modulated_conv2d_op as mc
+from anyres_fast.ops import style_fused_conv2d_op as sf
 
 CUDA = torch.device("cuda", 0)
 

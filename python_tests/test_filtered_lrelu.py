@@ -1,6 +1,5 @@
 """filtered_lrelu on CPU: reference vs an independent definition, custom ops vs reference, gradients,
 opcheck, sign record, bad input."""
-import importlib
 import itertools
 import math
 
@@ -13,7 +12,7 @@ from helpers_flrelu_emulation import (EMU_CASES, EmulatedExtension, build_emulat
 from anyres_fast.ops import OpUnsupported, filtered_lrelu, filtered_lrelu_ref
 
 # the package re-exports the function under the module's name, so fetch the module itself
-fl = importlib.import_module("anyres_fast.ops.filtered_lrelu")
+from anyres_fast.ops import filtered_lrelu_op as fl
 
 F64 = torch.float64
 

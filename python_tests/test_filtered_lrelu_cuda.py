@@ -3,7 +3,6 @@
 Every filtered_lrelu configuration of StyleGAN3-T and -R at 256² and 1024² (docs/anyres_generator.md §2: spatial
 sizes, paddings, taps and up/down exact; a few channels and batch 1-2 to keep memory small), odd sizes,
 non-contiguous inputs, N*C > 65535, poisoned output memory, opcheck on CUDA tensors."""
-import importlib
 import math
 
 import pytest
@@ -12,7 +11,7 @@ from helpers import assert_close_to_reference
 
 from anyres_fast.ops import OpUnsupported, filtered_lrelu, filtered_lrelu_ref
 
-fl = importlib.import_module("anyres_fast.ops.filtered_lrelu")  # the module (the package exports the function)
+from anyres_fast.ops import filtered_lrelu_op as fl
 pytestmark = pytest.mark.cuda
 DEV = "cuda"
 

@@ -3,7 +3,6 @@ barriers (csrc/kernels/host_emulation.h), so a missing or misplaced __syncthread
 that race on the same shared-memory element, show up as a wrong result, in thread order or reversed.
 test_filtered_lrelu.py checks the index math with each CTA as one thread; this file checks the barriers."""
 import ctypes
-import importlib
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from helpers import rel_error
 from helpers_flrelu_emulation import (EMU_CASES, HARNESS, EmulatedExtension, build_emulation,
                                       check_emulated_matches_reference)
 
-fl = importlib.import_module("anyres_fast.ops.filtered_lrelu")
+from anyres_fast.ops import filtered_lrelu_op as fl
 
 # the single-thread harness plus the emulation's settings and findings
 _HARNESS = HARNESS + r'''

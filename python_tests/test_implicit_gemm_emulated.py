@@ -11,7 +11,6 @@ those)."""
 import contextlib
 import ctypes
 import functools
-import importlib
 import inspect
 import os
 import re
@@ -23,8 +22,8 @@ import pytest
 import torch
 from helpers import rel_error
 
-mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
-sf = importlib.import_module("anyres_fast.ops.style_fused_conv2d")
+from anyres_fast.ops import modulated_conv2d_op as mc
+from anyres_fast.ops import style_fused_conv2d_op as sf
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # anyres_fast::DType

@@ -8,7 +8,7 @@ import torch
 from helpers import natural_image, pil_resize
 
 from anyres_fast.ops import lanczos_resample, lanczos_resample_ref
-from anyres_fast.ops.lanczos_resample import _lanczos_backward_op, _lanczos_op, max_taps
+from anyres_fast.ops.lanczos_resample_op import _lanczos_backward_op, _lanczos_op, max_taps
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from helpers import assert_close_to_reference, rel_error
 
 from anyres_fast.ops import lanczos_resample, lanczos_resample_ref, teacher_warp
 from anyres_fast.ops import _dispatch
-from anyres_fast.ops.lanczos_resample import _lanczos_op, max_taps
+from anyres_fast.ops.lanczos_resample_op import _lanczos_op, max_taps
 
 pytestmark = pytest.mark.cuda
 

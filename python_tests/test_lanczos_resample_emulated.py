@@ -5,7 +5,6 @@ Checks the kernels' table formulas, index math and pass layout against the float
 GPU: forward, backward, mask, per-sample boxes, poisoned outputs, out-of-bounds writes."""
 import contextlib
 import ctypes
-import importlib
 import inspect
 import math
 import os
@@ -21,7 +20,7 @@ from helpers import assert_close_to_reference, missing_toolchain, rel_error
 from anyres_fast.ops import lanczos_resample_ref
 
 # the package re-exports the function under the module's name, so fetch the module itself
-lz = importlib.import_module("anyres_fast.ops.lanczos_resample")
+from anyres_fast.ops import lanczos_resample_op as lz
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 ELEM_TYPE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # lanczos::ElemType codes

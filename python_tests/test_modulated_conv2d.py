@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from anyres_fast.ops import modulated_conv2d, modulated_conv2d_ref
-from anyres_fast.ops.modulated_conv2d import output_size
+from anyres_fast.ops.modulated_conv2d_op import output_size
 
 F64 = torch.float64
 
@@ -202,8 +202,7 @@ class FakeExtension:
 
 def test_cuda_path_glue_with_fake_extension(monkeypatch):
     import contextlib
-    import importlib
-    mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
+    from anyres_fast.ops import modulated_conv2d_op as mc
     monkeypatch.setattr(mc._dispatch, "extension", lambda: FakeExtension)
     monkeypatch.setattr(mc._dispatch, "current_stream", lambda device: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from anyres_fast.ops import modulated_conv2d, style_fused_conv2d, style_fused_conv2d_ref
-from anyres_fast.ops.modulated_conv2d import output_size
+from anyres_fast.ops.modulated_conv2d_op import output_size
 
 F64 = torch.float64
 
@@ -208,8 +208,7 @@ class FakeExtension:
 
 def test_cuda_path_glue_with_fake_extension(monkeypatch):
     import contextlib
-    import importlib
-    sf = importlib.import_module("anyres_fast.ops.style_fused_conv2d")
+    from anyres_fast.ops import style_fused_conv2d_op as sf
     monkeypatch.setattr(sf._dispatch, "extension", lambda: FakeExtension)
     monkeypatch.setattr(sf._dispatch, "current_stream", lambda device: 0)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())

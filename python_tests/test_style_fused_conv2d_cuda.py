@@ -1,6 +1,5 @@
 """style_fused_conv2d on CUDA vs the float64 reference: forward, all gradients, dtypes, odd sizes, poisoned
 outputs, opcheck. Skipped without a GPU."""
-import importlib
 
 import pytest
 import torch
@@ -8,8 +7,8 @@ from helpers import assert_close_to_reference, conv_inputs, exact_fp32, rel_erro
 
 from anyres_fast.ops import modulated_conv2d, style_fused_conv2d, style_fused_conv2d_ref
 
-mc = importlib.import_module("anyres_fast.ops.modulated_conv2d")
-sf = importlib.import_module("anyres_fast.ops.style_fused_conv2d")
+from anyres_fast.ops import modulated_conv2d_op as mc
+from anyres_fast.ops import style_fused_conv2d_op as sf
 
 pytestmark = pytest.mark.cuda
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from anyres_fast.ops import lanczos_resample, lanczos_resample_ref, teacher_warp
-from anyres_fast.ops.teacher_warp import teacher_boxes
+from anyres_fast.ops.teacher_warp_op import teacher_boxes
 from benchmarks._harness import Case
 
 BASELINE = "sinc127-bilinear"

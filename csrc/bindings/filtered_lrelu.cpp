@@ -1,5 +1,5 @@
 // Binding of the fused filtered_lrelu kernel: checks tensors, fills FilteredLReluParams, launches.
-// Called from anyres_fast/ops/filtered_lrelu.py (_launch), which prepares the filters (float32,
+// Called from anyres_fast/ops/filtered_lrelu_op.py (_launch), which prepares the filters (float32,
 // contiguous; *_reverse = read the taps reversed, i.e. convolve), allocates y (and a zeroed sign record
 // in write mode) and sets the device guard.
 #include "binding_registry.h"

@@ -1,6 +1,6 @@
 // Binding of the Lanczos resampling kernels: checks tensors, allocates the weight tables (and, when the
 // fused forward cannot run, the float32 intermediate), and runs the passes on the stream Python passes in (see
-// anyres_fast/ops/lanczos_resample.py for the public op and csrc/kernels/lanczos_resample.cu).
+// anyres_fast/ops/lanczos_resample_op.py for the public op and csrc/kernels/lanczos_resample.cu).
 #include "binding_registry.h"
 #include "kernels/lanczos_resample.cuh"
 

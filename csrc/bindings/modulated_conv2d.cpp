@@ -1,5 +1,5 @@
 // modulated_conv2d binding: checks tensors, maps dtypes, calls the launchers (csrc/kernels/modulated_conv2d.cu).
-// User-facing validation happens in anyres_fast/ops/modulated_conv2d.py; these checks guard the kernels.
+// User-facing validation happens in anyres_fast/ops/modulated_conv2d_op.py; these checks guard the kernels.
 #include "binding_registry.h"
 #include "kernels/modulated_conv2d.cuh"
 
@@ -46,7 +46,7 @@ void demod(const torch::Tensor& weight, const torch::Tensor& styles, torch::Tens
 }
 
 // out = post · conv_mode(input · pre, W) with W GEMM-ready: weight_gemm (M, kh, kw, Cp) (the Python side
-// caches it per weight version: anyres_fast/ops/modulated_conv2d.py gemm_weight).
+// caches it per weight version: anyres_fast/ops/modulated_conv2d_op.py gemm_weight).
 void igemm(const torch::Tensor& input, const torch::Tensor& weight_gemm, const torch::Tensor& pre,
            const torch::Tensor& post, torch::Tensor& out, int64_t mode, int64_t padding, bool exact_fp32,
            int64_t stream) {

@@ -1,5 +1,5 @@
 // style_fused_conv2d binding: checks tensors, maps dtypes, calls the launcher (csrc/kernels/style_fused_conv2d.cu).
-// User-facing validation happens in anyres_fast/ops/style_fused_conv2d.py; these checks guard the kernel.
+// User-facing validation happens in anyres_fast/ops/style_fused_conv2d_op.py; these checks guard the kernel.
 #include "binding_registry.h"
 #include "kernels/style_fused_conv2d.cuh"
 
@@ -14,7 +14,7 @@ void check_cuda(const torch::Tensor& t, const char* what) {
     TORCH_CHECK(s <= INT32_MAX, "style_fused_conv2d: ", what, " size ", s, " does not fit the kernel's int32 sizes");
 }
 
-// weight_gemm / weight_sq_gemm: W and W² GEMM-ready (O, kh, kw, Ip) (anyres_fast/ops/modulated_conv2d.py
+// weight_gemm / weight_sq_gemm: W and W² GEMM-ready (O, kh, kw, Ip) (anyres_fast/ops/modulated_conv2d_op.py
 // gemm_weight); weight_sq_gemm is read only when exact.
 void igemm(const torch::Tensor& x, const torch::Tensor& weight_gemm, const torch::Tensor& weight_sq_gemm,
            const torch::Tensor& style_map, torch::Tensor& out, int64_t mode, int64_t padding, bool exact, double eps,

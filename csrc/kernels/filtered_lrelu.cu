@@ -75,7 +75,7 @@ struct TileDims {
   int fu_count, fd_count, mid_count;
 };
 
-// Same formulas on host (smem size) and device (carving smem); anyres_fast/ops/filtered_lrelu.py
+// Same formulas on host (smem size) and device (carving smem); anyres_fast/ops/filtered_lrelu_op.py
 // (cuda_launch_plan) mirrors them to predict the launch.
 __host__ __device__ __forceinline__ TileDims tile_dims(const FilteredLReluParams& p, int tw, int th) {
   TileDims d;

@@ -1,5 +1,5 @@
 // Separable Lanczos resampling (docs/ops.md §3). See lanczos_resample.cuh for the interface and
-// anyres_fast/ops/lanczos_resample.py for the definition (the tables here follow its formulas).
+// anyres_fast/ops/lanczos_resample_op.py for the definition (the tables here follow its formulas).
 //
 // Forward:  tables for both axes (one thread per output row/column, float64 math), then a pass along
 //           W into a float32 intermediate (B,C,H,W_out), then a pass along H into the output.

@@ -6,7 +6,7 @@
 //           for up=2) reading g with the per-channel scale d and the weight GEMM-ready as (I, kh, kw, O).
 //           dW and ds are reductions done in Python with cuDNN/cuBLAS on activation-sized tensors
 //           (conv2d_weight of x·s against g·d, Σ_pix x·gxs, and the demodulation terms); see
-//           anyres_fast/ops/modulated_conv2d.py backward_math.
+//           anyres_fast/ops/modulated_conv2d_op.py backward_math.
 #include "kernels/modulated_conv2d.cuh"
 
 #include "kernels/implicit_gemm.cuh"

@@ -1,7 +1,7 @@
 // style_fused_conv2d: the shared implicit-GEMM kernel with a per-pixel input scale and, for exact
 // demodulation, a second accumulator (S², W²) over the same window (docs/ops.md §5).
 //
-// Backward: explicit formulas on cuDNN convolutions in float32 (anyres_fast/ops/style_fused_conv2d.py,
+// Backward: explicit formulas on cuDNN convolutions in float32 (anyres_fast/ops/style_fused_conv2d_op.py,
 // backward_math); no custom kernel yet.
 #include "kernels/style_fused_conv2d.cuh"
 

@@ -18,7 +18,7 @@ import math
 import torch
 
 from . import _dispatch
-from .lanczos_resample import MAX_A, _cuda_unsupported, _estimate_bytes, lanczos_resample
+from .lanczos_resample_op import MAX_A, _cuda_unsupported, _estimate_bytes, lanczos_resample
 
 OP = "teacher_warp"
 

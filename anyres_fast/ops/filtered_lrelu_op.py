@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _dispatch
-from .upfirdn2d import Padding, check_filter, filter_size, parse_padding, upfirdn2d_ref
+from .upfirdn2d_op import Padding, check_filter, filter_size, parse_padding, upfirdn2d_ref
 
 OP = "filtered_lrelu"
 CUDA_FACTORS = (1, 2, 4)        # up and down the CUDA kernel is specialised for

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch, conv_choice
-from .modulated_conv2d import (_cuda_unsupported, _mode_forward, conv, conv_adjoint_input, conv_adjoint_weight,
+from .modulated_conv2d_op import (_cuda_unsupported, _mode_forward, conv, conv_adjoint_input, conv_adjoint_weight,
                                exact_fp32, gemm_weight, output_size, validate, weight_energy)
 
 OP = "style_fused_conv2d"
