@@ -65,7 +65,7 @@ class Loop:
     ffma: int = 0
     hmma: int = 0
     lds: int = 0           # shared-memory load instructions (LDS*, LDSM*)
-    ldg: int = 0           # global load instructions (LDG*, LD.E*)
+    ldg: int = 0           # global load instructions (LDG*, LD.E*, and LDGSTS*: cp.async global->shared)
     ldg_widths: set = field(default_factory=set)
     sts: int = 0
     stg: int = 0
@@ -80,7 +80,7 @@ class Loop:
             self.hmma += 1
         elif base in ("LDS", "LDSM"):
             self.lds += 1
-        elif base in ("LDG", "LD"):
+        elif base in ("LDG", "LD", "LDGSTS"):
             self.ldg += 1
             self.ldg_widths.add(load_width(op))
         elif base == "STS":
@@ -92,7 +92,8 @@ class Loop:
 
 
 def load_width(op: str) -> int:
-    """Bits per thread of a global load mnemonic (LDG.E.128 -> 128, LDG.E.U16 -> 16, LDG.E -> 32)."""
+    """Bits per thread of a global load mnemonic (LDG.E.128 -> 128, LDG.E.U16 -> 16, LDG.E -> 32,
+    LDGSTS.E.BYPASS.128 -> 128)."""
     for part in op.split(".")[1:]:
         m = re.fullmatch(r"[US]?(8|16|32|64|128)", part)
         if m:

@@ -61,6 +61,9 @@ def test_ptxas_resources_and_entry_functions_only():
 def test_load_width_and_occupancy():
     assert [kr.load_width(op) for op in ("LDG.E", "LDG.E.U16", "LDG.E.64", "LDG.E.128.CONSTANT", "LD.E.U8")] == \
         [32, 16, 64, 128, 8]
+    loop = kr.Loop("x.cu:1")
+    loop.add("LDGSTS.E.BYPASS.128")            # cp.async global -> shared counts as a 128-bit global load
+    assert (loop.ldg, loop.ldg_widths, loop.lds) == (1, {128}, 0)
     assert kr.occupancy(32, 0, 256) == (8, 1.0)           # 64 warps
     assert kr.occupancy(168, 17408, 128) == (3, 12 / 64)  # register-bound: 168 regs -> 5376/warp
     assert kr.occupancy(32, 100 * 1024, 256)[0] == 2      # shared-memory-bound
