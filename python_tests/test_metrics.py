@@ -4,6 +4,7 @@ No Inception weights here: a small randomly initialised feature network stands i
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from anyres_fast.metrics import (FeatureStats, Options, PatchSampler, StatsCache, fid_at_resolution, frechet_distance,
+from anyres_fast.data import HRPatchDataset, ImageSource, KeySampler
+from anyres_fast.metrics import (FeatureStats, Options, RealPatches, StatsCache, fid_at_resolution, frechet_distance,
                                  from_module, kernel_inception_distance, kid_subsets, list_images, patch_fid,
-                                 scaleinv_fid, scaleinv_postprocess, scaleinv_sizes)
+                                 pfid_source, scaleinv_fid, scaleinv_postprocess, scaleinv_sizes)
 from anyres_fast.metrics.detectors import load_detector
 from anyres_fast.metrics.real_images import FullImages
 
@@ -223,31 +225,48 @@ def test_fid_skips_and_reports_too_small_and_corrupt_images(tmp_path):
 # ----------------------------------------------------------------------------------------------------
 # Patch sampler and pfid
 
-def test_patch_sampler_semantics(tmp_path):
-    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (100, 100), (300, 300)])
-    listing = list_images(str(data))
+def test_pfid_real_patches_are_the_training_samplers_quantised(tmp_path):
+    # Short sides 150, 130, 100, 300 and 50 (< p: skipped by the source); p = 64.
+    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (100, 100), (300, 300), (50, 90)])
     p = 64
-    sampler = PatchSampler(listing, p, num=40, scale_max=0.5, scale_min=0.3, seed=3)   # sizes in [128, min(L, 213)]
-    assert [f for f, _ in sampler.skipped] == ["img002.png"]                            # 100 < p / scale_max
-    sides = {0: 150, 1: 130, 3: 300}
+    source = pfid_source(str(data), p)
+    assert source.min_size == p and [b.name for b in source.listing.bad] == ["img004.png"]
+    ds = HRPatchDataset(source, p, scale_max=0.5, scale_min=0.3, random_crop=False, xflip=True, seed=3)
+    reals = RealPatches(ds, num=40)
+    keys = KeySampler(len(source), 3, global_batch=1)
+    sides = [150, 130, 100, 300]
     for k in range(40):
-        img, meta, reason = sampler[k]
-        image, canvas, x, y, flip = (int(v) for v in meta)
-        assert reason is None and img.shape == (3, p, p)
-        assert 128 <= canvas <= min(sides[image], 213) and 0 <= x <= canvas - p and 0 <= y <= canvas - p
-    # The pixels are the crop of the Lanczos-resized centre square.
-    img, meta, _ = sampler[5]
-    image, canvas, x, y, _ = (int(v) for v in meta)
-    with Image.open(listing.path(image)) as im:
-        im = im.convert("RGB")
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        ref = im.crop((left, top, left + side, top + side)).resize((canvas, canvas), Image.LANCZOS)
+        img, rec, reason = reals[k]
+        index, canvas, x, y, flip = (int(v) for v in rec)
+        assert reason is None and img.dtype == torch.uint8 and img.shape == (3, p, p)
+        assert (index, k) == keys.key(k)                  # the training key stream, draw = sample index
+        item = ds[(index, k)]                             # the training sampler's own item for that key
+        assert (canvas, x, y, flip) == (int(item["canvas"]), int(item["box"][0]), int(item["box"][1]), int(item["flip"]))
+        a = (item["image"] + 1) * 127.5                   # the float Lanczos value in [0, 255]
+        assert (img.double() - a.double()).abs().max() <= 0.5 + 1e-4     # rounded to the nearest integer
+        side = sides[index]
+        if side < 128:                                    # below p / scale_max: used at native size
+            assert canvas == side
+        else:
+            assert 128 <= canvas <= min(side, 213)        # [p / scale_max, min(L, p / scale_min)]
+        assert 0 <= x <= canvas - p and 0 <= y <= canvas - p
+    assert 100 in {int(reals[k][1][1]) for k in range(40)}      # the 100-px image appeared, natively
+    # A native-size patch gives back the file's pixels exactly (no off-by-half in the quantisation).
+    k = next(k for k in range(40) if int(reals[k][1][0]) == 2)
+    img, rec, _ = reals[k]
+    _, _, x, y, flip = (int(v) for v in rec)
+    with Image.open(data / "img002.png") as im:
+        ref = im.convert("RGB")
+    if flip:
+        ref = ref.transpose(Image.FLIP_LEFT_RIGHT)
     ref = np.asarray(ref)[y:y + p, x:x + p].transpose(2, 0, 1)
     np.testing.assert_array_equal(img.numpy(), ref)
-    # Native upper bound (scale_min None) reaches the full square size.
-    wide = PatchSampler(listing, p, num=200, scale_max=1.0, seed=0)
-    assert max(int(wide[k][1][1]) for k in range(0, 200, 10)) > 200
+    # Deterministic per index: a fresh sampler gives the same sample.
+    again = RealPatches(HRPatchDataset(pfid_source(str(data), p), p, scale_max=0.5, scale_min=0.3,
+                                       random_crop=False, xflip=True, seed=3), num=40)
+    assert torch.equal(again[17][0], reals[17][0]) and torch.equal(again[17][1], reals[17][1])
+    with pytest.raises(ValueError, match="min_size"):
+        pfid_source(ImageSource(str(data), min_size=1), p)
 
 
 class Recording(torch.nn.Module):
@@ -266,26 +285,46 @@ class Recording(torch.nn.Module):
         return torch.tanh(z[:, :3, None, None] + ramp * (canvas.view(-1, 1, 1, 1).float() / 200))
 
 
-def test_pfid_generates_each_fake_at_the_real_patch_s_v(tmp_path):
-    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (260, 240)])
-    listing = list_images(str(data))
+def expected_pfid_calls(folder, p, num, **kw):
+    """(canvas, (x, y)) of training-sampler samples 0..num-1, straight from anyres_fast.data."""
+    source = ImageSource(str(folder), min_size=p)
+    ds = HRPatchDataset(source, p, **kw)
+    keys = KeySampler(len(source), kw["seed"], global_batch=1)
+    out = []
+    for k in range(num):
+        item = ds[keys.key(k)]
+        out.append((float(item["canvas"]), (float(item["box"][0]), float(item["box"][1]))))
+    return out
+
+
+def test_pfid_generates_each_fake_at_the_real_patch_s_v_and_caches_the_records(tmp_path):
+    data = write_images(tmp_path / "hr", [(200, 150), (130, 180), (260, 240), (80, 96)])
     rec = Recording()
-    opts = Options(num=6, batch=4, progress=False, seed=11, scale_max=1.0, scale_min=None,
+    opts = Options(num=6, batch=4, progress=False, seed=11, scale_max=0.5, scale_min=None, xflip=True,
                    cache_dir=str(tmp_path / "cache"))
-    result = patch_fid(rec, from_module(TinyFeatures(), "tiny"), listing, opts)
-    assert result["num_fake"] == 6 and math.isfinite(result["fid"])
-    sampler = PatchSampler(listing, 64, num=6, scale_max=1.0, seed=11)
-    expected = []
-    for k in range(6):
-        _, meta, _ = sampler[k]
-        _, canvas, x, y, _ = (int(v) for v in meta)
-        expected.append((float(canvas), (float(x), float(y))))
+    det = from_module(TinyFeatures(), "tiny")
+    result = patch_fid(rec, det, str(data), opts)
+    assert result["num_fake"] == 6 and result["num_real"] == 6 and math.isfinite(result["fid"])
+    assert result["real_stats_cache"] == "miss" and result["settings"]["sampler"] == "anyres_fast.data.HRPatchDataset"
+    expected = expected_pfid_calls(data, 64, 6, scale_max=0.5, scale_min=None, random_crop=False, xflip=True, seed=11)
     assert rec.calls == expected
     assert len({c for c, _ in expected}) > 1              # several scales, so the check means something
     # A second run takes the real patches and their records from the cache and pairs the same way.
     rec2 = Recording()
-    again = patch_fid(rec2, from_module(TinyFeatures(), "tiny"), listing, opts)
+    again = patch_fid(rec2, det, list_images(str(data)), opts)      # a listing of the same folder works too
     assert again["real_stats_cache"] == "hit" and rec2.calls == expected
+    # More fakes than real patches: records are cycled.
+    rec3 = Recording()
+    patch_fid(rec3, det, str(data), dataclasses.replace(opts, num=8, num_real=3))
+    assert rec3.calls == expected[:3] * 2 + expected[:2]
+    # A changed sampler setting or a rewritten file invalidates the cached statistics and records.
+    moved = patch_fid(Recording(), det, str(data), dataclasses.replace(opts, seed=12))
+    assert moved["real_stats_cache"] == "miss"
+    write_images(tmp_path / "hr", [(200, 150), (130, 180), (260, 240), (80, 96)], seed=5)
+    rec4 = Recording()
+    fresh = patch_fid(rec4, det, str(data), opts)
+    assert fresh["real_stats_cache"] == "miss"
+    assert fresh["settings"]["real_fingerprint"] != result["settings"]["real_fingerprint"]
     # (x, y) on canvas N is the patch with s = p / N and centre v, as the generator's transform sees it.
     from anyres_fast.models import patch_transform
     for n, (x, y) in expected:

@@ -3,7 +3,8 @@
     fid@R           generated canvases rendered tile by tile at R x R (G.render), reals square-cropped
                     and Lanczos-resized to R x R; both go to the detector as uint8 at R x R (it resizes
                     to 299 itself), as StyleGAN3's metric code feeds it.
-    pfid            real HR patches from the patch sampler with their (s, v); the i-th generated patch
+    pfid            real HR patches from the training patch sampler (anyres_fast.data.HRPatchDataset)
+                    with their (s, v); the i-th generated patch
                     is rendered at exactly the i-th real patch's canvas N and position (G(z, canvas=N,
                     box=(x, y))).
     scaleinv-fid@k  InfinityGAN: images generated at k x the training size (times the field-of-view
@@ -29,10 +30,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .detectors import Detector, own_cache_dir
-from .real_images import FullImages, ImageListing, PatchSampler, collate_skipping, record_from_meta
+from ..data import HRPatchDataset, ImageSource
+from .real_images import FullImages, ImageListing, RealPatches, collate_skipping, source_fingerprint
 from .stats import FeatureStats, frechet_distance, kernel_inception_distance
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2          # 2: pfid reals from anyres_fast.data.HRPatchDataset
 _METRIC_RE = re.compile(r"^(fid@(?P<r>\d+)|pfid|scaleinv-fid@(?P<k>\d+)|kid)$")
 
 
@@ -307,45 +309,76 @@ def fid_at_resolution(G, detector: Detector, listing: ImageListing, resolution: 
                    started, hit, skipped)
 
 
-def patch_fid(G, detector: Detector, hr_listing: ImageListing, opts: Options,
-              cache: Optional[StatsCache] = None) -> dict:
+def pfid_source(hr, patch: int, cache: Optional["StatsCache"] = None) -> ImageSource:
+    """The ImageSource pfid samples from, with min_size = p (HRPatchDataset needs short sides >= p).
+
+    Args:
+        hr: an ImageSource (its min_size must be >= p), an ImageListing or a folder / .zip path.
+        patch: p, the generator size.
+        cache: its folder also holds the source's listing cache (`<folder>/listings`) when enabled.
+
+    Returns:
+        ImageSource.
+
+    Raises:
+        FileNotFoundError: the path is not a folder or zip. ValueError: min_size < p.
+    """
+    if isinstance(hr, ImageSource):
+        if hr.min_size < patch:
+            raise ValueError(f"{hr.path}: pfid needs an ImageSource with min_size >= p = {patch}, got {hr.min_size}")
+        return hr
+    root = hr.root if isinstance(hr, ImageListing) else str(hr)
+    cache_dir = os.path.join(cache.folder, "listings") if cache is not None and cache.enabled else None
+    return ImageSource(root, cache_dir=cache_dir, min_size=patch)
+
+
+def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCache] = None) -> dict:
     """pfid: real HR patches with their (s, v) vs generated patches at the same (s, v), pair by pair.
 
-    The real patch records (canvas N, top-left (x, y)) are cached with the real statistics, so a later
-    run pairs its fakes with the same records. Fake i is G(z_i, canvas=N_i, box=(x_i, y_i)).
+    Real patch k is sample (KeySampler key k) of the training sampler `anyres_fast.data.HRPatchDataset`
+    (p = G.img_resolution, opts.scale_max / scale_min / crop / xflip / seed), quantised to uint8 for
+    the detector. Its record (image, canvas N, top-left (x, y), flip) is cached with the real
+    statistics, so a later run pairs its fakes with the same records. Fake i is
+    G(z_i, canvas=N_i, box=(x_i, y_i)) (records cycled when num > num_real).
 
     Args:
         G: an any-resolution Generator (called as G(z, None, canvas=..., box=...)).
         detector: the feature network.
-        hr_listing: the HR images.
+        hr: the HR images: ImageSource, ImageListing or folder / .zip path (see pfid_source).
         opts: settings (scale_min, scale_max, xflip, crop, num, num_real, ...).
         cache: real-statistics cache.
 
     Returns:
-        The result dict.
+        The result dict (settings hold the sampler's settings and the canvas sizes min/median/max).
+
+    Raises:
+        ValueError: bad scale bounds, no usable HR image (short side >= p), or no readable patch.
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
     _check_generator(G, "forward")
     p = G.img_resolution
     num_real = opts.num_real or opts.num
-    sampler = PatchSampler(hr_listing, p, num_real, scale_max=opts.scale_max, scale_min=opts.scale_min,
-                           xflip=opts.xflip, crop=opts.crop, seed=opts.seed)
-    fields = dict(metric="pfid", listing=hr_listing.fingerprint, patch=p, num_real=num_real,
-                  scale_max=opts.scale_max, scale_min=opts.scale_min, xflip=opts.xflip, crop=opts.crop,
-                  seed=opts.seed)
-    real, records, skipped, hit = _real_stats(f"pfid{p}", fields, sampler, opts, cache, detector, "real patches")
-    skipped = [list(s) for s in sampler.skipped] + list(skipped)
+    source = pfid_source(hr, p, cache)
+    dataset = HRPatchDataset(source, p, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                             random_crop=opts.crop == "random", xflip=opts.xflip, seed=opts.seed)
+    reals = RealPatches(dataset, num_real)
+    fingerprint = source_fingerprint(source)
+    fields = dict(metric="pfid", sampler="anyres_fast.data.HRPatchDataset+KeySampler", listing=fingerprint,
+                  patch=p, num_real=num_real, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                  xflip=opts.xflip, crop=opts.crop, seed=opts.seed)
+    real, records, skipped, hit = _real_stats(f"pfid{p}", fields, reals, opts, cache, detector, "real patches")
+    skipped = [[b.name, b.reason] for b in source.listing.bad] + list(skipped)
     if records is None or len(records) == 0:
         raise ValueError("pfid: no real patch records")
     gen = torch.Generator().manual_seed(opts.seed)
 
     def make_batch(start: int, count: int) -> torch.Tensor:
         # Fake i reuses record i (cycled when there are more fakes than real patches).
-        recs = [record_from_meta(records[(start + j) % len(records)]) for j in range(count)]
+        recs = records[[(start + j) % len(records) for j in range(count)]]
         z = _latents(gen, count, G.z_dim).to(opts.device)
-        canvas = torch.tensor([r.canvas for r in recs], dtype=torch.float64, device=opts.device)
-        box = torch.tensor([[r.x, r.y] for r in recs], dtype=torch.float64, device=opts.device)
+        canvas = torch.tensor(recs[:, 1], dtype=torch.float64, device=opts.device)
+        box = torch.tensor(recs[:, 2:4], dtype=torch.float64, device=opts.device)
         with torch.no_grad():
             img = G(z, None, canvas=canvas, box=box, force_fp32=_fp32(opts))
         return to_uint8(img)
@@ -354,7 +387,8 @@ def patch_fid(G, detector: Detector, hr_listing: ImageListing, opts: Options,
     sizes = records[:, 1]
     return _result("pfid", real, fake, opts, detector,
                    dict(patch=p, scale_max=opts.scale_max, scale_min=opts.scale_min, xflip=opts.xflip,
-                        real_root=hr_listing.root, real_fingerprint=hr_listing.fingerprint,
+                        sampler="anyres_fast.data.HRPatchDataset", real_root=source.path,
+                        real_fingerprint=fingerprint,
                         canvas_sizes=[int(sizes.min()), int(np.median(sizes)), int(sizes.max())]),
                    started, hit, skipped)
 

@@ -1,31 +1,29 @@
-"""Minimal real-image reading for the metrics: folder listing, full images at R, HR patches with (s, v).
+"""Real images for the metrics: folder listing and full images at R (fid@R), HR patches (pfid).
 
-Self-contained stand-in for `anyres_fast.data` (listing + HR patch sampler), written so the metrics do
-not wait for it; to be replaced by that package's sampler once it is merged. Semantics (docs/metrics.md):
+Semantics (docs/metrics.md):
 
-- A dataset is a folder (searched recursively) of files with an image extension Pillow knows. Its
+- fid@R reads a folder (searched recursively) of files with an image extension Pillow knows. Its
   fingerprint hashes every file's relative path, size and modification time, so the real-statistics
-  cache is invalidated when a file is added, removed or rewritten.
-- Full images for fid@R: RGB, square crop (centre, or seeded random per image), Lanczos (Pillow) resize
-  to R x R. Images whose square side is < R are skipped and reported (the published code asserts).
-- HR patches for pfid (p = patch size): RGB, square crop of side L, target size drawn uniformly in
-  [p / scale_max, min(L, p / scale_min)] (scale_min None: up to L), rounded, Lanczos resize of the whole
-  square to that size N, random p x p crop at integer (x, y). Recorded: N and (x, y), from which
-  s = p / N and v = ((x + p/2) / N * 2 - 1, (y + p/2) / N * 2 - 1). Images with L < p / scale_max
-  cannot give a patch and are skipped and reported.
-- Every random draw of sample i comes from a numpy Generator seeded with (seed, i), so samples do not
-  depend on worker scheduling and a cached set of patch records is reproducible.
+  cache is invalidated when a file is added, removed or rewritten. Images: RGB, square crop (centre,
+  or seeded random per image), Lanczos (Pillow) resize to R x R. Images whose square side is < R are
+  skipped and reported (the published code asserts).
+- pfid's real patches are the training patch sampler's, `anyres_fast.data.HRPatchDataset` addressed
+  by `KeySampler` keys (docs/data.md); `RealPatches` quantises them to the detector's uint8 input and
+  records (image, canvas N, x, y, flip) per sample; `source_fingerprint` keys the cache.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ..data import HRPatchDataset, ImageSource, KeySampler
 
 Image.MAX_IMAGE_PIXELS = 933_120_000        # large HR photos are legitimate input here
 
@@ -146,98 +144,68 @@ class FullImages(torch.utils.data.Dataset):
         return to_chw_uint8(im), i, None
 
 
-@dataclass(frozen=True)
-class PatchRecord:
-    """Where a p x p real patch came from: canvas size N (the resized square) and top-left (x, y)."""
-    image: int
-    canvas: int
-    x: int
-    y: int
-    flip: bool
+class RealPatches(torch.utils.data.Dataset):
+    """pfid's real HR patches: `num` samples of the training patch sampler, as detector input.
 
-    def s_v(self, patch: int) -> tuple:
-        """(s, (v_x, v_y)): s = p / N, v = patch centre in [-1, 1]^2 canvas units."""
-        n = self.canvas
-        return patch / n, ((self.x + patch / 2) / n * 2 - 1, (self.y + patch / 2) / n * 2 - 1)
+    Sample k is item KeySampler(len(source), seed, 1).key(k) = (image, draw k) of
+    `anyres_fast.data.HRPatchDataset`: images are cycled, each cycle in a seeded random order, and every
+    random choice of sample k comes from (seed, k), so the set is deterministic per index (the cached
+    records stay valid) and does not depend on loader workers.
 
-
-class PatchSampler(torch.utils.data.Dataset):
-    """HR patches with their (s, v), for pfid (module docstring has the exact semantics).
-
-    Items are (uint8 (3, p, p) tensor or None, PatchRecord as a (5,) int64 tensor, skip reason or None).
+    Items are (uint8 (3, p, p) tensor, record (5,) int64 tensor (image, canvas N, x, y, flip), None),
+    or (None, k, reason) when the file cannot be read any more. The float [-1, 1] patch is quantised
+    with the fakes' convention x * 127.5 + 128, clamped and truncated to uint8: as the patch is
+    a / 127.5 - 1 for the clipped float Lanczos value a in [0, 255], this rounds a to the nearest
+    integer (a native-size crop gives back the file's pixels exactly).
 
     Args:
-        listing: the HR dataset.
-        patch: p.
-        num: how many patches (the dataset's length; images are cycled in seeded random order).
-        scale_max: largest s = p/N allowed (default 1: the smallest size is p).
-        scale_min: smallest s (None: native size, the published `max0`).
-        xflip: random horizontal flips (as the training flag).
-        crop: square crop "center" or "random".
-        seed: seed of every draw.
-
-    Raises:
-        ValueError: bad bounds, or no image is large enough.
+        dataset: the HRPatchDataset (its source, p, scale bounds, crop mode, flip and seed).
+        num: how many patches.
     """
 
-    def __init__(self, listing: ImageListing, patch: int, num: int, scale_max: float = 1.0,
-                 scale_min: Optional[float] = None, xflip: bool = False, crop: str = "center", seed: int = 0):
-        if not 0 < scale_max <= 1 or (scale_min is not None and not 0 < scale_min <= scale_max):
-            raise ValueError(f"PatchSampler: need 0 < scale_min <= scale_max <= 1, got {scale_min}, {scale_max}")
-        self.listing, self.patch, self.num = listing, patch, num
-        self.scale_max, self.scale_min, self.xflip, self.crop, self.seed = scale_max, scale_min, xflip, crop, seed
-        self.min_side = int(np.ceil(patch / scale_max - 1e-9))
-        self.usable, self.skipped = [], []
-        for i in range(len(listing)):
-            try:
-                with Image.open(listing.path(i)) as im:
-                    side = min(im.size)
-            except Exception as exc:
-                self.skipped.append((listing.files[i], f"unreadable ({type(exc).__name__})"))
-                continue
-            if side < self.min_side:
-                self.skipped.append((listing.files[i], f"square side {side} < p/scale_max = {self.min_side}"))
-            else:
-                self.usable.append(i)
-        if not self.usable:
-            raise ValueError(f"{listing.root}: no image has a square side >= p/scale_max = {self.min_side}")
+    def __init__(self, dataset: HRPatchDataset, num: int):
+        self.dataset, self.num = dataset, int(num)
+        self.keys = KeySampler(len(dataset), dataset.seed, global_batch=1)
 
     def __len__(self) -> int:
         return self.num
 
-    def image_for(self, k: int) -> int:
-        """Image of sample k: cycles through all usable images, each cycle in a seeded random order."""
-        n = len(self.usable)
-        order = np.random.default_rng([self.seed, 1, k // n]).permutation(n)
-        return self.usable[int(order[k % n])]
-
-    def draw(self, k: int, width: int, height: int) -> tuple:
-        """(square box, PatchRecord) of sample k for an image of this size (no pixels touched)."""
-        rng = np.random.default_rng([self.seed, 2, k])
-        box = square_box(width, height, self.crop, rng)
-        side = box[2] - box[0]
-        lo = self.patch / self.scale_max
-        hi = side if self.scale_min is None else min(side, self.patch / self.scale_min)
-        canvas = int(round(rng.uniform(lo, hi))) if hi > lo else int(round(lo))
-        canvas = min(max(canvas, self.patch), side)
-        x = int(rng.integers(0, canvas - self.patch + 1))
-        y = int(rng.integers(0, canvas - self.patch + 1))
-        flip = bool(self.xflip and rng.random() < 0.5)
-        return box, PatchRecord(image=self.image_for(k), canvas=canvas, x=x, y=y, flip=flip)
+    def key(self, k: int) -> tuple:
+        """(image index, draw) of sample k."""
+        return self.keys.key(k)
 
     def __getitem__(self, k: int):
-        i = self.image_for(k)
+        index, draw = self.key(k)
         try:
-            im = open_rgb(self.listing.path(i))
-        except Exception as exc:
-            return None, torch.full((5,), -1, dtype=torch.int64), f"{self.listing.files[i]}: unreadable ({type(exc).__name__})"
-        box, rec = self.draw(k, im.width, im.height)
-        im = im.crop(box).resize((rec.canvas, rec.canvas), Image.LANCZOS)
-        im = im.crop((rec.x, rec.y, rec.x + self.patch, rec.y + self.patch))
-        if rec.flip:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        meta = torch.tensor([rec.image, rec.canvas, rec.x, rec.y, int(rec.flip)], dtype=torch.int64)
-        return to_chw_uint8(im), meta, None
+            item = self.dataset[(index, draw)]
+        except Exception as exc:        # a file changed or vanished since the listing: skip and report
+            name = self.dataset.source.listing.names[index]
+            return None, k, f"{name}: unreadable ({type(exc).__name__})"
+        patch = (item["image"] * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        x, y = (int(v) for v in item["box"])
+        record = torch.tensor([index, int(item["canvas"]), x, y, int(item["flip"])], dtype=torch.int64)
+        return patch, record, None
+
+
+def source_fingerprint(source: ImageSource) -> str:
+    """sha256 of an ImageSource's files: its path, min_size and each file's name, byte size and mtime
+    (zip: name, size, date, CRC), usable and skipped alike, so changing, adding or removing a file
+    changes it.
+
+    Raises:
+        OSError: a listed file vanished since the listing.
+    """
+    h = hashlib.sha256(f"{source.path}\0{source.kind}\0{source.min_size}\n".encode())
+    names = sorted(list(source.listing.names) + [b.name for b in source.listing.bad])
+    if source.kind == "zip":
+        with zipfile.ZipFile(source.path) as z:
+            infos = {i.filename: i for i in z.infolist()}
+        stamps = [(infos[n].file_size, tuple(infos[n].date_time), infos[n].CRC) for n in names]
+    else:
+        stamps = [(st.st_size, st.st_mtime_ns) for st in (os.stat(os.path.join(source.path, n)) for n in names)]
+    for name, stamp in zip(names, stamps):
+        h.update(f"{name}\0{stamp}\n".encode())
+    return h.hexdigest()
 
 
 def collate_skipping(batch: list) -> tuple:
@@ -247,9 +215,3 @@ def collate_skipping(batch: list) -> tuple:
     images = torch.stack([b[0] for b in kept]) if kept else None
     metas = [b[1] for b in kept]
     return images, metas, reasons
-
-
-def record_from_meta(meta) -> PatchRecord:
-    """PatchRecord from the (5,) int tensor/array a PatchSampler item carries."""
-    image, canvas, x, y, flip = (int(v) for v in meta)
-    return PatchRecord(image=image, canvas=canvas, x=x, y=y, flip=bool(flip))
