@@ -9,10 +9,11 @@ assembles the result in a host (CPU) tensor. Only `tile_batch` tiles live on the
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from .ops import _dispatch
 
 RenderTiles = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -81,17 +82,7 @@ class MemoryLimitError(MemoryError):
 
 def available_host_memory() -> Optional[int]:
     """Bytes the kernel reports as available to new allocations (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    return _dispatch.available_memory(torch.device("cpu"))
 
 
 def available_device_memory(device: torch.device) -> Optional[int]:

@@ -26,3 +26,13 @@ def pytest_collection_modifyitems(config, items):
 def seeded():
     torch.manual_seed(0)
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of many tiny ops: on a shared 2-core machine a second thread only
+    adds wake-up and contention costs (restored after the test)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -14,13 +14,7 @@ from anyres_fast.models.infinity import InfinityConfig, patch_size_for
 PUBLISHED_101 = [11, 19, 17, 31, 29, 55, 53, 103, 101]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs: one intra-op thread avoids thread wake-up costs on the shared 2-core CI (restored after)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny ops run faster on one thread
 
 
 def small(seed: int = 0, **kw) -> InfinityGenerator:

@@ -12,12 +12,7 @@ from anyres_fast import InfinityGenerator
 from anyres_fast.models import convert_official_state_dict, from_official, load_official_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny ops run faster on one thread
 
 
 def published_layout(depth, z, local, chans, ss_layers, radius, n_mlp):

@@ -13,15 +13,6 @@ from anyres_fast.train import Trainer, TrainOptions
 from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig, generator_from_run
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny convolutions: a second intra-op thread only adds contention on a shared 2-core machine.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     """Three real photos from scikit-image's package (different sizes) and one corrupt file."""

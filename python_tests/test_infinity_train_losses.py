@@ -12,15 +12,6 @@ from anyres_fast.models import Discriminator
 from anyres_fast.train import infinity_losses as L
 
 
-@pytest.fixture
-def one_thread():
-    # Many tiny ops: a second intra-op thread only adds contention on a shared 2-core machine.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _toy_structure_synth(seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Conv2d(6, 8, 3), torch.nn.LeakyReLU(0.2), torch.nn.Conv2d(8, 8, 3))

@@ -11,14 +11,6 @@ from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
 from anyres_fast.train.infinity_recipe import TINY_G
 
 
-@pytest.fixture
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def photo(size):
     """scikit-image's astronaut photo (read from the installed package), resized, in [-1, 1]."""
     import skimage.data

@@ -13,14 +13,6 @@ from anyres_fast import infinity_inversion as inv
 from anyres_fast.cli import main
 
 
-@pytest.fixture
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     import skimage.data

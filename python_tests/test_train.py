@@ -22,13 +22,7 @@ from train_helpers import BAD_NAMES, micro_config, write_images
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two threads on a shared 2-core machine spin-wait each other: 1 thread is several times faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny ops run faster on one thread
 
 
 def _opts(out, **kw):
