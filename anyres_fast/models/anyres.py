@@ -921,18 +921,7 @@ class Generator(torch.nn.Module):
         Raises:
             NotADirectoryError: `directory` (or a parent) exists and is a file.
         """
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise NotADirectoryError(f"Generator.save_pretrained: {directory} exists and is not a folder")
-        try:
-            os.makedirs(directory, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise NotADirectoryError(f"Generator.save_pretrained: cannot create the folder {directory} "
-                                     f"(a parent is a file)") from None
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
-        meta = {"format": FORMAT, "config": self.config.to_dict()}
-        _atomic_write(os.path.join(directory, CONFIG_FILE),
-                      lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+        write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(), "Generator.save_pretrained")
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
@@ -1048,6 +1037,26 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         return True
     current = torch.cuda.current_device()
     return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
+def write_pretrained(directory: str, state_dict: dict, fmt: str, config: dict, where: str) -> None:
+    """The save_pretrained format shared by the generators: config.json ({"format", "config"}) and
+    weights.pt (the state dict on the CPU), each written to a temporary file and renamed.
+
+    Raises:
+        NotADirectoryError: `directory` (or a parent) exists and is a file.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise NotADirectoryError(f"{where}: {directory} exists and is not a folder")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{where}: cannot create the folder {directory} (a parent is a file)") from None
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
+    meta = {"format": fmt, "config": config}
+    _atomic_write(os.path.join(directory, CONFIG_FILE),
+                  lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
 
 
 def _atomic_write(path: str, write) -> None:

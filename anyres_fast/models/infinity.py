@@ -31,7 +31,7 @@ import torch
 from .. import ops
 from .. import render as _render
 from . import infinity_canvas as _canvas
-from .anyres import FullyConnected, _atomic_write, normalize_2nd_moment
+from .anyres import FullyConnected, normalize_2nd_moment, write_pretrained
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -661,13 +661,13 @@ class InfinityGenerator(torch.nn.Module):
 
     # -- weights -----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
-        """config.json + weights.pt (state dict), each written to a temporary file and renamed."""
-        os.makedirs(directory, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
-        meta = {"format": FORMAT, "config": self.config.to_dict()}
-        _atomic_write(os.path.join(directory, CONFIG_FILE),
-                      lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
+        """config.json + weights.pt (state dict), each written to a temporary file and renamed.
+
+        Raises:
+            NotADirectoryError: `directory` (or a parent) exists and is a file.
+        """
+        write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
+                         "InfinityGenerator.save_pretrained")
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu") -> "InfinityGenerator":
