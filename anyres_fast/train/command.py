@@ -133,11 +133,16 @@ def options_from_args(args) -> tuple:
                        cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
                        r1_gamma=args.gamma, teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
                        scale_min=args.scale_min, xflip=not args.no_xflip)
-    opts = TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
-                        kimg=args.kimg if args.kimg is not None else 25000, tick=args.tick, snap=args.snap,
+    return cfg, trainer_options(args, batch, default_kimg=25000)
+
+
+def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
+    """The TrainOptions of a new run from the shared `anyres-fast train` flags (both models)."""
+    from .trainer import TrainOptions
+    return TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
+                        kimg=args.kimg if args.kimg is not None else default_kimg, tick=args.tick, snap=args.snap,
                         keep=args.keep, workers=args.workers, device=args.device, precision=args.precision,
                         progress=not args.no_progress, max_steps=args.max_steps)
-    return cfg, opts
 
 
 def main(args: argparse.Namespace) -> int:

@@ -87,11 +87,8 @@ def options_from_args(args: argparse.Namespace) -> tuple:
                               xflip=not args.no_xflip)
     if args.gamma is not None and args.gamma != 2.0:     # the shared flag's default is the SG3 value
         cfg.r1_gamma = args.gamma
-    opts = TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
-                        kimg=args.kimg if args.kimg is not None else 12800, tick=args.tick, snap=args.snap,
-                        keep=args.keep, workers=args.workers, device=args.device, precision=args.precision,
-                        progress=not args.no_progress, max_steps=args.max_steps)
-    return cfg, opts
+    from .command import trainer_options
+    return cfg, trainer_options(args, batch, default_kimg=12800)
 
 
 def main(args: argparse.Namespace) -> int:
