@@ -7,20 +7,21 @@
 Each seed S is one canvas: z_l, coordinates and noise come from S and z_g from S (or, with --fuse, one z_g
 per listed seed, placed at the --centres, given as x,y pixels of the output image). The image is the
 window whose top-left corner sits at canvas pixel (--left, --top); --top defaults to -height/2 so the
-horizon (vertical coordinate 0) runs through the middle. --weights: a save_pretrained folder, or
-`random[:key=value,...]` (keys of InfinityConfig, e.g. random:patch_size=197, plus seed=N). Under
+horizon (vertical coordinate 0) runs through the middle. --weights: an InfinityGAN training run (its
+newest G_ema), a save_pretrained folder, or `random[:key=value,...]` (keys of InfinityConfig, e.g.
+random:patch_size=197, plus seed=N and preset=tiny). Under
 torchrun the patches are shared out to the ranks and rank 0 writes the PNGs.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 import torch
 
 from . import render as _render
 from .cli_args import CommandError, parse_device, prepare_out_dir
+from .infinity_weights import generator_config, load_generator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,33 +60,8 @@ def parse_centres(text: str) -> list:
     return out
 
 
-def _random_model(spec: str):
-    from .models.infinity import InfinityConfig, InfinityGenerator
-    fields = {f.name: f.type for f in dataclasses.fields(InfinityConfig)}
-    kwargs, seed = {}, 0
-    rest = spec[len("random"):]
-    if rest and not rest.startswith(":"):
-        raise CommandError(f"--weights {spec!r}: expected random or random:key=value,...")
-    for item in filter(None, rest[1:].split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or (key not in fields and key != "seed"):
-            raise CommandError(f"--weights {spec!r}: unknown option {item!r}; allowed: seed, {', '.join(fields)}")
-        try:
-            kwargs[key] = float(value) if fields.get(key) in ("float", float) else int(value)
-        except ValueError:
-            raise CommandError(f"--weights {spec!r}: {key} must be a number") from None
-    seed = kwargs.pop("seed", 0)
-    try:
-        cfg = InfinityConfig(**kwargs)
-    except ValueError as exc:
-        raise CommandError(f"--weights {spec!r}: {exc}") from None
-    torch.manual_seed(seed)
-    return InfinityGenerator(cfg)
-
-
 def main(args: argparse.Namespace) -> int:
     """Validate everything, then build the model and write one PNG per seed. Raises CommandError."""
-    from .models.infinity import InfinityGenerator
     if args.height is None or args.width is None:
         raise CommandError("--model infinity needs --height and --width (pixels)")
     if args.size is not None or args.zoom is not None:
@@ -107,9 +83,7 @@ def main(args: argparse.Namespace) -> int:
                 raise CommandError(f"--centres {x:g},{y:g}: outside the {args.width}x{args.height} image")
         if args.fusion_kernel % 2 == 0:
             raise CommandError(f"--fusion-kernel {args.fusion_kernel}: must be odd")
-    if not args.weights.startswith("random") and not os.path.isdir(args.weights):
-        raise CommandError(f"--weights {args.weights!r}: not a directory (expected one written by "
-                           f"InfinityGenerator.save_pretrained, or random[:key=value,...])")
+    generator_config(args.weights)      # a bad --weights ends here, before anything is built
     device = parse_device(args.device)
     # Activations in --precision on CUDA; the CPU always runs float32.
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision] \
@@ -119,14 +93,7 @@ def main(args: argparse.Namespace) -> int:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     out_dir = prepare_out_dir(args.out) if not rank else args.out
 
-    if args.weights.startswith("random"):
-        G = _random_model(args.weights)
-    else:
-        try:
-            G = InfinityGenerator.from_pretrained(args.weights)
-        except (FileNotFoundError, ValueError) as exc:
-            raise CommandError(f"--weights {args.weights!r}: {exc}") from None
-    G = G.eval().to(device)
+    G = load_generator(args.weights, device)
     top = -(args.height // 2) if args.top is None else args.top
     style, z_g = None, None
     if fuse is not None:

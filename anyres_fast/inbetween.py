@@ -15,8 +15,8 @@ import argparse
 import os
 
 from .cli_args import CommandError, positive_int
-from .outpaint import (add_common_arguments, check_lpips, generator_config, inside_columns, load_generator,
-                       read_image, run_edit)
+from .infinity_weights import generator_config, load_generator
+from .outpaint import add_common_arguments, check_lpips, inside_columns, read_image, run_edit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -96,7 +96,7 @@ def test_bad_input_is_one_clear_line(photos, tmp_path, capsys, argv, message):
 def test_random_weights_spec_like_generate():
     from anyres_fast.cli_args import CommandError
     from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
-    from anyres_fast.outpaint import generator_config, load_generator, parse_random_spec
+    from anyres_fast.infinity_weights import generator_config, load_generator, parse_random_spec
     from anyres_fast.train.infinity_recipe import TINY_G
 
     assert generator_config("random")["patch_size"] == 101                  # the published model, as generate
