@@ -1,4 +1,4 @@
-"""Training speed of the any-resolution recipe: s/kimg of whole steps and the time of each loss term.
+"""Training speed: s/kimg of whole steps and (any-resolution recipe) the time of each loss term.
 
     python benchmarks/bench_train.py [--resolution 256] [--config T] [--batch 32] [--batch-gpu 8]
                                      [--phase patch] [--steps 8] [--precision fp32] [--quick] [--out FILE.md]
@@ -11,6 +11,10 @@ R1 (lazy, |grad D|^2 with a double backward; runs every 16th step), teacher forw
 (or fixed) run of --steps steps through the Trainer; s/kimg is the median step time / batch * 1000
 (steps without R1; the R1 step is listed separately). StyleGAN3's published figure for config T at
 256^2 is 49.81 s/kimg on one A100 at batch 32. Random weights: speed does not depend on them.
+
+--model infinity: the InfinityGAN recipe (patch --inf-patch, default 101 on 197-px training images;
+--quick: the --tiny 29-px model), whole steps through the Trainer only: s/kimg of the steps without
+the lazy R1 / path-length passes and of the step with them (step 0, which also warms up).
 """
 from __future__ import annotations
 
@@ -72,7 +76,11 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--quick", action="store_true", help="CPU, --tiny model at 64 px, batch 4, 3 steps")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--model", choices=("anyres", "infinity"), default="anyres")
+    ap.add_argument("--inf-patch", type=int, default=101, choices=(101, 197, 389))
     a = ap.parse_args()
+    if a.model == "infinity":
+        return bench_infinity(a)
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tiny = a.quick
     if a.quick:
@@ -141,6 +149,36 @@ def main() -> int:
               f"| median of steps 1..{len(per_step) - 1} (no R1) | {statistics.median(rest):.2f} |",
               f"| step 0 (with R1, warm-up) | {r1_step:.2f} |",
               "| StyleGAN3-T 256^2, 1x A100, batch 32 (published) | 49.81 |"]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 0
+
+
+def bench_infinity(a) -> int:
+    """Whole InfinityGAN training steps through the Trainer; prints (and writes) the s/kimg table."""
+    from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig
+
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if a.quick:
+        a.batch, a.batch_gpu, a.steps, device = 4, 4, 3, torch.device("cpu")
+    full = {101: 197, 197: 389, 389: 773}[a.inf_patch]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = images(tmp / "data", 8, 64 if a.quick else full)
+        cfg = InfinityTrainConfig(data=data, patch=a.inf_patch, tiny=a.quick, cache_dir=str(tmp / "c"))
+        opts = TrainOptions(out=str(tmp / "run"), batch=a.batch, batch_gpu=a.batch_gpu, kimg=1e6, workers=2,
+                            tick=1, snap=0, progress=False, max_steps=a.steps, device=str(device),
+                            precision=a.precision)
+        Trainer(InfinityRecipe(cfg), opts).run()
+        per_step = [json.loads(l)["sec_per_kimg"] for l in open(tmp / "run" / "stats.jsonl")]
+    rest = per_step[1:] or per_step
+    lines = [f"InfinityGAN training, patch {29 if a.quick else a.inf_patch}{' (tiny)' if a.quick else ''}, "
+             f"batch {a.batch} (chunks of {a.batch_gpu}), {device}, precision {a.precision}", "",
+             "| whole step | s/kimg |", "|---|---|",
+             f"| median of steps 1..{len(per_step) - 1} | {statistics.median(rest):.2f} |",
+             f"| step 0 (lazy R1 + path length, warm-up) | {per_step[0]:.2f} |"]
     text = "\n".join(lines)
     print(text)
     if a.out:

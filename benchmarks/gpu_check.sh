@@ -56,6 +56,7 @@ bench bench_ops benchmarks/bench_ops.py $quick
 if [ -n "$quick" ]; then
   bench bench_render benchmarks/bench_render.py --quick
   bench bench_train benchmarks/bench_train.py --quick
+  bench bench_train_infinity benchmarks/bench_train.py --model infinity --quick
 else
   # any-resolution p=256 config T at 1024^2..8192^2; InfinityGAN-101 at 1024^2..8192^2 (DESIGN targets:
   # 4096^2 <= 2 s, 8192^2 <= 5 s, flat peak memory)
@@ -65,6 +66,8 @@ else
     --precision fp16 --lpips random --phase patch
   bench bench_train_fixed benchmarks/bench_train.py --resolution 256 --config T --batch 32 --batch-gpu 8 \
     --precision fp16 --lpips random --phase fixed
+  bench bench_train_infinity benchmarks/bench_train.py --model infinity --inf-patch 101 --batch 16 \
+    --batch-gpu 16 --precision fp16
 fi
 # 5. Static kernel counts (registers, occupancy, inner-loop instruction mix) for this GPU's arch.
 arch=$("$py" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'{p.major}{p.minor}')" 2>/dev/null || echo 90)
@@ -73,7 +76,7 @@ bench kernel_report benchmarks/kernel_report.py --arch "$arch"
 # 6. One JSON of every table, and plots (time and memory vs resolution, speed-up per op).
 "$py" benchmarks/plot_results.py "$out" > "$out/plots.log" 2>&1
 status "results.json + plots" "$(tail -n 1 "$out/plots.log")"
-for f in bench_ops.md bench_render.md bench_train.md bench_train_fixed.md kernel_report.md; do
+for f in bench_ops.md bench_render.md bench_train.md bench_train_fixed.md bench_train_infinity.md kernel_report.md; do
   [ -f "$out/$f" ] && { echo; cat "$out/$f"; } >> "$summary"
 done
 cat "$summary"

@@ -38,6 +38,17 @@ def test_bench_render_smoke_runs(tmp_path):
     assert all(float(r[4]) > 0 for r in rows)
 
 
+def test_bench_train_infinity_smoke_runs(tmp_path):
+    """gpu_check.sh runs bench_train for InfinityGAN: the tiny CPU form must produce its s/kimg table."""
+    out = tmp_path / "train.md"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--model", "infinity",
+                          "--quick", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [r for r in table_rows(out.read_text()) if r[0] != "whole step"]
+    assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows), rows
+
+
 CUDA_HOME = _extension._cuda_home()
 
 
