@@ -1,6 +1,7 @@
 // modulated_conv2d binding: checks tensors, maps dtypes, calls the launchers (csrc/kernels/modulated_conv2d.cu).
 // User-facing validation happens in anyres_fast/ops/modulated_conv2d_op.py; these checks guard the kernels.
 #include "binding_registry.h"
+#include "implicit_gemm_binding.h"
 #include "kernels/modulated_conv2d.cuh"
 
 namespace {
@@ -73,33 +74,14 @@ void igemm(const torch::Tensor& input, const torch::Tensor& weight_gemm, const t
   TORCH_CHECK(mode >= 0 && mode <= 3, "modulated_conv2d: bad geometry mode ", mode);
   TORCH_CHECK(padding >= 0 && padding < 65536, "modulated_conv2d: bad padding ", padding);
   TORCH_CHECK(input.numel() > 0 && out.numel() > 0 && weight_gemm.numel() > 0, "modulated_conv2d: empty tensor");
-  anyres_fast::ImplicitGemmShape shape;
-  shape.batch = (int)b;
-  shape.channels = (int)c;
-  shape.h_in = (int)input.size(2);
-  shape.w_in = (int)input.size(3);
-  shape.m_out = (int)m;
-  shape.h_out = (int)out.size(2);
-  shape.w_out = (int)out.size(3);
-  shape.kh = (int)weight_gemm.size(1);
-  shape.kw = (int)weight_gemm.size(2);
-  shape.pad = (int)padding;
-  shape.mode = (int)mode;
-  anyres_fast::ImplicitGemmScratch scratch;
-  anyres_fast::check_launch("modulated_conv2d_igemm (plan)", anyres_fast::implicit_gemm_scratch(shape, false, &scratch));
-  // scratch from the torch allocator on the current (Python-set) device and stream
-  auto staged = torch::empty({scratch.staged_elements}, input.options());
-  torch::Tensor workspace;
-  if (scratch.workspace_floats > 0) workspace = torch::empty({scratch.workspace_floats}, input.options().dtype(torch::kFloat32));
+  const anyres_fast::ImplicitGemmShape shape = anyres_fast::igemm_shape(input, weight_gemm, out, padding, mode);
   anyres_fast::ImplicitGemmOperands o;
+  const auto scratch = anyres_fast::igemm_scratch("modulated_conv2d_igemm", shape, false, input, o);
   o.x = input.data_ptr();
   o.pre = pre.data_ptr<float>();
   o.weight = weight_gemm.data_ptr();
   o.post = post.data_ptr<float>();
   o.out = out.data_ptr();
-  o.staged = staged.data_ptr();
-  o.workspace = scratch.workspace_floats > 0 ? workspace.data_ptr<float>() : nullptr;
-  o.workspace_floats = scratch.workspace_floats;
   int err = anyres_fast::modulated_conv2d_igemm(shape, o, dtype, exact_fp32, as_stream(stream));
   anyres_fast::check_launch("modulated_conv2d_igemm", err);
 }

@@ -1,6 +1,7 @@
 // style_fused_conv2d binding: checks tensors, maps dtypes, calls the launcher (csrc/kernels/style_fused_conv2d.cu).
 // User-facing validation happens in anyres_fast/ops/style_fused_conv2d_op.py; these checks guard the kernel.
 #include "binding_registry.h"
+#include "implicit_gemm_binding.h"
 #include "kernels/style_fused_conv2d.cuh"
 
 namespace {
@@ -43,34 +44,14 @@ void igemm(const torch::Tensor& x, const torch::Tensor& weight_gemm, const torch
   TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == weight_gemm.size(0), "style_fused_conv2d: out must be (B,O,H,W)");
   TORCH_CHECK(mode == 0 || mode == 3, "style_fused_conv2d: mode must be 0 (conv) or 3 (transposed up=2)");
   TORCH_CHECK(padding >= 0 && padding < 65536, "style_fused_conv2d: bad padding ", padding);
-  anyres_fast::ImplicitGemmShape shape;
-  shape.batch = (int)x.size(0);
-  shape.channels = (int)x.size(1);
-  shape.h_in = (int)x.size(2);
-  shape.w_in = (int)x.size(3);
-  shape.m_out = (int)weight_gemm.size(0);
-  shape.h_out = (int)out.size(2);
-  shape.w_out = (int)out.size(3);
-  shape.kh = (int)weight_gemm.size(1);
-  shape.kw = (int)weight_gemm.size(2);
-  shape.pad = (int)padding;
-  shape.mode = (int)mode;
-  anyres_fast::ImplicitGemmScratch scratch;
-  anyres_fast::check_launch("style_fused_conv2d_igemm (plan)", anyres_fast::implicit_gemm_scratch(shape, exact, &scratch));
-  auto staged = torch::empty({scratch.staged_elements}, x.options());
-  torch::Tensor staged_sq, workspace;
-  if (exact) staged_sq = torch::empty({scratch.staged_elements}, x.options());
-  if (scratch.workspace_floats > 0) workspace = torch::empty({scratch.workspace_floats}, x.options().dtype(torch::kFloat32));
+  const anyres_fast::ImplicitGemmShape shape = anyres_fast::igemm_shape(x, weight_gemm, out, padding, mode);
   anyres_fast::ImplicitGemmOperands o;
+  const auto scratch = anyres_fast::igemm_scratch("style_fused_conv2d_igemm", shape, exact, x, o);
   o.x = x.data_ptr();
   o.pre_map = style_map.data_ptr();
   o.weight = weight_gemm.data_ptr();
   o.weight_sq = exact ? weight_sq_gemm.data_ptr() : nullptr;
   o.out = out.data_ptr();
-  o.staged = staged.data_ptr();
-  o.staged_sq = exact ? staged_sq.data_ptr() : nullptr;
-  o.workspace = scratch.workspace_floats > 0 ? workspace.data_ptr<float>() : nullptr;
-  o.workspace_floats = scratch.workspace_floats;
   int err = anyres_fast::style_fused_conv2d_igemm(shape, o, exact, (float)eps, dtype, exact_fp32,
                                                   reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream)));
   anyres_fast::check_launch("style_fused_conv2d_igemm", err);
