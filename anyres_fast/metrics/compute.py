@@ -289,12 +289,7 @@ def fid_at_resolution(G, detector: Detector, listing: ImageListing, resolution: 
     _check_generator(G, "render")
     if resolution < G.img_resolution:
         raise ValueError(f"fid@{resolution}: R must be >= the generator size {G.img_resolution}")
-    n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
-    dataset = FullImages(listing, resolution, crop=opts.crop, seed=opts.seed, indices=range(n_real))
-    fields = dict(metric="fid", listing=listing.fingerprint, resolution=resolution, crop=opts.crop,
-                  seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
-    real, _, skipped, hit = _real_stats(f"fid{resolution}", fields, dataset, opts, cache, detector,
-                                        f"real {resolution}x{resolution}")
+    real, skipped, hit = _full_image_stats(listing, resolution, opts, cache, detector)
     gen = torch.Generator().manual_seed(opts.seed)
 
     def make_batch(start: int, count: int) -> torch.Tensor:
@@ -393,6 +388,18 @@ def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCac
                    started, hit, skipped)
 
 
+def _full_image_stats(listing, resolution: int, opts, cache, detector) -> tuple:
+    """(statistics, skipped files, cache hit) of the real images square-cropped and resized to
+    resolution x resolution; fid@R and scaleinv-fid share them (same cache entry for the same size)."""
+    n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
+    dataset = FullImages(listing, resolution, crop=opts.crop, seed=opts.seed, indices=range(n_real))
+    fields = dict(metric="fid", listing=listing.fingerprint, resolution=resolution, crop=opts.crop,
+                  seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
+    real, _, skipped, hit = _real_stats(f"fid{resolution}", fields, dataset, opts, cache, detector,
+                                        f"real {resolution}x{resolution}")
+    return real, skipped, hit
+
+
 def scaleinv_sizes(train_size: int, k: int, fov_scale: float) -> tuple:
     """(generated side, centre-crop side, final side) of scaleinv-fid@k.
 
@@ -433,12 +440,7 @@ def scaleinv_fid(G, detector: Detector, listing: ImageListing, k: int, opts: Opt
     if not train_size:
         raise ValueError("scaleinv-fid: give the training image size (--train-size)")
     raw, _, final = scaleinv_sizes(train_size, k, opts.fov_scale)
-    n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
-    dataset = FullImages(listing, final, crop=opts.crop, seed=opts.seed, indices=range(n_real))
-    fields = dict(metric="fid", listing=listing.fingerprint, resolution=final, crop=opts.crop,
-                  seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
-    real, _, skipped, hit = _real_stats(f"fid{final}", fields, dataset, opts, cache, detector,
-                                        f"real {final}x{final}")
+    real, skipped, hit = _full_image_stats(listing, final, opts, cache, detector)
     gen = torch.Generator().manual_seed(opts.seed)
 
     def make_batch(start: int, count: int) -> torch.Tensor:
