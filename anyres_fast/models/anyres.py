@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .. import ops
-from .. import render as _render
+from . import tiling as _render
 from .filters import design_lowpass
 
 WEIGHTS_FILE = "weights.pt"

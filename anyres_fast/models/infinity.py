@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .. import ops
-from .. import render as _render
+from . import tiling as _render
 from . import infinity_canvas as _canvas
 from .anyres import FullyConnected, normalize_2nd_moment, write_pretrained
 
@@ -779,7 +779,7 @@ class InfinityGenerator(torch.nn.Module):
         Patches of ts_input latents (the training patch) at a stride of ts_input - 5 latents are generated
         from their slices of the canvas inputs (`canvas_inputs`), `patch_batch` at a time, and streamed
         into a host image; device memory does not depend on the window. Under torchrun, inside
-        `anyres_fast.render.sharding()`, patches are dealt out to the ranks and rank 0 assembles.
+        `anyres_fast.models.tiling.sharding()`, patches are dealt out to the ranks and rank 0 assembles.
 
         Args:
             z_g: (1, z_dim), or (K, z_dim) with style_centres for spatial style fusion.

@@ -1,0 +1,137 @@
+"""`anyres-fast generate --model infinity`: InfinityGAN images of any height and width (PNG).
+
+    anyres-fast generate --model infinity --weights random --seeds 0-3 --height 512 --width 2048 --out out/
+    anyres-fast generate --model infinity --weights DIR --seeds 0 --height 256 --width 1024 \\
+        --fuse 5,9 --centres "100,128;900,128" --fusion-kernel 127 --patch-batch 16 --out out/
+
+Each seed S is one canvas: z_l, coordinates and noise come from S and z_g from S (or, with --fuse, one z_g
+per listed seed, placed at the --centres, given as x,y pixels of the output image). The image is the
+window whose top-left corner sits at canvas pixel (--left, --top); --top defaults to -height/2 so the
+horizon (vertical coordinate 0) runs through the middle. --weights: an InfinityGAN training run (its
+newest G_ema), a save_pretrained folder, or `random[:key=value,...]` (keys of InfinityConfig, e.g.
+random:patch_size=197, plus seed=N and preset=tiny). Under
+torchrun the patches are shared out to the ranks and rank 0 writes the PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from ..models import tiling as _render
+from .args import CommandError, parse_device, prepare_out_dir
+from .weights import generator_config, load_generator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The InfinityGAN options of `anyres-fast generate` (added next to the anyres ones)."""
+    from .args import nonnegative_int, positive_int
+    g = parser.add_argument_group("--model infinity")
+    g.add_argument("--height", type=positive_int, default=None, help="image height in pixels")
+    g.add_argument("--width", type=positive_int, default=None, help="image width in pixels")
+    g.add_argument("--top", type=int, default=None, help="canvas row of the image's first row (default -height/2)")
+    g.add_argument("--left", type=int, default=0, help="canvas column of the image's first column (default 0)")
+    g.add_argument("--patch-batch", type=positive_int, default=8, help="patches per forward pass (default 8)")
+    g.add_argument("--fuse", default=None, help="seeds of the style latents to fuse, e.g. 5,9")
+    g.add_argument("--centres", default=None, help="one x,y pixel per --fuse seed, e.g. '100,50;400,50'")
+    g.add_argument("--fusion-kernel", type=positive_int, default=127, help="odd mean-filter size (default 127)")
+    g.add_argument("--fusion-demod", choices=("exact", "pointwise"), default="exact",
+                   help="demodulation of fused styles: exact, or the published pointwise approximation")
+    del nonnegative_int
+
+
+def parse_centres(text: str) -> list:
+    """'x,y;x,y' -> [(x, y), ...] (floats)."""
+    out = []
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        xy = part.split(",")
+        try:
+            if len(xy) != 2:
+                raise ValueError
+            out.append((float(xy[0]), float(xy[1])))
+        except ValueError:
+            raise CommandError(f"--centres {text!r}: expected x,y pairs separated by ';' (e.g. '100,50;400,50')") from None
+    if not out:
+        raise CommandError(f"--centres {text!r}: expected at least one x,y pair")
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate everything, then build the model and write one PNG per seed. Raises CommandError."""
+    if args.height is None or args.width is None:
+        raise CommandError("--model infinity needs --height and --width (pixels)")
+    if args.size is not None or args.zoom is not None:
+        raise CommandError("--size/--zoom belong to --model anyres; use --height/--width/--top/--left")
+    fuse = None
+    if args.fuse is not None or args.centres is not None:
+        if args.fuse is None or args.centres is None:
+            raise CommandError("--fuse and --centres go together (one x,y centre per fused seed)")
+        from .generate import parse_seeds
+        try:
+            fuse = parse_seeds(args.fuse)
+        except argparse.ArgumentTypeError as exc:
+            raise CommandError(f"--fuse: {exc}") from None
+        centres = parse_centres(args.centres)
+        if len(centres) != len(fuse):
+            raise CommandError(f"--centres has {len(centres)} x,y pairs but --fuse lists {len(fuse)} seeds")
+        for x, y in centres:
+            if not (0 <= x < args.width and 0 <= y < args.height):
+                raise CommandError(f"--centres {x:g},{y:g}: outside the {args.width}x{args.height} image")
+        if args.fusion_kernel % 2 == 0:
+            raise CommandError(f"--fusion-kernel {args.fusion_kernel}: must be odd")
+    generator_config(args.weights)      # a bad --weights ends here, before anything is built
+    device = parse_device(args.device)
+    # Activations in --precision on CUDA; the CPU always runs float32.
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision] \
+        if device.type == "cuda" else torch.float32
+    rank = _init_distributed(device)
+    if device.type == "cuda" and rank is not None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    out_dir = prepare_out_dir(args.out) if not rank else args.out
+
+    G = load_generator(args.weights, device)
+    top = -(args.height // 2) if args.top is None else args.top
+    style, z_g = None, None
+    if fuse is not None:
+        z_g = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in fuse])
+        style = [(x + args.left, y + top) for x, y in centres]
+    with _render.sharding(rank is not None):
+        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir)
+    return 0
+
+
+def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir) -> None:
+    from PIL import Image
+    z_g = z_fused
+    for seed in args.seeds:
+        if fuse is None:
+            z_g = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
+        img = G.generate(z_g, args.height, args.width, top=top, left=args.left, patch_batch=args.patch_batch,
+                         seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
+                         fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=not args.no_progress)
+        if img is None:                     # another rank: rank 0 assembles and writes
+            continue
+        u8 = (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        name = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "") + ".png"
+        path = os.path.join(out_dir, name)
+        tmp = path + ".tmp"
+        Image.fromarray(u8).save(tmp, format="PNG")
+        os.replace(tmp, path)
+        print(f"wrote {path} ({args.width}x{args.height})")
+
+
+def _init_distributed(device: torch.device):
+    """Under torchrun (WORLD_SIZE > 1) join the process group (NCCL on CUDA, gloo on CPU); returns the rank
+    or None in a single process."""
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank()

@@ -1,0 +1,173 @@
+"""`anyres-fast train`: train the any-resolution GAN, phase `fixed` then phase `patch`.
+
+    anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --kimg 25000 --batch 32
+    anyres-fast train --phase patch --lr-data LR/ --hr-data HR/ --teacher runs/p1 --out runs/p2
+    anyres-fast train --out runs/p2 --resume                      # continue exactly where it stopped
+    torchrun --nproc-per-node 8 -m anyres_fast train --phase fixed ...   # 8 GPUs (or CPU processes)
+
+--tiny trains a small 64-px model that runs both phases on a 2-core CPU in minutes (implies
+--resolution 64 and --lpips random). Phase patch needs torchvision's AlexNet weights for LPIPS in the
+torch cache unless --lpips random. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+from .args import CommandError, finite_float, nonnegative_int, positive_float, positive_int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
+                        help="anyres: the any-resolution GAN (default); infinity: InfinityGAN (--data, --patch)")
+    parser.add_argument("--data", help="--model infinity: folder or .zip of images")
+    parser.add_argument("--patch", type=int, choices=(101, 197, 389), default=None,
+                        help="--model infinity: patch size (default 101; trained on 197/389/773 images)")
+    parser.add_argument("--phase", choices=("fixed", "patch"), default=None,
+                        help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
+    parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")
+    parser.add_argument("--hr-data", help="folder or .zip of native-resolution images (phase patch)")
+    parser.add_argument("--teacher", help="phase-1 run folder (phase patch): initialisation and frozen teacher")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, stats, samples)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--kimg", type=positive_float, default=None, help="length in thousands of real images (default 25000)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="global batch size (default 32; 4 with --tiny)")
+    parser.add_argument("--batch-gpu", type=positive_int, default=None, help="samples per forward pass (default: batch / processes)")
+    parser.add_argument("--config", choices=("T", "R"), default="T", help="StyleGAN3 config (default T)")
+    parser.add_argument("--resolution", type=positive_int, default=None, help="patch size p (default 256; 64 with --tiny)")
+    parser.add_argument("--tiny", action="store_true", help="small CPU configuration (implies --lpips random)")
+    parser.add_argument("--lpips", choices=("alex", "random"), default=None,
+                        help="LPIPS backbone: alex (torchvision weights from the torch cache) or random")
+    parser.add_argument("--gamma", type=positive_float, default=2.0, help="R1 weight (default 2)")
+    parser.add_argument("--teacher-lambda", type=finite_float, default=5.0, help="teacher loss weight (default 5)")
+    parser.add_argument("--scale-max", type=positive_float, default=0.5, help="largest s = p/N of HR patches (default 0.5)")
+    parser.add_argument("--scale-min", type=positive_float, default=None, help="smallest s (default: native resolution)")
+    parser.add_argument("--no-xflip", action="store_true", help="no horizontal flips")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="run seed (default 0)")
+    parser.add_argument("--workers", type=nonnegative_int, default=2, help="loader processes per process (default 2)")
+    parser.add_argument("--tick", type=positive_int, default=10, help="steps per stats line (default 10)")
+    parser.add_argument("--snap", type=nonnegative_int, default=500, help="steps per checkpoint + sample grid (default 500)")
+    parser.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept (default 3)")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps (then --resume)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda:LOCAL_RANK when available)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="autocast dtype on GPU (default fp32; StyleGAN3's fp16 layers are used regardless)")
+    parser.add_argument("--cache-dir", default=None, help="listing cache folder (default <out>/cache)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_data(path, flag):
+    if not path:
+        raise CommandError(f"{flag}: required")
+    if not os.path.exists(path):
+        raise CommandError(f"{flag} {path!r}: no such folder or zip file")
+    if not (os.path.isdir(path) or path.lower().endswith(".zip")):
+        raise CommandError(f"{flag} {path!r}: expected a folder or a .zip file")
+
+
+def options_from_args(args) -> tuple:
+    """(AnyresConfig, TrainOptions) from parsed arguments; validated, nothing built.
+
+    Raises:
+        CommandError: a missing or inconsistent argument, a missing teacher checkpoint, absent LPIPS weights.
+    """
+    from .args import prepare_out_dir
+    from ..train import losses
+    from ..train.anyres_recipe import AnyresConfig
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.trainer import TrainOptions
+
+    if args.resume:
+        path = latest_checkpoint(args.out)
+        if path is None:
+            raise CommandError(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
+        with open(os.path.join(args.out, "training_options.json")) as f:
+            saved = json.load(f)
+        cfg_d = {k: v for k, v in saved["config"].items() if k in {f.name for f in dataclasses.fields(AnyresConfig)}}
+        cfg_d["betas"] = tuple(cfg_d["betas"])
+        cfg = AnyresConfig(**cfg_d)
+        opts = TrainOptions(**saved["options"])
+        opts.resume = True
+        for name in ("kimg", "max_steps"):
+            if getattr(args, name) is not None:
+                setattr(opts, name, getattr(args, name))
+        opts.progress = not args.no_progress
+        return cfg, opts
+
+    if args.phase is None:
+        raise CommandError("--phase: required (fixed or patch) unless --resume")
+    _check_data(args.lr_data, "--lr-data")
+    resolution = args.resolution or (64 if args.tiny else 256)
+    if resolution < 64 or resolution & (resolution - 1):
+        raise CommandError(f"--resolution {resolution}: expected a power of two >= 64")
+    lpips_mode = args.lpips or ("random" if args.tiny else "alex")
+    if args.phase == "patch":
+        _check_data(args.hr_data, "--hr-data")
+        if not args.teacher:
+            raise CommandError("--teacher: required for --phase patch (a phase-1 run folder)")
+        if latest_checkpoint(args.teacher) is None:
+            raise CommandError(f"--teacher {args.teacher!r}: no checkpoint in {os.path.join(args.teacher, 'checkpoints')}")
+        if lpips_mode == "alex" and not os.path.isfile(losses.alexnet_weights_path()):
+            wp = losses.alexnet_weights_path()
+            raise CommandError(f"--lpips alex: the LPIPS AlexNet backbone weights {os.path.basename(wp)} are not "
+                               f"in the torch cache folder {os.path.dirname(wp)} (copy the file there, or set "
+                               f"TORCH_HOME; --lpips random trains with a random backbone)")
+    if args.scale_max > 1 or (args.scale_min is not None and args.scale_min > args.scale_max):
+        raise CommandError("--scale-max/--scale-min: expected 0 < scale-min <= scale-max <= 1")
+    batch = args.batch or (4 if args.tiny else 32)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch % world:
+        raise CommandError(f"--batch {batch}: not divisible by the {world} processes")
+    if args.batch_gpu is not None and (batch // world) % args.batch_gpu:
+        raise CommandError(f"--batch-gpu {args.batch_gpu}: does not divide the per-process batch {batch // world}")
+    if args.device is not None:
+        from .args import parse_device
+        parse_device(args.device)
+    prepare_out_dir(args.out)
+    cfg = AnyresConfig(phase=args.phase, lr_data=os.path.abspath(args.lr_data),
+                       hr_data=os.path.abspath(args.hr_data) if args.hr_data else None,
+                       teacher=os.path.abspath(args.teacher) if args.teacher else None, resolution=resolution,
+                       config=args.config, tiny=args.tiny, lpips=lpips_mode,
+                       cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
+                       r1_gamma=args.gamma, teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
+                       scale_min=args.scale_min, xflip=not args.no_xflip)
+    return cfg, trainer_options(args, batch, default_kimg=25000)
+
+
+def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
+    """The TrainOptions of a new run from the shared `anyres-fast train` flags (both models)."""
+    from ..train.trainer import TrainOptions
+    return TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
+                        kimg=args.kimg if args.kimg is not None else default_kimg, tick=args.tick, snap=args.snap,
+                        keep=args.keep, workers=args.workers, device=args.device, precision=args.precision,
+                        progress=not args.no_progress, max_steps=args.max_steps)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate the arguments, then train.
+
+    Returns:
+        0 when the run finished (or stopped at --max-steps).
+
+    Raises:
+        CommandError: bad arguments, unusable data, a teacher that does not fit.
+    """
+    from . import train_infinity
+    if getattr(args, "model", "anyres") == "infinity" or (args.resume and infinity_command.is_infinity_run(args.out)):
+        return infinity_command.main(args)
+    from ..train import losses
+    from ..train.anyres_recipe import AnyresRecipe
+    from ..train.trainer import Trainer
+
+    cfg, opts = options_from_args(args)
+    try:
+        stats = Trainer(AnyresRecipe(cfg), opts).run()
+    except (FileNotFoundError, losses.LPIPSWeightsMissing) as exc:
+        raise CommandError(str(exc)) from None
+    except ValueError as exc:   # unusable data, a teacher of another configuration, a bad batch split
+        raise CommandError(str(exc)) from None
+    if stats and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in stats.items()}))
+    return 0

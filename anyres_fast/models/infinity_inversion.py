@@ -1,0 +1,481 @@
+"""Inversion of real photos into an InfinityGAN canvas, for outpainting and inbetweening.
+
+See docs/infinitygan_training.md. A canvas is the whole output image's latent grid: z_l, coordinates
+and one noise map per G_T conv, all defined for the canvas and sliced per region, so the generator
+(padding-free) gives every region exactly what the whole-canvas pass gives there. Known regions are
+real photos placed on the canvas. Inversion optimises, with the generator frozen, one global latent
+z_g, the per-layer W+ styles, the canvas z_l and every noise map against the known regions with
+
+    pixel (10 * 0.5 * MSE, or 10 * L1)  +  10 * LPIPS  +  priors
+    priors: 10 * (mean(z_g)^2 + (std(z_g) - 1)^2), 10 * the same on z_l inside the known windows,
+            0.01 * mean(((w+ - mean w) / std w)^2) (a diagonal Gaussian of mapped samples),
+            1000 * StyleGAN2's multi-scale noise autocorrelation
+
+with the published schedule: Adam, lr 0.1 for the G_T side (W+, noise) and 0.01 for the G_S side
+(z_g, z_l), 5% linear ramp-up and 25% cosine ramp-down, exploration noise decaying to 0 over the first
+75% of the steps, noise maps renormalised after each step. Only the z_l and noise inside a region's
+window (the part of the canvas its pixels depend on) matter; everything outside is redrawn per seed
+when the canvas is rendered, which is what makes outpainting and inbetweening multi-modal.
+
+The result is an `InversionRecord` (plain tensors and settings, saved with torch.save and read with
+`torch.load(weights_only=True)`), which `render` and the outpaint / inbetween commands accept.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+RECORD_FORMAT = "anyres_fast.models.infinity_inversion/1"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"      # torchvision's ImageNet AlexNet, what lpips loads
+
+
+class LPIPSWeightsMissing(FileNotFoundError):
+    """The LPIPS AlexNet backbone weights are not in the torch cache."""
+
+
+def alexnet_weights_path() -> str:
+    """Where torchvision (and so lpips) looks for the AlexNet weights: <torch hub>/checkpoints/<file>."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE)
+
+
+def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
+    """An `lpips.LPIPS(net="alex")` module, frozen.
+
+    Args:
+        mode: "alex" (ImageNet backbone from the torch cache) or "random" (a randomly initialised
+            backbone, seeded, for machines without the weights and for tests; not a perceptual metric).
+        device: where to put it.
+
+    Returns:
+        The module (eval mode, no grad).
+
+    Raises:
+        LPIPSWeightsMissing: mode "alex" and the weights file is absent (names the file and folder).
+        ValueError: an unknown mode.
+    """
+    if mode not in ("alex", "random"):
+        raise ValueError(f"lpips mode must be alex or random, got {mode!r}")
+    if mode == "alex" and not os.path.isfile(alexnet_weights_path()):
+        path = alexnet_weights_path()
+        raise LPIPSWeightsMissing(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, not found in {os.path.dirname(path)} "
+                                  f"(copy the file there or set TORCH_HOME; --lpips random uses a random backbone)")
+    import inspect
+    import warnings
+
+    import lpips
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # torchvision's notice about lpips' `pretrained=` call
+        torch.manual_seed(0)
+        if mode == "alex":
+            net = lpips.LPIPS(net="alex", verbose=False)
+        else:
+            # Built on the meta device, then only the used layers are materialised: lpips builds a whole
+            # torchvision AlexNet (58M classifier parameters it then drops), whose random init takes seconds.
+            with torch.device("meta"):
+                net = lpips.LPIPS(net="alex", pnet_rand=True, pretrained=False, verbose=False)
+            net = net.to_empty(device="cpu")
+            for m in net.net.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    m.reset_parameters()
+            net.scaling_layer = lpips.ScalingLayer()
+            lin = os.path.join(os.path.dirname(inspect.getfile(lpips.LPIPS)), "weights", "v0.1", "alex.pth")
+            net.load_state_dict(torch.load(lin, map_location="cpu", weights_only=True), strict=False)
+    return net.eval().requires_grad_(False).to(device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Canvas geometry
+
+@dataclass
+class Region:
+    """A known photo on the canvas: pixels [top, top + h) x [left, left + w) of the output image.
+
+    Window (z_S units): rows [a_y, a_y + n_y), cols [a_x, a_x + n_x); its G_T output covers the region
+    with the region starting at pixel (off_y, off_x) of that output."""
+    top: int
+    left: int
+    height: int
+    width: int
+    a_y: int = 0
+    a_x: int = 0
+    n_y: int = 0
+    n_x: int = 0
+    off_y: int = 0
+    off_x: int = 0
+
+
+def _zs_for(G, size: int) -> int:
+    n = G.min_zs_size()
+    while G.output_size(n) < size:
+        n += 1
+    return n
+
+
+def _window(G, start: int, length: int) -> tuple:
+    s = 2 ** G.depth
+    a = start // s
+    off = start - a * s
+    return a, _zs_for(G, off + length), off
+
+
+@dataclass
+class Canvas:
+    """Latent geometry of an output image of height x width pixels with known regions.
+
+    zs: z_S size (rows, cols) of the whole canvas (its G_T output is at least height x width, cropped
+    at the top-left); coord_top/left: canvas-frame latent position of z_l[0, 0] (the canvas is centred
+    on the frame's origin, where the training coordinates are centred)."""
+    height: int
+    width: int
+    regions: List[Region]
+    zs: tuple = (0, 0)
+    coord_top: float = 0.0
+    coord_left: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"height": self.height, "width": self.width, "zs": list(self.zs), "coord_top": self.coord_top,
+                "coord_left": self.coord_left, "regions": [dict(r.__dict__) for r in self.regions]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Canvas":
+        return cls(int(d["height"]), int(d["width"]), [Region(**r) for r in d["regions"]], tuple(d["zs"]),
+                   float(d["coord_top"]), float(d["coord_left"]))
+
+
+def plan_canvas(G, height: int, width: int, boxes: Sequence[tuple]) -> Canvas:
+    """The canvas for an output of height x width with known regions at boxes (top, left, h, w).
+
+    Args:
+        G: an InfinityGenerator.
+        height, width: output size in pixels (>= 1).
+        boxes: (top, left, h, w) of each known region, inside the output.
+
+    Returns:
+        Canvas.
+
+    Raises:
+        ValueError: a box outside the output.
+    """
+    regions = []
+    for top, left, h, w in boxes:
+        if top < 0 or left < 0 or top + h > height or left + w > width or h < 1 or w < 1:
+            raise ValueError(f"region {(top, left, h, w)} is not inside the {height} x {width} output")
+        a_y, n_y, off_y = _window(G, top, h)
+        a_x, n_x, off_x = _window(G, left, w)
+        regions.append(Region(top, left, h, w, a_y, a_x, n_y, n_x, off_y, off_x))
+    zh = max([_zs_for(G, height)] + [r.a_y + r.n_y for r in regions])
+    zw = max([_zs_for(G, width)] + [r.a_x + r.n_x for r in regions])
+    R = G.ss_margin
+    c0 = 2.0 * (2 ** G.depth - 1) / 2 ** G.depth          # latent position of canvas pixel 0 (docs/infinitygan.md)
+    top = c0 - (zh + 2 * R - 1) / 2
+    left = c0 - (zw + 2 * R - 1) / 2
+    return Canvas(height, width, regions, (zh, zw), float(top), float(left))
+
+
+def canvas_inputs(G, canvas: Canvas, seed: int, device=None) -> tuple:
+    """Random z_l (1, C, zh + 2R, zw + 2R) and noise maps of the whole canvas from `seed`, and its
+    coordinates (1, 3, zh + 2R, zw + 2R)."""
+    R = G.ss_margin
+    zh, zw = canvas.zs
+    g = torch.Generator().manual_seed(int(seed))
+    z_l = torch.randn(1, G.local_dim, zh + 2 * R, zw + 2 * R, generator=g)
+    noises = G.make_noises(1, (zh + 2 * R, zw + 2 * R), generator=g)
+    coords = G.coords(zh + 2 * R, zw + 2 * R, canvas.coord_top, canvas.coord_left)
+    return z_l.to(device), [n.to(device) for n in noises], coords.to(device)
+
+
+def _steps(G) -> list:
+    return [s.step for s in G.texture_synthesizer.specs]
+
+
+def window_slices(G, r: Region) -> tuple:
+    """(z_l / coordinate slice, [noise slice per conv]) of a region's window."""
+    R = G.ss_margin
+    zl = (slice(r.a_y, r.a_y + r.n_y + 2 * R), slice(r.a_x, r.a_x + r.n_x + 2 * R))
+    hs = G.layer_sizes(r.n_y)[1:]
+    ws = G.layer_sizes(r.n_x)[1:]
+    noise = [(slice(st * r.a_y, st * r.a_y + h), slice(st * r.a_x, st * r.a_x + w))
+             for st, h, w in zip(_steps(G), hs, ws)]
+    return zl, noise
+
+
+def render_region(G, canvas: Canvas, r: Region, z_g, ws, z_l, noises, coords) -> torch.Tensor:
+    """G's output on one region (1, 3, h, w), computed from its window only."""
+    zl_sl, noise_sl = window_slices(G, r)
+    out = G.synthesis(z_g, z_l[(..., *zl_sl)], ws, coords[(..., *zl_sl)],
+                      [n[(..., *sl)] for n, sl in zip(noises, noise_sl)])
+    return out[..., r.off_y:r.off_y + r.height, r.off_x:r.off_x + r.width]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inversion
+
+@dataclass
+class InversionSettings:
+    """steps; pixel "l2" or "l1"; weights of each term (published values); lr_texture for W+ and noise,
+    lr_structure for z_g and z_l; init_seed for the canvas z_l and noise; lpips "alex" or "random";
+    w_samples for the W statistics."""
+    steps: int = 500
+    pixel: str = "l2"
+    pixel_weight: float = 10.0
+    lpips_weight: float = 10.0
+    zg_prior_weight: float = 10.0
+    zl_prior_weight: float = 10.0
+    w_prior_weight: float = 0.01
+    noise_reg_weight: float = 1000.0
+    lr_texture: float = 0.1
+    lr_structure: float = 0.01
+    rampup: float = 0.05
+    rampdown: float = 0.25
+    explore_w: float = 0.05
+    explore_z: float = 0.2
+    explore_until: float = 0.75
+    init_seed: int = 0
+    lpips: str = "random"
+    w_samples: int = 1000
+
+
+@dataclass
+class InversionRecord:
+    """What inversion found, enough to render the canvas again: tensors on the CPU.
+
+    z_g (1, z_dim); ws (1, num_ws, z_dim); z_l (1, C, zh + 2R, zw + 2R); noises [one (1, 1, h, w) per
+    G_T conv]; coords (1, 3, zh + 2R, zw + 2R); canvas; settings; history {term: [per step]};
+    generator: the InfinityGenerator config (dict) it was made with; psnr: per region (dB)."""
+    z_g: torch.Tensor
+    ws: torch.Tensor
+    z_l: torch.Tensor
+    noises: List[torch.Tensor]
+    coords: torch.Tensor
+    canvas: Canvas
+    settings: dict
+    history: dict
+    generator: dict
+    psnr: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"format": RECORD_FORMAT, "z_g": self.z_g, "ws": self.ws, "z_l": self.z_l, "noises": list(self.noises),
+                "coords": self.coords, "canvas": self.canvas.to_dict(), "settings": dict(self.settings),
+                "history": {k: [float(x) for x in v] for k, v in self.history.items()},
+                "generator": dict(self.generator), "psnr": [float(p) for p in self.psnr],
+                "sources": list(self.sources)}
+
+    def save(self, path: str) -> str:
+        """torch.save to a temporary file, then rename. Returns path."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        torch.save(self.to_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> "InversionRecord":
+        """Read a saved record (weights_only=True: plain tensors, numbers and strings only).
+
+        Raises:
+            ValueError: not an inversion record.
+        """
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
+            raise ValueError(f"{path}: not an InfinityGAN inversion record (format {RECORD_FORMAT})")
+        return cls(d["z_g"], d["ws"], d["z_l"], list(d["noises"]), d["coords"], Canvas.from_dict(d["canvas"]),
+                   d["settings"], d["history"], d["generator"], d.get("psnr", []), d.get("sources", []))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [-1, 1] after rounding both to 8 bits (as the saved PNGs)."""
+    q = lambda t: ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    mse = (q(a) - q(b)).square().mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def noise_regularizer(noises: Sequence[torch.Tensor]) -> torch.Tensor:
+    """StyleGAN2's projector noise regulariser: squared autocorrelation at lag 1 over a pyramid."""
+    loss = 0.0
+    for n in noises:
+        x = n
+        while True:
+            loss = loss + (x * torch.roll(x, 1, dims=3)).mean().square() + (x * torch.roll(x, 1, dims=2)).mean().square()
+            if min(x.shape[2], x.shape[3]) <= 8 or x.shape[2] % 2 or x.shape[3] % 2:
+                break
+            x = F.avg_pool2d(x, 2)
+    return loss
+
+
+def _lr_factor(t: float, rampup: float, rampdown: float) -> float:
+    down = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    up = min(1.0, t / rampup) if rampup > 0 else 1.0
+    return (0.5 - 0.5 * math.cos(math.pi * down)) * up
+
+
+def _lpips_input(x: torch.Tensor) -> torch.Tensor:
+    # AlexNet needs about 32 px; small crops are upsampled for the perceptual term only.
+    if min(x.shape[-2:]) < 32:
+        scale = 32 / min(x.shape[-2:])
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    return x
+
+
+def w_statistics(G, samples: int, device=None, seed: int = 12345) -> tuple:
+    """(mean (z_dim,), std (z_dim,)) of the mapped W of `samples` N(0, 1) latents."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(samples, G.z_dim, generator=g).to(device))
+    return w.mean(0), w.std(0).clamp_min(1e-8)
+
+
+def invert(G, canvas: Canvas, targets: Sequence[torch.Tensor], settings: Optional[InversionSettings] = None, *,
+           device=None, progress: bool = True, lpips_net: Optional[torch.nn.Module] = None,
+           callback=None) -> InversionRecord:
+    """Optimise z_g, W+, z_l and noise so G reproduces each target in its canvas region.
+
+    Args:
+        G: InfinityGenerator (frozen here; eval mode).
+        canvas: from `plan_canvas`, one region per target.
+        targets: (1, 3, h, w) float images in [-1, 1], sizes matching the regions.
+        settings: InversionSettings (defaults: the published weights, 500 steps, random LPIPS).
+        device: where to optimise (default: G's device).
+        progress: show a tqdm bar.
+        lpips_net: a prepared LPIPS module (default: build_lpips(settings.lpips)).
+        callback: optional f(step, losses dict) called every step.
+
+    Returns:
+        InversionRecord (CPU tensors) with the per-step loss history and the PSNR of each region.
+
+    Raises:
+        ValueError: targets and regions do not match. LPIPSWeightsMissing: see build_lpips.
+    """
+    from tqdm import tqdm
+
+    st = settings or InversionSettings()
+    if st.pixel not in ("l2", "l1"):
+        raise ValueError(f"pixel loss must be l2 or l1, got {st.pixel!r}")
+    if len(targets) != len(canvas.regions):
+        raise ValueError(f"{len(targets)} targets for {len(canvas.regions)} regions")
+    for t, r in zip(targets, canvas.regions):
+        if tuple(t.shape) != (1, 3, r.height, r.width):
+            raise ValueError(f"target of shape {tuple(t.shape)} for a region of {r.height} x {r.width}")
+    device = device or next(G.parameters()).device
+    G = G.eval().requires_grad_(False)
+    targets = [t.to(device).float() for t in targets]
+    lp = lpips_net if lpips_net is not None else (build_lpips(st.lpips, device) if st.lpips_weight > 0 else None)
+
+    w_mean, w_std = w_statistics(G, st.w_samples, device)
+    z_l0, noises0, coords = canvas_inputs(G, canvas, st.init_seed, device)
+    g = torch.Generator().manual_seed(int(st.init_seed) + 1)
+    z_g = torch.randn(1, G.z_dim, generator=g).to(device).requires_grad_(True)
+    ws = w_mean[None, None].repeat(1, G.num_ws, 1).clone().requires_grad_(True)
+    z_l = z_l0.clone().requires_grad_(True)
+    noises = [n.clone().requires_grad_(True) for n in noises0]
+    opt_t = torch.optim.Adam([ws] + noises, lr=st.lr_texture)
+    opt_s = torch.optim.Adam([z_g, z_l], lr=st.lr_structure)
+    # z_l positions some region depends on (the prior applies there; the rest is redrawn at render time).
+    used = torch.zeros(z_l.shape[2:], dtype=torch.bool, device=device)
+    for r in canvas.regions:
+        used[window_slices(G, r)[0]] = True
+    history = {k: [] for k in ("total", "pixel", "lpips", "zg_prior", "zl_prior", "w_prior", "noise_reg")}
+    bar = tqdm(range(st.steps), desc="inversion", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        t = step / max(1, st.steps)
+        f = _lr_factor(t, st.rampup, st.rampdown)
+        for o, base in ((opt_t, st.lr_texture), (opt_s, st.lr_structure)):
+            for group in o.param_groups:
+                group["lr"] = base * f
+        explore = max(0.0, 1.0 - t / st.explore_until) ** 2 if st.explore_until > 0 else 0.0
+        gx = torch.Generator().manual_seed(int(st.init_seed) * 100003 + step)
+        n_w = torch.randn(ws.shape, generator=gx).to(device) * (st.explore_w * w_std * explore)
+        n_zg = torch.randn(z_g.shape, generator=gx).to(device) * (st.explore_z * explore)
+        n_zl = torch.randn(z_l.shape, generator=gx).to(device) * (st.explore_z * explore)
+        ws_in, zg_in, zl_in = ws + n_w, z_g + n_zg, z_l + n_zl
+
+        pix = torch.zeros((), device=device)
+        perc = torch.zeros((), device=device)
+        for r, target in zip(canvas.regions, targets):
+            out = render_region(G, canvas, r, zg_in, ws_in, zl_in, noises, coords)
+            pix = pix + (0.5 * F.mse_loss(out, target) if st.pixel == "l2" else F.l1_loss(out, target))
+            if lp is not None:
+                perc = perc + lp(_lpips_input(out), _lpips_input(target)).mean()
+        zl_used = z_l[:, :, used]
+        zg_prior = z_g.mean().square() + (z_g.std() - 1).square()
+        zl_prior = zl_used.mean().square() + (zl_used.std() - 1).square()
+        w_prior = ((ws - w_mean) / w_std).square().mean()
+        noise_reg = noise_regularizer(noises)
+        total = (st.pixel_weight * pix + st.lpips_weight * perc + st.zg_prior_weight * zg_prior
+                 + st.zl_prior_weight * zl_prior + st.w_prior_weight * w_prior + st.noise_reg_weight * noise_reg)
+        opt_t.zero_grad(set_to_none=True)
+        opt_s.zero_grad(set_to_none=True)
+        total.backward()
+        opt_t.step()
+        opt_s.step()
+        with torch.no_grad():
+            for n in noises:                       # published: zero mean, unit std after each step
+                n.sub_(n.mean()).div_(n.std().clamp_min(1e-8))
+        vals = {"total": total.item(), "pixel": pix.item(), "lpips": perc.item(), "zg_prior": zg_prior.item(),
+                "zl_prior": zl_prior.item(), "w_prior": w_prior.item(), "noise_reg": noise_reg.item()}
+        for k, v in vals.items():
+            history[k].append(v)
+        if progress:
+            bar.set_postfix(pixel=f"{vals['pixel']:.4f}", lpips=f"{vals['lpips']:.4f}", refresh=False)
+        if callback is not None:
+            callback(step, vals)
+    bar.close()
+    with torch.no_grad():
+        outs = [render_region(G, canvas, r, z_g, ws, z_l, noises, coords) for r in canvas.regions]
+    return InversionRecord(z_g.detach().cpu(), ws.detach().cpu(), z_l.detach().cpu(),
+                           [n.detach().cpu() for n in noises], coords.detach().cpu(), canvas, dict(st.__dict__),
+                           history, G.config.to_dict(), [psnr(o, t) for o, t in zip(outs, targets)])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rendering a canvas
+
+def mixed_inputs(G, record: InversionRecord, seed: int) -> tuple:
+    """Canvas z_l and noise for one output seed: the record's values inside every region's window,
+    fresh ones from `seed` elsewhere (the new content)."""
+    z_l, noises, _ = canvas_inputs(G, record.canvas, seed)
+    z_l = z_l.clone()
+    noises = [n.clone() for n in noises]
+    for r in record.canvas.regions:
+        zl_sl, noise_sl = window_slices(G, r)
+        z_l[(..., *zl_sl)] = record.z_l[(..., *zl_sl)]
+        for n, src, sl in zip(noises, record.noises, noise_sl):
+            n[(..., *sl)] = src[(..., *sl)]
+    return z_l, noises
+
+
+@torch.no_grad()
+def render(G, record: InversionRecord, seed: int, device=None) -> torch.Tensor:
+    """The whole output (1, 3, height, width) on the CPU for one seed, in one padding-free pass.
+
+    Known regions come out as inverted (their windows are the record's); the rest is new content.
+
+    Raises:
+        ValueError: the record was made with another generator configuration.
+    """
+    if record.generator != G.config.to_dict():
+        raise ValueError("this inversion record was made with another generator configuration")
+    device = device or next(G.parameters()).device
+    z_l, noises = mixed_inputs(G, record, seed)
+    out = G.synthesis(record.z_g.to(device), z_l.to(device), record.ws.to(device), record.coords.to(device),
+                      [n.to(device) for n in noises])
+    c = record.canvas
+    return out[..., :c.height, :c.width].float().cpu()
+
+
+def seam_stats(image: torch.Tensor, seam_col: int, inside_cols: Sequence[int]) -> dict:
+    """Mean absolute difference (8-bit units) between adjacent columns: across the seam (columns
+    seam_col - 1 | seam_col) and across columns inside the photo (c - 1 | c for each c in inside_cols).
+
+    Returns:
+        {"seam": float, "inside_mean": float, "inside": {col: float}}.
+    """
+    q = ((image.float().clamp(-1, 1) + 1) * 127.5).round()
+    diff = lambda c: (q[..., c] - q[..., c - 1]).abs().mean().item()
+    inside = {int(c): diff(c) for c in inside_cols}
+    return {"seam": diff(seam_col), "inside_mean": sum(inside.values()) / max(1, len(inside)), "inside": inside}
