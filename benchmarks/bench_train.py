@@ -33,7 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anyres_fast import ops  # noqa: E402
 from anyres_fast.train import Trainer, TrainOptions, losses, save_checkpoint  # noqa: E402
-from anyres_fast.train.anyres_recipe import AnyresConfig, AnyresRecipe  # noqa: E402
+from anyres_fast.train.anyres_recipe import AnyresTrainConfig, AnyresRecipe  # noqa: E402
 from anyres_fast.train.trainer import Context  # noqa: E402
 
 
@@ -92,12 +92,12 @@ def main() -> int:
         hr = images(tmp / "hr", 8, 4 * p)
         common = dict(resolution=p, config=a.config, tiny=tiny, lpips=a.lpips, lr_data=lr, cache_dir=str(tmp / "c"))
         # A phase-1 "run" with random weights as the teacher (speed does not depend on the weights).
-        p1 = AnyresRecipe(AnyresConfig(phase="fixed", **common))
+        p1 = AnyresRecipe(AnyresTrainConfig(phase="fixed", **common))
         p1.build(Context(TrainOptions(out=str(tmp / "x"), batch=a.batch), device, 0, 1))
         save_checkpoint(str(tmp / "p1"), 0, {"config": p1.config(),
                                               "modules": {k: m.state_dict() for k, m in p1.modules().items()}})
         del p1
-        cfg = AnyresConfig(phase=a.phase, hr_data=hr, teacher=str(tmp / "p1"), **common)
+        cfg = AnyresTrainConfig(phase=a.phase, hr_data=hr, teacher=str(tmp / "p1"), **common)
         opts = TrainOptions(out=str(tmp / "run"), batch=a.batch, batch_gpu=a.batch_gpu, kimg=1e6, workers=2,
                             tick=1, snap=0, progress=False, max_steps=a.steps, device=str(device),
                             precision=a.precision)

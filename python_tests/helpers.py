@@ -107,6 +107,17 @@ def assert_close_to_reference(name, got, ref64, baseline, dtype, fp32_tol=1e-5, 
                           f"reference's {base:.3e} (bound {bound:.3e})")
 
 
+def write_legacy_weights(folder) -> None:
+    """Turn a save_pretrained folder into the format written before model.safetensors: weights.pt
+    (torch.save of the state dict) next to the same config.json."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "weights.pt")
+    (folder / "model.safetensors").unlink()
+
+
 # --- training tests: a micro model configuration and small image folders ---
 # Smaller than --tiny: the training tests run many steps on a shared 2-core CPU.
 MICRO_G = dict(z_dim=8, w_dim=8, channel_base=256, channel_max=8, num_layers=4, scale_dim=8, mapping_width=8)
@@ -114,10 +125,10 @@ MICRO_D = dict(channel_base=256, channel_max=8, mapping_layers=1)
 
 
 def micro_config(**kw):
-    from anyres_fast.train.anyres_recipe import AnyresConfig
+    from anyres_fast.train.anyres_recipe import AnyresTrainConfig
     base = dict(resolution=64, tiny=True, lpips="random", g_kwargs=dict(MICRO_G), d_kwargs=dict(MICRO_D), grid_seeds=2)
     base.update(kw)
-    return AnyresConfig(**base)
+    return AnyresTrainConfig(**base)
 
 
 def write_images(folder, sizes, seed=0, flat=None, labels=None, bad=False):

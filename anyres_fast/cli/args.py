@@ -102,3 +102,39 @@ def check_extension_environment() -> None:
         _extension.check_environment()
     except ValueError as exc:
         raise CommandError(f"{exc} (see `anyres-fast doctor`)") from None
+
+
+def parse_seeds(text: str) -> list:
+    """'0-3' -> [0, 1, 2, 3]; '1,5,7-8' -> [1, 5, 7, 8] (argparse type; raises ArgumentTypeError)."""
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad seed list {text!r} (use e.g. 0-3 or 1,5,7-9)") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: no seeds (use e.g. 0-3 or 1,5,7-9)")
+    if any(s < 0 or s >= 2 ** 32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: seeds must be in [0, 2^32)")
+    return seeds
+
+
+def parse_zoom(text: str) -> tuple:
+    """'x0,y0,w' or 'x0,y0,w,h' (canvas pixels) -> tuple of ints (argparse type)."""
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --zoom {text!r}: expected x0,y0,w or x0,y0,w,h") from None
+    if len(vals) not in (3, 4) or any(v < 1 for v in vals[2:]):
+        raise argparse.ArgumentTypeError(f"bad --zoom {text!r}: expected x0,y0,w or x0,y0,w,h with w, h >= 1")
+    return vals

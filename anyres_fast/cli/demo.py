@@ -14,7 +14,6 @@ model needs GPU-days (docs/training.md). Writes PNGs, the run folders and summar
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from argparse import Namespace
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+
+from ..utils.files import save_image
 
 # Photos and textures of scikit-image's data folder used by the demo (all at least 64 px).
 PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "hubble_deep_field.jpg",
@@ -63,10 +64,7 @@ def skimage_photos(dest: Path) -> list:
 
 def to_png(img: torch.Tensor, path: Path) -> Path:
     """(C, H, W) float tensor in [-1, 1] -> 8-bit PNG (written atomically)."""
-    a = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(a).save(tmp)
-    os.replace(tmp, path)
+    save_image(str(path), img)
     return path
 
 
@@ -95,7 +93,7 @@ def main(args: Namespace) -> int:
     """
     from .args import CommandError, check_extension_environment, parse_device, prepare_out_dir
     from ..train import Trainer, TrainOptions
-    from ..train.anyres_recipe import AnyresConfig, AnyresRecipe
+    from ..train.anyres_recipe import AnyresTrainConfig, AnyresRecipe
 
     check_extension_environment()
     device = parse_device(args.device)
@@ -123,7 +121,7 @@ def main(args: Namespace) -> int:
 
     print(f"\n== phase fixed: {args.fixed_steps} steps at {RESOLUTION}x{RESOLUTION}", flush=True)
     t = time.perf_counter()
-    s1 = Trainer(AnyresRecipe(AnyresConfig(phase="fixed", **common)),
+    s1 = Trainer(AnyresRecipe(AnyresTrainConfig(phase="fixed", **common)),
                  TrainOptions(out=str(out / "phase1"), kimg=args.fixed_steps * 4 / 1000, snap=args.fixed_steps,
                               **opts)).run()
     summary["phase1"] = {"steps": args.fixed_steps, "seconds": round(time.perf_counter() - t, 1), "stats": s1}
@@ -131,7 +129,7 @@ def main(args: Namespace) -> int:
     print(f"\n== phase patch: {args.patch_steps} steps, teacher = phase-1 G_ema, patches of the photos "
           f"at native scales", flush=True)
     t = time.perf_counter()
-    recipe = AnyresRecipe(AnyresConfig(phase="patch", hr_data=str(out / "data"), teacher=str(out / "phase1"),
+    recipe = AnyresRecipe(AnyresTrainConfig(phase="patch", hr_data=str(out / "data"), teacher=str(out / "phase1"),
                                        **common))
     s2 = Trainer(recipe, TrainOptions(out=str(out / "phase2"), kimg=args.patch_steps * 4 / 1000, snap=args.patch_steps,
                                       **opts)).run()

@@ -4,12 +4,13 @@
     anyres-fast generate --weights random:64,channel_base=2048,channel_max=64 --seeds 0 --size 300 \
         --zoom 100,40,128 --out out/
 
---weights is a directory written by Generator.save_pretrained, a training run folder (its newest
-G_ema), or `random:P[,key=value...]` for a
-randomly initialised model of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim,
-seed), handy for demos and smoke tests without trained weights (narrow widths like the example above
-render in seconds on a CPU; the full config-T width takes minutes there). Its magnitude statistics are set
-from a seeded batch of latents so the images have full contrast.
+--weights takes the forms every command takes (anyres_fast/cli/weights.py): a save_pretrained folder,
+a training run folder (its newest G_ema), or `random:P[,key=value...]` for a randomly initialised model
+of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim, seed), handy for demos and
+smoke tests without trained weights (narrow widths like the example above render in seconds on a CPU;
+the full config-T width takes minutes there). Its magnitude statistics are set from a seeded batch of
+latents so the images have full contrast. InfinityGAN weights (or --model infinity) take the options
+of the `--model infinity` group instead of --size/--zoom.
 """
 from __future__ import annotations
 
@@ -18,142 +19,9 @@ import os
 
 import torch
 
-RANDOM_KEYS = {"config": str, "channel_base": int, "channel_max": int, "z_dim": int, "w_dim": int, "seed": int}
-
-
-def parse_seeds(text: str) -> list:
-    """'0-3' -> [0, 1, 2, 3]; '1,5,7-8' -> [1, 5, 7, 8] (argparse type; raises ArgumentTypeError)."""
-    seeds = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            if sep:
-                a, b = int(lo), int(hi)
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad seed list {text!r} (use e.g. 0-3 or 1,5,7-9)") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: no seeds (use e.g. 0-3 or 1,5,7-9)")
-    if any(s < 0 or s >= 2 ** 32 for s in seeds):
-        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: seeds must be in [0, 2^32)")
-    return seeds
-
-
-def parse_zoom(text: str) -> tuple:
-    """'x0,y0,w' or 'x0,y0,w,h' (canvas pixels) -> tuple of ints (argparse type)."""
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --zoom {text!r}: expected x0,y0,w or x0,y0,w,h") from None
-    if len(vals) not in (3, 4) or any(v < 1 for v in vals[2:]):
-        raise argparse.ArgumentTypeError(f"bad --zoom {text!r}: expected x0,y0,w or x0,y0,w,h with w, h >= 1")
-    return vals
-
-
-def parse_random_spec(spec: str):
-    """`random:P[,key=value...]` -> (GeneratorConfig, seed), checked without building a model.
-
-    Raises:
-        CommandError: not an integer P, an unknown key, a value of the wrong type or out of range.
-    """
-    from .args import CommandError
-    from ..models.anyres import GeneratorConfig
-
-    fields = spec[len("random:"):].split(",")
-    try:
-        resolution = int(fields[0])
-    except ValueError:
-        raise CommandError(f"--weights {spec!r}: expected random:P with an integer patch size P") from None
-    kwargs = {}
-    for item in fields[1:]:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in RANDOM_KEYS:
-            raise CommandError(f"--weights {spec!r}: unknown option {item!r}; allowed: {', '.join(RANDOM_KEYS)}")
-        try:
-            kwargs[key] = RANDOM_KEYS[key](value.strip())
-        except ValueError:
-            raise CommandError(f"--weights {spec!r}: {key} must be {RANDOM_KEYS[key].__name__}, "
-                               f"got {value!r}") from None
-    seed = kwargs.pop("seed", 0)
-    if not 0 <= seed < 2 ** 63:
-        raise CommandError(f"--weights {spec!r}: seed must be in [0, 2^63)")
-    try:
-        return GeneratorConfig(resolution=resolution, **kwargs), seed
-    except (TypeError, ValueError) as exc:
-        raise CommandError(f"--weights {spec!r}: {exc}") from None
-
-
-def resolve_weights(spec: str):
-    """The checked config of --weights: (GeneratorConfig, seed for random weights or None).
-
-    Raises:
-        CommandError: a bad random: spec, a missing folder or files, an unreadable or bad config.json.
-    """
-    from .args import CommandError
-    from ..models.anyres import read_pretrained_config
-
-    if spec.startswith("random:"):
-        return parse_random_spec(spec)
-    if not os.path.isdir(spec):
-        raise CommandError(f"--weights {spec!r}: not a folder (expected one written by "
-                           f"Generator.save_pretrained, or random:P)")
-    try:
-        if _is_run_folder(spec):
-            from ..models.anyres import GeneratorConfig
-            from ..train.anyres_recipe import run_generator_config
-            return GeneratorConfig.from_dict(run_generator_config(spec)), None
-        return read_pretrained_config(spec), None
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        raise CommandError(f"--weights {spec!r}: {_strip(exc)}") from None
-
-
-def _is_run_folder(spec: str) -> bool:
-    """A folder written by `anyres-fast train` (it has checkpoints/), rather than by save_pretrained."""
-    return os.path.isdir(os.path.join(spec, "checkpoints")) and not os.path.isfile(os.path.join(spec, "config.json"))
-
-
-def _strip(exc: Exception) -> str:
-    return str(exc).replace("Generator.from_pretrained: ", "")
-
-
-def load_generator(spec: str, device: torch.device, resolved=None):
-    """A Generator (eval mode, on device) from a save_pretrained folder or `random:P[,key=value...]`.
-
-    Random weights are seeded, and their magnitude statistics (and w_avg) are set from a seeded batch
-    of latents (Generator.calibrate_magnitudes_) so the images have full contrast.
-
-    Args:
-        spec: the --weights value.
-        device: target device.
-        resolved: resolve_weights(spec), when the caller already has it.
-
-    Raises:
-        CommandError: any problem with the spec or the files (one line, names the file).
-    """
-    from .args import CommandError
-    from ..models.anyres import Generator
-
-    cfg, seed = resolve_weights(spec) if resolved is None else resolved
-    if seed is not None:
-        torch.manual_seed(seed)
-        G = Generator(cfg)
-        G.calibrate_magnitudes_(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(seed)))
-        return G.eval().to(device)
-    try:
-        if _is_run_folder(spec):   # a training run folder: its newest G_ema
-            from ..train.anyres_recipe import generator_from_run
-            return generator_from_run(spec, map_location=device)
-        return Generator.from_pretrained(spec, map_location=device).eval()
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        raise CommandError(f"--weights {spec!r}: {_strip(exc)}") from None
+from ..utils.files import save_png
+from . import weights as weights_arg
+from .args import parse_seeds, parse_zoom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
-                        help="generator family (default anyres; infinity: see its options below)")
-    parser.add_argument("--weights", required=True, help="save_pretrained directory, or random:P[,key=value...]")
+    parser.add_argument("--model", choices=weights_arg.FAMILIES, default=None,
+                        help="generator family (default: the one --weights names; infinity: see its options below)")
+    parser.add_argument("--weights", required=True, help=weights_arg.FORMS)
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="latent seeds, e.g. 0-3 or 1,5,7 (default 0)")
     parser.add_argument("--size", type=positive_int, default=None,
                         help="canvas size N in pixels (required for --model anyres; N >= patch size unless "
@@ -198,21 +66,19 @@ def main(args: argparse.Namespace) -> int:
         CommandError: any argument or file problem, found before the model is built (the weights file
             itself is checked while loading it).
     """
-    from PIL import Image
-
     from ..models import tiling as _render
     from .args import CommandError, check_extension_environment, parse_device, prepare_out_dir
     from ..models.anyres import estimate_tile_bytes, layer_schedule
 
-    if args.model == "infinity":
+    weights = weights_arg.resolve(args.weights, args.model)
+    if weights.family == "infinity":
         from . import generate_infinity
-        return generate_infinity.main(args)
+        return generate_infinity.main(args, weights)
     if args.size is None:
-        raise CommandError("--size is required for --model anyres")
+        raise CommandError("--size is required for an any-resolution generator")
     check_extension_environment()
     device = parse_device(args.device)
-    resolved = resolve_weights(args.weights)
-    cfg = resolved[0]
+    cfg = weights.config
     p = cfg.resolution
     if args.zoom is None:
         if args.size < p:
@@ -247,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError(f"{flag}: {exc}") from None
     out = prepare_out_dir(args.out)
 
-    G = load_generator(args.weights, device, resolved)
+    G = weights_arg.load(weights, device)
     c = None
     if G.c_dim > 0:
         c = torch.zeros(1, G.c_dim)
@@ -262,8 +128,6 @@ def main(args: argparse.Namespace) -> int:
         if args.zoom is not None:
             name += "_zoom" + "_".join(str(v) for v in args.zoom)
         path = os.path.join(out, name + ".png")
-        tmp = path + ".tmp"
-        Image.fromarray(img[0].permute(1, 2, 0).contiguous().numpy()).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        save_png(path, img[0])
         print(f"wrote {path} ({img.shape[3]}x{img.shape[2]})")
     return 0

@@ -21,7 +21,10 @@ import torch
 
 from ..models import tiling as _render
 from .args import CommandError, parse_device, prepare_out_dir
-from .weights import generator_config, load_generator
+from . import weights as weights_arg
+from .args import parse_seeds
+from ..utils.distributed import init_distributed
+from ..utils.files import save_png
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +63,21 @@ def parse_centres(text: str) -> list:
     return out
 
 
-def main(args: argparse.Namespace) -> int:
-    """Validate everything, then build the model and write one PNG per seed. Raises CommandError."""
+def main(args: argparse.Namespace, weights=None) -> int:
+    """Validate everything, then build the model and write one PNG per seed.
+
+    Args:
+        args: the parsed `generate` options.
+        weights: the resolved --weights (anyres_fast.cli.weights.resolve), when the caller has it.
+
+    Returns:
+        0 on success.
+
+    Raises:
+        CommandError: any argument or file problem, found before the model is built.
+    """
+    if weights is None:
+        weights = weights_arg.resolve(args.weights, "infinity")
     if args.height is None or args.width is None:
         raise CommandError("--model infinity needs --height and --width (pixels)")
     if args.size is not None or args.zoom is not None:
@@ -70,7 +86,6 @@ def main(args: argparse.Namespace) -> int:
     if args.fuse is not None or args.centres is not None:
         if args.fuse is None or args.centres is None:
             raise CommandError("--fuse and --centres go together (one x,y centre per fused seed)")
-        from .generate import parse_seeds
         try:
             fuse = parse_seeds(args.fuse)
         except argparse.ArgumentTypeError as exc:
@@ -83,17 +98,16 @@ def main(args: argparse.Namespace) -> int:
                 raise CommandError(f"--centres {x:g},{y:g}: outside the {args.width}x{args.height} image")
         if args.fusion_kernel % 2 == 0:
             raise CommandError(f"--fusion-kernel {args.fusion_kernel}: must be odd")
-    generator_config(args.weights)      # a bad --weights ends here, before anything is built
     device = parse_device(args.device)
     # Activations in --precision on CUDA; the CPU always runs float32.
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision] \
         if device.type == "cuda" else torch.float32
-    rank = _init_distributed(device)
-    if device.type == "cuda" and rank is not None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    rank = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:      # torchrun: share the patches out to the ranks
+        device, rank, _ = init_distributed(str(device))
     out_dir = prepare_out_dir(args.out) if not rank else args.out
 
-    G = load_generator(args.weights, device)
+    G = weights_arg.load(weights, device)
     top = -(args.height // 2) if args.top is None else args.top
     style, z_g = None, None
     if fuse is not None:
@@ -105,33 +119,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir) -> None:
-    from PIL import Image
     z_g = z_fused
     for seed in args.seeds:
         if fuse is None:
             z_g = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
-        img = G.generate(z_g, args.height, args.width, top=top, left=args.left, patch_batch=args.patch_batch,
-                         seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
-                         fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=not args.no_progress)
+        img = G.render(z_g, args.height, args.width, top=top, left=args.left, patch_batch=args.patch_batch,
+                       seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
+                       fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=not args.no_progress)
         if img is None:                     # another rank: rank 0 assembles and writes
             continue
-        u8 = (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        u8 = (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)   # StyleGAN's conversion (truncating)
         name = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "") + ".png"
-        path = os.path.join(out_dir, name)
-        tmp = path + ".tmp"
-        Image.fromarray(u8).save(tmp, format="PNG")
-        os.replace(tmp, path)
+        path = save_png(os.path.join(out_dir, name), u8)
         print(f"wrote {path} ({args.width}x{args.height})")
-
-
-def _init_distributed(device: torch.device):
-    """Under torchrun (WORLD_SIZE > 1) join the process group (NCCL on CUDA, gloo on CPU); returns the rank
-    or None in a single process."""
-    import torch.distributed as dist
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank()

@@ -15,8 +15,8 @@ import argparse
 import os
 
 from .args import CommandError, positive_int
-from .weights import generator_config, load_generator
-from .outpaint import add_common_arguments, check_lpips, inside_columns, read_image, run_edit
+from . import weights as weights_arg
+from .editing import add_common_arguments, check_lpips, inside_columns, read_image, run_edit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
 
     a = read_image(args.left, "--left")
     b = read_image(args.right, "--right")
-    patch = generator_config(args.weights)["patch_size"]
+    weights = weights_arg.resolve(args.weights, "infinity")
+    patch = weights.config.patch_size
     for img, flag, path in ((a, "--left", args.left), (b, "--right", args.right)):
         if img.shape[2] < patch or img.shape[3] < patch:
             raise CommandError(f"{flag} {path!r}: {img.shape[3]}x{img.shape[2]} is smaller than the model's "
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 
     from ..models import infinity_inversion as inv
 
-    G = load_generator(args.weights, device)
+    G = weights_arg.load(weights, device)
     H = max(a.shape[2], b.shape[2])
     W = args.width
     boxes = [((H - a.shape[2]) // 2, 0, a.shape[2], wa), ((H - b.shape[2]) // 2, W - wb, b.shape[2], wb)]

@@ -3,9 +3,9 @@
     anyres-fast metrics --weights DIR|RUN --metric fid@1024,pfid,kid --data DIR [--hr-data DIR]
                         --num 50000 [--detector PATH]
 
---weights: a folder written by save_pretrained (config.json + weights.pt), or a run folder holding one
-(the newest sub-folder with a config.json). Results are appended as JSON lines to <that folder>/metrics.jsonl
-(or --out FILE). Real images: --data (generator-size set) and --hr-data (high-resolution set; used for
+--weights takes the forms of every command (anyres_fast/cli/weights.py): a save_pretrained folder, a
+training run folder (its newest G_ema) or random weights. Results are appended as JSON lines to
+<that folder>/metrics.jsonl (or --out FILE, required for random weights). Real images: --data (generator-size set) and --hr-data (high-resolution set; used for
 pfid and for fid@R with R above the generator size, as the published evaluation does).
 The detector is NVIDIA's TorchScript inception-2015-12-05.pt or pytorch-fid's
 pt_inception-2015-12-05-6726825d.pth, from --detector or the usual caches; nothing is downloaded.
@@ -13,17 +13,14 @@ pt_inception-2015-12-05-6726825d.pth, from --detector or the usual caches; nothi
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 
+from . import weights as weights_arg
 from .args import CommandError, nonnegative_int, parse_device, positive_float, positive_int
-
-CONFIG_FILE = "config.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="save_pretrained folder, or a run folder holding one")
+    parser.add_argument("--weights", required=True, help=weights_arg.FORMS)
     parser.add_argument("--metric", required=True,
                         help="comma list of fid@R, pfid, scaleinv-fid@k; add kid for KID beside each FID")
     parser.add_argument("--data", required=True, help="folder of real images (generator-size set)")
@@ -36,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default=None, help="detector weights file (.pt TorchScript or .pth)")
     parser.add_argument("--detector-kind", choices=("auto", "nvidia", "pytorch-fid"), default="auto",
                         help="which detector to look for in the caches (default auto: NVIDIA's first)")
-    parser.add_argument("--out", default=None, help="JSON lines file to append to (default <weights>/metrics.jsonl)")
+    parser.add_argument("--out", default=None,
+                        help="JSON lines file to append to (default <weights folder>/metrics.jsonl)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--batch", type=positive_int, default=4, help="images per generator call (default 4)")
     parser.add_argument("--tile-batch", type=positive_int, default=8, help="tiles per synthesis pass (default 8)")
@@ -62,32 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def resolve_weights(path: str) -> str:
-    """The save_pretrained folder for --weights (the folder itself or its newest sub-folder with a config)."""
-    if not os.path.isdir(path):
-        raise CommandError(f"--weights {path!r}: not a folder (expected one written by save_pretrained, or a run folder)")
-    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
-        return path
-    subs = [os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", CONFIG_FILE))]
-    if not subs:
-        raise CommandError(f"--weights {path!r}: no {CONFIG_FILE} in the folder or its sub-folders")
-    return max(subs, key=lambda d: os.path.getmtime(os.path.join(d, CONFIG_FILE)))
-
-
-def load_model(folder: str, device):
-    """A Generator (or, when that branch is merged, an InfinityGenerator) from a save_pretrained folder."""
-    from .. import models
-
-    with open(os.path.join(folder, CONFIG_FILE)) as f:
-        fmt = str(json.load(f).get("format", ""))
-    if fmt.startswith("anyres_fast.InfinityGenerator"):
-        cls = getattr(models, "InfinityGenerator", None)
-        if cls is None:
-            raise CommandError(f"--weights {folder!r}: an InfinityGenerator, which this build does not include yet")
-        return cls.from_pretrained(folder, map_location=device).eval()
-    return models.Generator.from_pretrained(folder, map_location=device).eval()
-
-
 def _listing(path, flag):
     from ..metrics.real_images import list_images
 
@@ -98,8 +70,14 @@ def _listing(path, flag):
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
+    """Check every argument, build the generator, compute each metric, append its JSON line.
 
+    Returns:
+        0 on success.
+
+    Raises:
+        CommandError: a bad argument, a missing detector or data folder, unusable weights.
+    """
     from ..metrics.compute import Options, StatsCache, append_jsonl, fid_at_resolution, parse_metric_list, patch_fid, scaleinv_fid
     from ..metrics.detectors import DetectorNotFound, load_detector
 
@@ -109,15 +87,12 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--metric {args.metric!r}: {exc}") from None
     device = parse_device(args.device)
-    folder = resolve_weights(args.weights)
-    with open(os.path.join(folder, CONFIG_FILE)) as f:
-        try:
-            meta = json.load(f)
-        except json.JSONDecodeError:
-            raise CommandError(f"--weights {folder!r}: {CONFIG_FILE} is not valid JSON") from None
+    weights = weights_arg.resolve(args.weights)
     data = _listing(args.data, "--data")
     hr = _listing(args.hr_data, "--hr-data") if args.hr_data else None
-    out = args.out or os.path.join(os.path.abspath(args.weights), "metrics.jsonl")
+    if args.out is None and weights.path is None:
+        raise CommandError(f"--out: required with --weights {args.weights!r} (no folder to write metrics.jsonl into)")
+    out = args.out or os.path.join(os.path.abspath(weights.path), "metrics.jsonl")
     if os.path.isdir(out):
         raise CommandError(f"--out {out!r}: is a folder (expected a .jsonl file)")
     try:
@@ -127,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"--detector {args.detector!r}: {exc}") from None
 
-    G = load_model(folder, device)
+    G = weights_arg.load(weights, device)
     p = G.img_resolution
     patch_min = args.patch_min or p
     if patch_min < p or (args.patch_max and args.patch_max < patch_min):
@@ -152,8 +127,8 @@ def main(args: argparse.Namespace) -> int:
                 result = scaleinv_fid(G, detector, data, spec.value, opts, cache)
         except ValueError as exc:
             raise CommandError(f"{spec.name}: {exc}") from None
-        result["weights"] = os.path.abspath(folder)
-        result["config_format"] = meta.get("format")
+        result["weights"] = os.path.abspath(weights.path) if weights.path else weights.text
+        result["weights_kind"] = weights.kind
         append_jsonl(out, result)
         line = f"{result['metric']}: fid {result['fid']:.4f}"
         if "kid" in result:

@@ -1,13 +1,16 @@
-"""`anyres-fast train`: train the any-resolution GAN, phase `fixed` then phase `patch`.
+"""`anyres-fast train`: train the any-resolution GAN (phase `fixed`, then phase `patch`) or InfinityGAN.
 
     anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --kimg 25000 --batch 32
     anyres-fast train --phase patch --lr-data LR/ --hr-data HR/ --teacher runs/p1 --out runs/p2
+    anyres-fast train --model infinity --data PHOTOS/ --out runs/inf [--patch 101|197|389] [--batch 16]
     anyres-fast train --out runs/p2 --resume                      # continue exactly where it stopped
     torchrun --nproc-per-node 8 -m anyres_fast train --phase fixed ...   # 8 GPUs (or CPU processes)
 
---tiny trains a small 64-px model that runs both phases on a 2-core CPU in minutes (implies
---resolution 64 and --lpips random). Phase patch needs torchvision's AlexNet weights for LPIPS in the
-torch cache unless --lpips random. See docs/training.md.
+--tiny trains a small model that runs on a 2-core CPU in minutes (any-resolution: 64 px, implies
+--lpips random; InfinityGAN: 29-px patches). Phase patch needs torchvision's AlexNet weights for LPIPS
+in the torch cache unless --lpips random. InfinityGAN reals are p x p crops of the images centre-
+cropped and resized to the full training size (197 for p = 101). See docs/training.md and
+docs/infinitygan_training.md.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import dataclasses
 import json
 import os
 
-from .args import CommandError, finite_float, nonnegative_int, positive_float, positive_int
+from .args import (CommandError, finite_float, nonnegative_int, parse_device, positive_float, positive_int,
+                   prepare_out_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="small CPU configuration (implies --lpips random)")
     parser.add_argument("--lpips", choices=("alex", "random"), default=None,
                         help="LPIPS backbone: alex (torchvision weights from the torch cache) or random")
-    parser.add_argument("--gamma", type=positive_float, default=2.0, help="R1 weight (default 2)")
+    parser.add_argument("--gamma", type=positive_float, default=None,
+                        help="R1 weight (default 2 for the any-resolution GAN, 10 for InfinityGAN, as published)")
     parser.add_argument("--teacher-lambda", type=finite_float, default=5.0, help="teacher loss weight (default 5)")
     parser.add_argument("--scale-max", type=positive_float, default=0.5, help="largest s = p/N of HR patches (default 0.5)")
     parser.add_argument("--scale-min", type=positive_float, default=None, help="smallest s (default: native resolution)")
@@ -67,34 +72,17 @@ def _check_data(path, flag):
         raise CommandError(f"{flag} {path!r}: expected a folder or a .zip file")
 
 
-def options_from_args(args) -> tuple:
-    """(AnyresConfig, TrainOptions) from parsed arguments; validated, nothing built.
+def anyres_options(args: argparse.Namespace) -> tuple:
+    """(AnyresTrainConfig, TrainOptions) from parsed arguments; validated, nothing built.
 
     Raises:
         CommandError: a missing or inconsistent argument, a missing teacher checkpoint, absent LPIPS weights.
     """
-    from .args import prepare_out_dir
-    from ..train import losses
-    from ..train.anyres_recipe import AnyresConfig
+    from ..train.anyres_recipe import AnyresTrainConfig
     from ..train.checkpoint import latest_checkpoint
-    from ..train.trainer import TrainOptions
 
     if args.resume:
-        path = latest_checkpoint(args.out)
-        if path is None:
-            raise CommandError(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-        with open(os.path.join(args.out, "training_options.json")) as f:
-            saved = json.load(f)
-        cfg_d = {k: v for k, v in saved["config"].items() if k in {f.name for f in dataclasses.fields(AnyresConfig)}}
-        cfg_d["betas"] = tuple(cfg_d["betas"])
-        cfg = AnyresConfig(**cfg_d)
-        opts = TrainOptions(**saved["options"])
-        opts.resume = True
-        for name in ("kimg", "max_steps"):
-            if getattr(args, name) is not None:
-                setattr(opts, name, getattr(args, name))
-        opts.progress = not args.no_progress
-        return cfg, opts
+        return resumed_options(args, AnyresTrainConfig)
 
     if args.phase is None:
         raise CommandError("--phase: required (fixed or patch) unless --resume")
@@ -109,30 +97,21 @@ def options_from_args(args) -> tuple:
             raise CommandError("--teacher: required for --phase patch (a phase-1 run folder)")
         if latest_checkpoint(args.teacher) is None:
             raise CommandError(f"--teacher {args.teacher!r}: no checkpoint in {os.path.join(args.teacher, 'checkpoints')}")
-        if lpips_mode == "alex" and not os.path.isfile(losses.alexnet_weights_path()):
-            wp = losses.alexnet_weights_path()
-            raise CommandError(f"--lpips alex: the LPIPS AlexNet backbone weights {os.path.basename(wp)} are not "
-                               f"in the torch cache folder {os.path.dirname(wp)} (copy the file there, or set "
-                               f"TORCH_HOME; --lpips random trains with a random backbone)")
+        from .editing import check_lpips
+        check_lpips(lpips_mode)
     if args.scale_max > 1 or (args.scale_min is not None and args.scale_min > args.scale_max):
         raise CommandError("--scale-max/--scale-min: expected 0 < scale-min <= scale-max <= 1")
     batch = args.batch or (4 if args.tiny else 32)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if batch % world:
-        raise CommandError(f"--batch {batch}: not divisible by the {world} processes")
-    if args.batch_gpu is not None and (batch // world) % args.batch_gpu:
-        raise CommandError(f"--batch-gpu {args.batch_gpu}: does not divide the per-process batch {batch // world}")
-    if args.device is not None:
-        from .args import parse_device
-        parse_device(args.device)
-    prepare_out_dir(args.out)
-    cfg = AnyresConfig(phase=args.phase, lr_data=os.path.abspath(args.lr_data),
-                       hr_data=os.path.abspath(args.hr_data) if args.hr_data else None,
-                       teacher=os.path.abspath(args.teacher) if args.teacher else None, resolution=resolution,
-                       config=args.config, tiny=args.tiny, lpips=lpips_mode,
-                       cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
-                       r1_gamma=args.gamma, teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
-                       scale_min=args.scale_min, xflip=not args.no_xflip)
+    _check_batch(args, batch)
+    _check_device_and_out(args)
+    cfg = AnyresTrainConfig(phase=args.phase, lr_data=os.path.abspath(args.lr_data),
+                            hr_data=os.path.abspath(args.hr_data) if args.hr_data else None,
+                            teacher=os.path.abspath(args.teacher) if args.teacher else None, resolution=resolution,
+                            config=args.config, tiny=args.tiny, lpips=lpips_mode,
+                            cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
+                            r1_gamma=2.0 if args.gamma is None else args.gamma,
+                            teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
+                            scale_min=args.scale_min, xflip=not args.no_xflip)
     return cfg, trainer_options(args, batch, default_kimg=25000)
 
 
@@ -145,6 +124,92 @@ def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
                         progress=not args.no_progress, max_steps=args.max_steps)
 
 
+def infinity_options(args: argparse.Namespace) -> tuple:
+    """(InfinityTrainConfig, TrainOptions) from parsed arguments (`--model infinity`); nothing built.
+
+    Raises:
+        CommandError: a missing or inconsistent argument.
+    """
+    from ..train.infinity_recipe import PATCH_SIZES, InfinityTrainConfig
+
+    if args.resume:
+        return resumed_options(args, InfinityTrainConfig)
+    data = args.data or args.lr_data
+    if not data:
+        raise CommandError("--data: required for --model infinity (a folder or .zip of images)")
+    _check_data(data, "--data")
+    patch = args.patch or 101
+    if patch not in PATCH_SIZES:
+        raise CommandError(f"--patch {patch}: expected one of {', '.join(map(str, PATCH_SIZES))}")
+    if args.tiny and args.patch:
+        raise CommandError("--patch: not with --tiny (the tiny model has 29-pixel patches)")
+    batch = args.batch or (4 if args.tiny else 16)
+    chunk = args.batch_gpu or _check_batch(args, batch)
+    if chunk % min(4, chunk):
+        raise CommandError(f"--batch/--batch-gpu: {chunk} samples per pass must be a multiple of 4 "
+                           f"(the discriminator's minibatch-std group) or below 4")
+    _check_device_and_out(args)
+    cfg = InfinityTrainConfig(data=os.path.abspath(data), patch=patch, tiny=args.tiny,
+                              cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
+                              xflip=not args.no_xflip)
+    if args.gamma is not None:
+        cfg.r1_gamma = args.gamma
+    return cfg, trainer_options(args, batch, default_kimg=12800)
+
+
+def _check_batch(args: argparse.Namespace, batch: int) -> int:
+    """The batch splits over the processes and their passes; returns the per-process batch."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch % world:
+        raise CommandError(f"--batch {batch}: not divisible by the {world} processes")
+    if args.batch_gpu is not None and (batch // world) % args.batch_gpu:
+        raise CommandError(f"--batch-gpu {args.batch_gpu}: does not divide the per-process batch {batch // world}")
+    return batch // world
+
+
+def _check_device_and_out(args: argparse.Namespace) -> None:
+    """The device exists and the run folder can be made."""
+    if args.device is not None:
+        parse_device(args.device)
+    prepare_out_dir(args.out)
+
+
+def run_model(out: str) -> str:
+    """The model family ("anyres" or "infinity") of the run folder `out`, from its training_options.json."""
+    try:
+        with open(os.path.join(out, "training_options.json")) as f:
+            return "infinity" if json.load(f).get("config", {}).get("model") == "infinity" else "anyres"
+    except (OSError, ValueError):
+        return "anyres"
+
+
+def resumed_options(args: argparse.Namespace, config_class) -> tuple:
+    """(training config, TrainOptions) of the run in --out, as it was started; --kimg and --max-steps may
+    change, progress bars follow --no-progress.
+
+    Raises:
+        CommandError: no checkpoint in the run.
+    """
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.trainer import TrainOptions
+
+    if latest_checkpoint(args.out) is None:
+        raise CommandError(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
+    with open(os.path.join(args.out, "training_options.json")) as f:
+        saved = json.load(f)
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    cfg_d = {k: v for k, v in saved["config"].items() if k in fields}
+    cfg_d["betas"] = tuple(cfg_d["betas"])
+    cfg = config_class(**cfg_d)
+    opts = TrainOptions(**saved["options"])
+    opts.resume = True
+    for name in ("kimg", "max_steps"):
+        if getattr(args, name) is not None:
+            setattr(opts, name, getattr(args, name))
+    opts.progress = not args.no_progress
+    return cfg, opts
+
+
 def main(args: argparse.Namespace) -> int:
     """Validate the arguments, then train.
 
@@ -154,19 +219,23 @@ def main(args: argparse.Namespace) -> int:
     Raises:
         CommandError: bad arguments, unusable data, a teacher that does not fit.
     """
-    from . import train_infinity
-    if getattr(args, "model", "anyres") == "infinity" or (args.resume and infinity_command.is_infinity_run(args.out)):
-        return infinity_command.main(args)
-    from ..train import losses
-    from ..train.anyres_recipe import AnyresRecipe
+    from ..models.perceptual import LPIPSWeightsMissing
     from ..train.trainer import Trainer
 
-    cfg, opts = options_from_args(args)
+    model = run_model(args.out) if args.resume else args.model
+    if model == "infinity":
+        from ..train.infinity_recipe import InfinityRecipe as recipe_class
+        cfg, opts = infinity_options(args)
+    else:
+        from ..train.anyres_recipe import AnyresRecipe as recipe_class
+        cfg, opts = anyres_options(args)
     try:
-        stats = Trainer(AnyresRecipe(cfg), opts).run()
-    except (FileNotFoundError, losses.LPIPSWeightsMissing) as exc:
+        stats = Trainer(recipe_class(cfg), opts).run()
+    except (FileNotFoundError, LPIPSWeightsMissing) as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:   # unusable data, a teacher of another configuration, a bad batch split
+        if model == "infinity" and ("InfinityGenerator" in str(exc) or "Discriminator" in str(exc)):
+            raise           # a bad model configuration is a bug, not a user mistake
         raise CommandError(str(exc)) from None
     if stats and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in stats.items()}))

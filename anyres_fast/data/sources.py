@@ -19,6 +19,8 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from ..utils.files import write_json
+
 Image.MAX_IMAGE_PIXELS = 933_120_000   # large native-resolution photos are the point of the HR set
 CACHE_FORMAT = "anyres_fast.listing/1"
 LABELS_FILE = "dataset.json"
@@ -28,6 +30,45 @@ def image_extensions() -> set:
     """Lower-case file extensions Pillow can open (".jpg", ".png", ...)."""
     Image.init()
     return {ext.lower() for ext in Image.registered_extensions()}
+
+
+SKIP_NAMES = {".DS_Store", "Thumbs.db"}
+
+
+def scan_image_files(path: str) -> dict:
+    """Every file with an image extension in a folder (recursive, hidden files skipped) or a zip archive.
+
+    The one directory walk of the package (training sources and the metrics' real images use it).
+
+    Args:
+        path: a folder or a .zip file.
+
+    Returns:
+        {name: stamp}, names relative to `path` with "/" separators, sorted; the stamp is
+        (byte size, mtime_ns) for a folder and [*date_time, CRC] for a zip member.
+
+    Raises:
+        FileNotFoundError: neither a folder nor a zip file.
+    """
+    exts = image_extensions()
+    out = {}
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for f in files:
+                if f in SKIP_NAMES or f.startswith(".") or os.path.splitext(f)[1].lower() not in exts:
+                    continue
+                full = os.path.join(root, f)
+                st = os.stat(full)
+                out[os.path.relpath(full, path).replace(os.sep, "/")] = (st.st_size, st.st_mtime_ns)
+    elif os.path.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.is_dir() and os.path.splitext(info.filename)[1].lower() in exts:
+                    out[info.filename] = (info.file_size, list(info.date_time) + [info.CRC])
+    else:
+        raise FileNotFoundError(f"{path}: not a folder or a .zip file")
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -73,25 +114,6 @@ class ImageSource:
         self.labels = self._load_labels() if use_labels else None
 
     # -- listing ------------------------------------------------------------------------------------
-    def _entries(self) -> dict:
-        """name -> (byte size, mtime_ns) of every file with an image extension."""
-        exts = image_extensions()
-        out = {}
-        if self.kind == "dir":
-            for root, dirs, files in os.walk(self.path):
-                dirs.sort()
-                for f in files:
-                    if os.path.splitext(f)[1].lower() in exts:
-                        full = os.path.join(root, f)
-                        st = os.stat(full)
-                        out[os.path.relpath(full, self.path).replace(os.sep, "/")] = (st.st_size, st.st_mtime_ns)
-        else:
-            with zipfile.ZipFile(self.path) as z:
-                for info in z.infolist():
-                    if not info.is_dir() and os.path.splitext(info.filename)[1].lower() in exts:
-                        out[info.filename] = (info.file_size, list(info.date_time) + [info.CRC])
-        return out
-
     def _probe(self, name: str):
         """(width, height) or a BadFile."""
         try:
@@ -114,7 +136,7 @@ class ImageSource:
         return os.path.join(cache_dir, f"listing-{key}.json")
 
     def _list(self, cache_dir: Optional[str]) -> SourceListing:
-        entries = self._entries()
+        entries = scan_image_files(self.path)
         cached = {}
         cache_path = None
         if cache_dir is not None:
@@ -141,10 +163,7 @@ class ImageSource:
             changed = True
         if cache_path is not None and changed:
             os.makedirs(cache_dir, exist_ok=True)
-            tmp = f"{cache_path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                json.dump({"format": CACHE_FORMAT, "source": self.path, "files": files}, f)
-            os.replace(tmp, cache_path)
+            write_json(cache_path, {"format": CACHE_FORMAT, "source": self.path, "files": files}, indent=None)
         self.cache_path = cache_path
         names, sizes, bad = [], [], []
         for name, rec in files.items():

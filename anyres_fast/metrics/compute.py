@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .detectors import Detector, own_cache_dir
+from ..utils.files import atomic_write
 from ..data import HRPatchDataset, ImageSource
 from .real_images import FullImages, ImageListing, RealPatches, collate_skipping, source_fingerprint
 from .stats import FeatureStats, frechet_distance, kernel_inception_distance
@@ -169,14 +170,7 @@ class StatsCache:
             return None
         os.makedirs(self.folder, exist_ok=True)
         p = self.path(tag, fields)
-        tmp = f"{p}.tmp-{os.getpid()}.npz"
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return p
+        return atomic_write(p, lambda f: np.savez(f, **arrays))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -448,7 +442,7 @@ def scaleinv_fid(G, detector: Detector, listing: ImageListing, k: int, opts: Opt
         for j in range(count):
             z = _latents(gen, 1, G.z_dim).to(opts.device)
             with torch.no_grad():
-                img = G.generate(z, raw, raw, seed=opts.seed + start + j)
+                img = G.render(z, raw, raw, seed=opts.seed + start + j)
             if tuple(img.shape) != (1, 3, raw, raw):
                 raise ValueError(f"scaleinv-fid: G.generate returned {tuple(img.shape)}, expected (1, 3, {raw}, {raw})")
             out.append(scaleinv_postprocess(img, train_size, k, opts.fov_scale))

@@ -24,16 +24,9 @@ import torch
 from PIL import Image
 
 from ..data import HRPatchDataset, ImageSource, KeySampler
+from ..data.sources import scan_image_files
 
 Image.MAX_IMAGE_PIXELS = 933_120_000        # large HR photos are legitimate input here
-
-SKIP_NAMES = {".DS_Store"}
-
-
-def image_extensions() -> set:
-    """Lower-case file extensions (with dot) that Pillow can open."""
-    return {ext.lower() for ext in Image.registered_extensions()}
-
 
 @dataclass(frozen=True)
 class ImageListing:
@@ -64,16 +57,7 @@ def list_images(root: str) -> ImageListing:
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: not a folder")
-    exts = image_extensions()
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            if name in SKIP_NAMES or name.startswith(".") or os.path.splitext(name)[1].lower() not in exts:
-                continue
-            full = os.path.join(dirpath, name)
-            st = os.stat(full)
-            entries.append((os.path.relpath(full, root), st.st_size, st.st_mtime_ns))
+    entries = [(name.replace("/", os.sep), size, mtime) for name, (size, mtime) in scan_image_files(root).items()]
     if not entries:
         raise ValueError(f"{root}: no image files found")
     entries.sort()

@@ -16,11 +16,8 @@ Only `anyres_fast.ops` is used for the heavy ops (modulated_conv2d, filtered_lre
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -29,10 +26,10 @@ import torch
 
 from .. import ops
 from . import tiling as _render
+from . import pretrained
 from .filters import design_lowpass
+from .layers import FullyConnected, normalize_2nd_moment
 
-WEIGHTS_FILE = "weights.pt"
-CONFIG_FILE = "config.json"
 FORMAT = "anyres_fast.Generator/1"
 
 # StyleGAN3's two published configs; channel widths of R are doubled and its convs are 1x1.
@@ -273,37 +270,6 @@ def format_schedule(schedule: Schedule, params: Optional[dict] = None) -> str:
 
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
-
-class FullyConnected(torch.nn.Module):
-    """Equalised-learning-rate linear layer (StyleGAN's FullyConnectedLayer, same parameter layout)."""
-
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear", bias: bool = True,
-                 lr_multiplier: float = 1.0, weight_init: float = 1.0, bias_init=0.0):
-        super().__init__()
-        self.in_features, self.out_features, self.activation = in_features, out_features, activation
-        self.weight = torch.nn.Parameter(torch.randn(out_features, in_features) * (weight_init / lr_multiplier))
-        if bias:
-            b = torch.as_tensor(np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features]).copy())
-            self.bias = torch.nn.Parameter(b / lr_multiplier)
-        else:
-            self.register_parameter("bias", None)
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return ops.bias_act(x.matmul(w.t()), b, act=self.activation)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, activation={self.activation}"
-
-
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
 
 class MappingNetwork(torch.nn.Module):
     """z (+ optional class c) -> w, broadcast to num_ws; keeps the running mean w_avg for truncation."""
@@ -913,7 +879,7 @@ class Generator(torch.nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
-        """Write config.json + weights.pt (state dict), each to a temporary file that is then renamed.
+        """Write config.json + model.safetensors (docs/save_format.md), each atomically.
 
         Args:
             directory: folder to write into (created with its parents; existing files are replaced).
@@ -921,14 +887,15 @@ class Generator(torch.nn.Module):
         Raises:
             NotADirectoryError: `directory` (or a parent) exists and is a file.
         """
-        write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(), "Generator.save_pretrained")
+        pretrained.write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
+                                    "Generator.save_pretrained")
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
         """Load a folder written by save_pretrained; every key and shape must match (strict).
 
         Args:
-            directory: folder with config.json and weights.pt.
+            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
             map_location: device for the weights (torch.load's map_location).
 
         Returns:
@@ -941,37 +908,16 @@ class Generator(torch.nn.Module):
                 (the message names the missing / unexpected keys and mismatched shapes, and both files).
             TypeError: a config value of the wrong type.
         """
-        where = "Generator.from_pretrained"
-        cfg = read_pretrained_config(directory)
-        cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
-        with open(w_path, "rb") as f:
-            head = f.read(4)
-        if head[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(w_path):
-            raise ValueError(f"{where}: {w_path} is truncated or damaged (an incomplete zip archive of "
-                             f"{os.path.getsize(w_path):,} bytes); save it again")
-        if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
-            raise ValueError(f"{where}: {w_path} is not a file written by torch.save (it starts with {head!r})")
-        try:
-            state = torch.load(w_path, map_location=map_location, weights_only=True)
-        except Exception as exc:  # any failure to read the user's file is about the file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ValueError(f"{where}: {w_path} cannot be read as a torch state dict "
-                             f"({type(exc).__name__}: {first[:160]}); is the file complete?") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{where}: {w_path} must hold a state dict (name -> tensor), got {type(state).__name__}")
-        model = cls(cfg)
-        mismatch = _state_dict_mismatch(model.state_dict(), state)
-        if mismatch:
-            raise ValueError(f"{where}: {w_path} does not fit {cfg_path}: {mismatch}")
-        model.load_state_dict(state, strict=True)
-        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+        model, _ = pretrained.load_pretrained(cls, directory, FORMAT, GeneratorConfig.from_dict,
+                                              "Generator.from_pretrained", map_location)
+        return model
 
 
 def read_pretrained_config(directory: str) -> GeneratorConfig:
     """The GeneratorConfig of a save_pretrained folder, checked, without reading the weights.
 
     Args:
-        directory: folder with config.json and weights.pt.
+        directory: folder with config.json and model.safetensors (or a legacy weights.pt).
 
     Returns:
         GeneratorConfig.
@@ -979,55 +925,7 @@ def read_pretrained_config(directory: str) -> GeneratorConfig:
     Raises:
         FileNotFoundError, ValueError, TypeError: as Generator.from_pretrained, for the config file.
     """
-    where = "Generator.from_pretrained"
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{where}: {directory} is not a folder (expected one written by save_pretrained "
-                                f"with {CONFIG_FILE} and {WEIGHTS_FILE})")
-    cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
-    for path in (cfg_path, w_path):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{where}: {path} not found "
-                                    f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} from save_pretrained)")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: {cfg_path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                         f"column {exc.colno})") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise ValueError(f"{where}: {cfg_path} cannot be read as UTF-8 JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{where}: {cfg_path} must hold a JSON object with \"format\" and \"config\", "
-                         f"got a JSON {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{where}: {cfg_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{where}: {cfg_path}: \"config\" must be a JSON object, got {meta.get('config')!r}")
-    try:
-        cfg = GeneratorConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{where}: {cfg_path}: {exc}") from None
-    return cfg
-
-
-def _state_dict_mismatch(expected: dict, got: dict, show: int = 3) -> str:
-    """'' when the names and shapes agree, else one line naming the first few differences."""
-    def names(keys):
-        keys = sorted(keys)
-        return ", ".join(keys[:show]) + (f" (+{len(keys) - show} more)" if len(keys) > show else "")
-    parts = []
-    missing = set(expected) - set(got)
-    unexpected = set(got) - set(expected)
-    if missing:
-        parts.append(f"{len(missing)} missing key(s): {names(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s): {names(unexpected)}")
-    shapes = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]
-    for k in shapes[:show]:
-        parts.append(f"{k} has shape {tuple(got[k].shape)} in the file, {tuple(expected[k].shape)} in the model")
-    if len(shapes) > show:
-        parts.append(f"{len(shapes) - show} more shape mismatch(es)")
-    return "; ".join(parts)
+    return pretrained.read_config(directory, FORMAT, GeneratorConfig.from_dict, "Generator.from_pretrained")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -1037,37 +935,3 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         return True
     current = torch.cuda.current_device()
     return (current if a.index is None else a.index) == (current if b.index is None else b.index)
-
-
-def write_pretrained(directory: str, state_dict: dict, fmt: str, config: dict, where: str) -> None:
-    """The save_pretrained format shared by the generators: config.json ({"format", "config"}) and
-    weights.pt (the state dict on the CPU), each written to a temporary file and renamed.
-
-    Raises:
-        NotADirectoryError: `directory` (or a parent) exists and is a file.
-    """
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise NotADirectoryError(f"{where}: {directory} exists and is not a folder")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"{where}: cannot create the folder {directory} (a parent is a file)") from None
-    state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda f: torch.save(state, f))
-    meta = {"format": fmt, "config": config}
-    _atomic_write(os.path.join(directory, CONFIG_FILE),
-                  lambda f: f.write(json.dumps(meta, indent=2, sort_keys=True).encode()))
-
-
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-

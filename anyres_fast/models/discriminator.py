@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
-from .anyres import FullyConnected, normalize_2nd_moment
+from .layers import FullyConnected, normalize_2nd_moment
 
 
 _DEFAULT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2)}   # bias_act's default gains for the two we use

@@ -20,9 +20,7 @@ Heavy ops come from `anyres_fast.ops` only (modulated_conv2d, style_fused_conv2d
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -31,10 +29,10 @@ import torch
 from .. import ops
 from . import tiling as _render
 from . import infinity_canvas as _canvas
-from .anyres import FullyConnected, normalize_2nd_moment, write_pretrained
+from . import pretrained
+from .layers import FullyConnected, normalize_2nd_moment
 
-WEIGHTS_FILE = "weights.pt"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = pretrained.CONFIG_FILE
 FORMAT = "anyres_fast.InfinityGenerator/1"
 DEMODS = ("exact", "pointwise")
 
@@ -661,35 +659,38 @@ class InfinityGenerator(torch.nn.Module):
 
     # -- weights -----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
-        """config.json + weights.pt (state dict), each written to a temporary file and renamed.
+        """Write config.json + model.safetensors (docs/save_format.md), each atomically.
+
+        Args:
+            directory: folder to write into (created with its parents; existing files are replaced).
 
         Raises:
             NotADirectoryError: `directory` (or a parent) exists and is a file.
         """
-        write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
-                         "InfinityGenerator.save_pretrained")
+        pretrained.write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
+                                    "InfinityGenerator.save_pretrained")
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu") -> "InfinityGenerator":
-        """Load what `save_pretrained` wrote (weights with weights_only=True).
+        """Load a folder written by save_pretrained; every key and shape must match (strict), with the
+        same checks and messages as Generator.from_pretrained.
+
+        Args:
+            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
+            map_location: device for the weights.
+
+        Returns:
+            The InfinityGenerator, in train mode as after construction.
 
         Raises:
-            FileNotFoundError: a file is missing. ValueError: another format (e.g. a Generator folder).
+            FileNotFoundError: the folder, config.json or the weights file is missing.
+            ValueError: another format (e.g. a Generator folder), invalid JSON, a bad config, unreadable
+                weights or weights that do not fit the config.
+            TypeError: a config value of the wrong type.
         """
-        cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
-        for path in (cfg_path, w_path):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"InfinityGenerator.from_pretrained: {path} not found "
-                                        f"(expected {CONFIG_FILE} and {WEIGHTS_FILE} from save_pretrained)")
-        with open(cfg_path) as f:
-            meta = json.load(f)
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"InfinityGenerator.from_pretrained: {cfg_path} has format {meta.get('format')!r}, "
-                             f"expected {FORMAT!r}")
-        model = cls(InfinityConfig.from_dict(meta["config"]))
-        state = torch.load(w_path, map_location=map_location, weights_only=True)
-        model.load_state_dict(state, strict=True)
-        return model.to(map_location) if isinstance(map_location, (str, torch.device)) else model
+        model, _ = pretrained.load_pretrained(cls, directory, FORMAT, InfinityConfig.from_dict,
+                                              "InfinityGenerator.from_pretrained", map_location)
+        return model
 
     # -- the canvas -------------------------------------------------------------------------------
     def canvas_inputs(self, seed: int, zs_top, zs_left, zs_h: int, zs_w: int, *, device=None,
@@ -770,7 +771,7 @@ class InfinityGenerator(torch.nn.Module):
         return ts(z_s, None, noises, conv_maps=conv_maps, rgb_maps=rgb_maps, demod=demod)
 
     @torch.no_grad()
-    def generate(self, z_g: torch.Tensor, height: int, width: int, *, top: int = 0, left: int = 0,
+    def render(self, z_g: torch.Tensor, height: int, width: int, *, top: int = 0, left: int = 0,
                  patch_batch: int = 1, seed: int = 0, style_centres=None, fusion_kernel: int = 127,
                  fusion_demod: str = "exact", device=None, dtype: torch.dtype = torch.float32,
                  progress: bool = True) -> Optional[torch.Tensor]:
@@ -797,6 +798,8 @@ class InfinityGenerator(torch.nn.Module):
         return _generate(self, z_g, height, width, top=top, left=left, patch_batch=patch_batch, seed=seed,
                          style_centres=style_centres, fusion_kernel=fusion_kernel, fusion_demod=fusion_demod,
                          device=device, dtype=dtype, progress=progress)
+
+    generate = render       # the earlier name; Generator.render is the same operation for the other family
 
     def zl_field(self, p: int) -> Tuple[int, int]:
         """Inclusive range (lo, hi) of z_l canvas indices, along one axis, that canvas pixel p depends on

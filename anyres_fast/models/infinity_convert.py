@@ -11,7 +11,7 @@ buffers (noise is passed explicitly or drawn fresh). The fixed [1,2,1] filters a
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import torch
 

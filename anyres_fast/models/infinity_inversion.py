@@ -23,70 +23,16 @@ The result is an `InversionRecord` (plain tensors and settings, saved with torch
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..utils.files import atomic_write
+from .perceptual import build_lpips
+
 RECORD_FORMAT = "anyres_fast.models.infinity_inversion/1"
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"      # torchvision's ImageNet AlexNet, what lpips loads
-
-
-class LPIPSWeightsMissing(FileNotFoundError):
-    """The LPIPS AlexNet backbone weights are not in the torch cache."""
-
-
-def alexnet_weights_path() -> str:
-    """Where torchvision (and so lpips) looks for the AlexNet weights: <torch hub>/checkpoints/<file>."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE)
-
-
-def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
-    """An `lpips.LPIPS(net="alex")` module, frozen.
-
-    Args:
-        mode: "alex" (ImageNet backbone from the torch cache) or "random" (a randomly initialised
-            backbone, seeded, for machines without the weights and for tests; not a perceptual metric).
-        device: where to put it.
-
-    Returns:
-        The module (eval mode, no grad).
-
-    Raises:
-        LPIPSWeightsMissing: mode "alex" and the weights file is absent (names the file and folder).
-        ValueError: an unknown mode.
-    """
-    if mode not in ("alex", "random"):
-        raise ValueError(f"lpips mode must be alex or random, got {mode!r}")
-    if mode == "alex" and not os.path.isfile(alexnet_weights_path()):
-        path = alexnet_weights_path()
-        raise LPIPSWeightsMissing(f"LPIPS needs the AlexNet weights {ALEXNET_FILE}, not found in {os.path.dirname(path)} "
-                                  f"(copy the file there or set TORCH_HOME; --lpips random uses a random backbone)")
-    import inspect
-    import warnings
-
-    import lpips
-
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)      # torchvision's notice about lpips' `pretrained=` call
-        torch.manual_seed(0)
-        if mode == "alex":
-            net = lpips.LPIPS(net="alex", verbose=False)
-        else:
-            # Built on the meta device, then only the used layers are materialised: lpips builds a whole
-            # torchvision AlexNet (58M classifier parameters it then drops), whose random init takes seconds.
-            with torch.device("meta"):
-                net = lpips.LPIPS(net="alex", pnet_rand=True, pretrained=False, verbose=False)
-            net = net.to_empty(device="cpu")
-            for m in net.net.modules():
-                if isinstance(m, torch.nn.Conv2d):
-                    m.reset_parameters()
-            net.scaling_layer = lpips.ScalingLayer()
-            lin = os.path.join(os.path.dirname(inspect.getfile(lpips.LPIPS)), "weights", "v0.1", "alex.pth")
-            net.load_state_dict(torch.load(lin, map_location="cpu", weights_only=True), strict=False)
-    return net.eval().requires_grad_(False).to(device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -268,11 +214,9 @@ class InversionRecord:
                 "sources": list(self.sources)}
 
     def save(self, path: str) -> str:
-        """torch.save to a temporary file, then rename. Returns path."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        torch.save(self.to_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        """torch.save, atomically (utils.files.atomic_write). Returns path."""
+        state = self.to_dict()
+        return atomic_write(path, lambda f: torch.save(state, f))
 
     @classmethod
     def load(cls, path: str) -> "InversionRecord":

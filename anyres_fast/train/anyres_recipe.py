@@ -14,17 +14,15 @@ R1 applies to whichever reals the step drew.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..data import HRPatchDataset, ImageSource, LRDataset
-from ..models import Discriminator, Generator, GeneratorConfig
+from ..models import Discriminator, Generator, GeneratorConfig, perceptual
+from ..utils.files import save_png, to_uint8
 from . import losses
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .trainer import Context, Recipe
@@ -36,7 +34,7 @@ TINY_D = dict(channel_base=512, channel_max=16, mapping_layers=2)
 
 
 @dataclass
-class AnyresConfig:
+class AnyresTrainConfig:
     """Settings of an any-resolution run (stored in checkpoints).
 
     phase: "fixed" or "patch". lr_data / hr_data: image folders or zips. teacher: phase-1 run folder
@@ -73,7 +71,10 @@ class AnyresConfig:
     grid_seeds: int = 4
 
 
-def generator_config(cfg: AnyresConfig, batch: int, c_dim: int, scale_branch: bool) -> GeneratorConfig:
+AnyresConfig = AnyresTrainConfig     # the name before it said what it configures
+
+
+def generator_config(cfg: AnyresTrainConfig, batch: int, c_dim: int, scale_branch: bool) -> GeneratorConfig:
     kw = dict(TINY_G) if cfg.tiny else {}
     kw.update(cfg.g_kwargs)
     kw.setdefault("magnitude_ema_beta", 0.5 ** (batch / 20000))
@@ -81,7 +82,7 @@ def generator_config(cfg: AnyresConfig, batch: int, c_dim: int, scale_branch: bo
                            **kw)
 
 
-def discriminator_kwargs(cfg: AnyresConfig) -> dict:
+def discriminator_kwargs(cfg: AnyresTrainConfig) -> dict:
     kw = dict(TINY_D) if cfg.tiny else {}
     if not cfg.tiny and cfg.config == "R":
         kw.update(channel_base=32768)   # StyleGAN3 keeps D at SG2 width for both configs
@@ -125,14 +126,14 @@ class AnyresRecipe(Recipe):
     """Recipe for the any-resolution generator; see the module docstring.
 
     Args:
-        cfg: AnyresConfig.
+        cfg: AnyresTrainConfig.
 
     Raises (in build):
         ValueError / FileNotFoundError: unusable data, a missing teacher run or a teacher of another
-        configuration; losses.LPIPSWeightsMissing for phase patch without the backbone weights.
+        configuration; perceptual.LPIPSWeightsMissing for phase patch without the backbone weights.
     """
 
-    def __init__(self, cfg: AnyresConfig):
+    def __init__(self, cfg: AnyresTrainConfig):
         if cfg.phase not in ("fixed", "patch"):
             raise ValueError(f"phase must be fixed or patch, got {cfg.phase!r}")
         self.cfg = cfg
@@ -173,7 +174,7 @@ class AnyresRecipe(Recipe):
         self.G_ema.requires_grad_(False)
         if patch:
             self._init_from_teacher(ctx)
-            self.lpips_net = losses.build_lpips(cfg.lpips, ctx.device)
+            self.lpips_net = perceptual.build_lpips(cfg.lpips, spatial=True, device=ctx.device)
         ratio = cfg.r1_interval / (cfg.r1_interval + 1)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), eps=1e-8)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d * ratio,
@@ -383,12 +384,8 @@ class AnyresRecipe(Recipe):
 def save_grid(images: torch.Tensor, path: str) -> str:
     """(rows, cols, C, H, W) float images in [-1, 1] -> one PNG (written atomically)."""
     r, k, ch, h, w = images.shape
-    a = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    a = a.permute(0, 3, 1, 4, 2).reshape(r * h, k * w, ch).numpy()
-    tmp = path + ".tmp.png"
-    Image.fromarray(a if ch == 3 else a[..., 0]).save(tmp)
-    os.replace(tmp, path)
-    return path
+    a = to_uint8(images).permute(0, 3, 1, 4, 2).reshape(r * h, k * w, ch)
+    return save_png(path, a.numpy())
 
 
 class _null:

@@ -13,6 +13,8 @@ from typing import Optional
 
 import torch
 
+from ..utils.files import atomic_write, temporary_name
+
 SUBDIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d{8,})\.pt$")
 
@@ -54,28 +56,11 @@ def save_checkpoint(run_dir: str, step: int, state: dict, keep: int = 3) -> str:
     folder = checkpoint_dir(run_dir)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"checkpoint-{step:08d}.pt")
-    tmp = os.path.join(folder, f".tmp-checkpoint-{step:08d}-{os.getpid()}.pt")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:   # make the rename itself durable
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    atomic_write(path, lambda f: torch.save(state, f))
     for _, old in list_checkpoints(run_dir)[:-max(1, keep)]:
         os.remove(old)
     for name in os.listdir(folder):   # leftovers of writers that were killed mid-write
-        if name.startswith(".tmp-checkpoint-") and not name.endswith(f"-{os.getpid()}.pt"):
+        if name.startswith(".tmp-checkpoint-") and name != temporary_name(path):
             os.remove(os.path.join(folder, name))
     return path
 

@@ -57,30 +57,11 @@ def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ||dD(x)/dx||^2 at the reals (graph kept for the backward).
-
-    Args:
-        real_img: (B, C, H, W) reals with requires_grad=True, the input that gave `real_logits`.
-        real_logits: (B, 1) D(real_img).
-
-    Returns:
-        0-d tensor, differentiable w.r.t. D's parameters.
-
-    Raises:
-        ValueError: real_img does not require grad.
-    """
-    if not real_img.requires_grad:
-        raise ValueError("r1_penalty: real_img must require grad (set requires_grad_() before calling D)")
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True)
-    return grad.square().flatten(1).sum(1).mean()
-
-
 def r1_loss(penalty: torch.Tensor, gamma: float = R1_GAMMA, every: int = R1_EVERY) -> torch.Tensor:
     """Lazy R1 term added to D's loss on the steps it runs: gamma/2 * penalty * every.
 
     Args:
-        penalty: output of `r1_penalty`.
+        penalty: the batch mean of `anyres_fast.train.losses.r1_penalty` (a 0-d tensor).
         gamma: R1 weight (published 10).
         every: interval of the lazy regulariser in steps (published 16); the term is scaled by it.
 

@@ -19,15 +19,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..data import ImageSource
 from ..data.infinity import InfinityPatchDataset, full_size_for
 from ..models import Discriminator
 from ..models.infinity import InfinityConfig, InfinityGenerator
+from ..utils.files import save_image
 from . import infinity_losses as L
+from .losses import r1_penalty
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .trainer import Context, Recipe
 
@@ -224,7 +224,7 @@ class InfinityRecipe(Recipe):
             for k, chunk in enumerate(chunks):
                 real = chunk["image"].detach().requires_grad_(True)
                 logits, _ = self.D(real, force_fp32=True)
-                pen = L.r1_penalty(real, logits)
+                pen = r1_penalty(real, logits).mean()
                 (L.r1_loss(pen, cfg.r1_gamma, cfg.r1_every) * ctx.chunk_weight).backward()
                 add("D/r1_penalty", pen.item())
             ctx.step_optimizer("Dreg", self.opt_D, list(self.D.parameters()))
@@ -292,18 +292,4 @@ class InfinityRecipe(Recipe):
     def snapshot(self, ctx: Context, folder: str, step: int) -> None:
         """<folder>/step<N>.png: one wide panorama per grid seed, stacked (same seeds every snapshot)."""
         rows = [self.panorama(1000 + i, self.cfg.panorama_width, ctx.device) for i in range(self.cfg.grid_seeds)]
-        save_png(torch.cat(rows, dim=2), os.path.join(folder, f"step{step:08d}.png"))
-
-
-def save_png(image: torch.Tensor, path: str) -> str:
-    """(1, 3, H, W) or (3, H, W) float image in [-1, 1] -> PNG, written to a temporary file and renamed.
-
-    Returns:
-        path.
-    """
-    a = ((image.reshape(-1, *image.shape[-2:]).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    arr = a.permute(1, 2, 0).cpu().numpy()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    Image.fromarray(arr if arr.shape[2] == 3 else arr[..., 0]).save(tmp)
-    os.replace(tmp, path)
-    return path
+        save_image(os.path.join(folder, f"step{step:08d}.png"), torch.cat(rows, dim=2))

@@ -4,8 +4,6 @@ All functions return per-sample or mean losses as float32 tensors with autograd 
 """
 from __future__ import annotations
 
-import os
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +22,20 @@ def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Te
 
 
 def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
-    """Per-sample |grad_x D(x)|^2 with create_graph, for R1 (real_img must require grad): (B,)."""
+    """Per-sample |grad_x D(x)|^2 at the reals, for R1, graph kept for the backward (both models use it).
+
+    Args:
+        real_img: (B, C, H, W) reals with requires_grad=True, the input that gave `real_logits`.
+        real_logits: (B, 1) D(real_img).
+
+    Returns:
+        (B,) tensor, differentiable w.r.t. D's parameters.
+
+    Raises:
+        ValueError: real_img does not require grad.
+    """
+    if not real_img.requires_grad:
+        raise ValueError("r1_penalty: real_img must require grad (set requires_grad_() before calling D)")
     (grad,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True, only_inputs=True)
     return grad.square().sum(dim=[1, 2, 3])
 
@@ -58,47 +69,3 @@ def teacher_loss(student: torch.Tensor, canvas, box_xy, teacher_img: torch.Tenso
     else:
         lp = torch.zeros_like(l1)
     return {"l1": l1, "lpips": lp, "mask_fraction": mask.float().mean(dim=[1, 2, 3])}
-
-
-class LPIPSWeightsMissing(RuntimeError):
-    """torchvision's AlexNet weights for LPIPS are not in the torch cache."""
-
-
-def alexnet_weights_path() -> str:
-    """Where torchvision keeps the AlexNet ImageNet weights that `lpips` loads."""
-    import torchvision
-    url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-
-
-def build_lpips(mode: str = "alex", device=None) -> torch.nn.Module:
-    """The LPIPS AlexNet metric (spatial map), frozen, in eval mode.
-
-    Args:
-        mode: "alex": the published backbone from torchvision's weights in the torch cache (no
-            download); "random": a randomly initialised backbone with the package's linear heads
-            (for tests and CPU demos: it measures nothing perceptual).
-        device: where to put it.
-
-    Raises:
-        LPIPSWeightsMissing: mode "alex" and the weights file is absent (message names file and folder).
-    """
-    import warnings
-    import lpips
-
-    if mode not in ("alex", "random"):
-        raise ValueError(f"lpips mode must be 'alex' or 'random', got {mode!r}")
-    if mode == "alex":
-        path = alexnet_weights_path()
-        if not os.path.isfile(path):
-            raise LPIPSWeightsMissing(
-                f"the LPIPS AlexNet backbone weights {os.path.basename(path)} are not in the torch cache "
-                f"folder {os.path.dirname(path)} (put the file there, e.g. download "
-                f"https://download.pytorch.org/models/{os.path.basename(path)} on a machine that is online, "
-                f"or set TORCH_HOME; --lpips random trains with a random backbone)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # torchvision's deprecation notice about `pretrained=`
-        net = lpips.LPIPS(net="alex", spatial=True, pnet_rand=(mode == "random"), verbose=False)
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net.eval().to(device)

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from ..data import KeySampler
+from ..utils.distributed import init_distributed
+from ..utils.files import write_json
 from . import checkpoint as ckpt
 
 
@@ -257,26 +259,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def init_distributed(device_text: Optional[str] = None) -> tuple:
-    """Join the torchrun process group when WORLD_SIZE > 1; returns (device, rank, world).
-
-    NCCL when the device is a GPU (cuda:LOCAL_RANK), gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_text is None:
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_text)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device(f"cuda:{local}")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device, rank, world
-
-
 class Trainer:
     """Runs a Recipe under TrainOptions: `Trainer(recipe, options).run()` -> last stats dict.
 
@@ -433,7 +415,4 @@ def _tensorboard(out: str):
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, obj, sort_keys=False)

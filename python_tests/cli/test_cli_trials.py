@@ -19,7 +19,9 @@ import torch
 from anyres_fast import cli
 from anyres_fast.models import tiling as render
 from anyres_fast.models import Generator
-from anyres_fast.models import anyres
+from anyres_fast.models import anyres, pretrained
+from helpers import write_legacy_weights
+from safetensors.torch import save_file
 
 TINY_KW = dict(resolution=64, channel_base=256, channel_max=8, z_dim=8, w_dim=8, scale_dim=8)
 TINY = "random:64,channel_base=256,channel_max=8,z_dim=8,w_dim=8"
@@ -36,6 +38,7 @@ class Trial:
     prepare: object = None       # callable(bad_dir) that breaks a copy of the saved model
     stream: str = "err"          # where the line goes: err (errors) or out (doctor's report)
     no_gpu: bool = False         # pretend there is no GPU (torch.cuda.is_available -> False)
+    legacy: bool = False         # "{bad}" is a copy of the model saved in the old weights.pt format
 
 
 def _write(name, text):
@@ -44,9 +47,14 @@ def _write(name, text):
     return prep
 
 
+def _weights_file(d):
+    return d / ("model.safetensors" if (d / "model.safetensors").exists() else "weights.pt")
+
+
 def _truncate_weights(d):
-    data = (d / "weights.pt").read_bytes()
-    (d / "weights.pt").write_bytes(data[: len(data) // 2])
+    path = _weights_file(d)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 def _edit_config(**changes):
@@ -59,14 +67,18 @@ def _edit_config(**changes):
 
 def _edit_state(drop=None, add=None, reshape=None):
     def prep(d):
-        state = torch.load(d / "weights.pt", weights_only=True)
+        path = _weights_file(d)
+        state = pretrained.read_state(str(path), "test")
         if drop:
             del state[drop]
         if add:
             state[add] = torch.zeros(3)
         if reshape:
             state[reshape] = torch.zeros(2, 2)
-        torch.save(state, d / "weights.pt")
+        if path.suffix == ".safetensors":
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
     return prep
 
 
@@ -84,10 +96,16 @@ TRIALS = [
           "only cpu and cuda"),
     Trial("demo --device cuda without a GPU", ["demo", "--device", "cuda", "--out", "{out}"], "no CUDA GPU",
           no_gpu=True),
-    Trial("truncated weights.pt", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
-          "is truncated or damaged", prepare=_truncate_weights, before_model=False),
-    Trial("a text file as weights.pt", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
-          "is not a file written by torch.save", prepare=_write("weights.pt", "hello\n"), before_model=False),
+    Trial("truncated model.safetensors", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+          "model.safetensors is not a readable safetensors file", prepare=_truncate_weights, before_model=False),
+    Trial("a text file as model.safetensors", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+          "model.safetensors is not a readable safetensors file", prepare=_write("model.safetensors", "hello\n"),
+          before_model=False),
+    Trial("truncated weights.pt (old format)", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+          "is truncated or damaged", prepare=_truncate_weights, before_model=False, legacy=True),
+    Trial("a text file as weights.pt (old format)", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+          "is not a file written by torch.save", prepare=_write("weights.pt", "hello\n"), before_model=False,
+          legacy=True),
     Trial("config.json disagrees with the weights", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
           "does not fit", prepare=_edit_config(channel_max=4), before_model=False),
     Trial("config.json is a JSON list", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
@@ -126,11 +144,13 @@ TRIALS = [
     Trial("config channel_max: 64.5", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
           "channel_max must be an int", prepare=_edit_config(channel_max=64.5)),
     # Build 4: a checkpoint that does not fit names the key / shape and the file
-    Trial("weights.pt lacks a key", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+    Trial("model.safetensors lacks a key", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
           "1 missing key(s): mapping.fc0.bias", prepare=_edit_state(drop="mapping.fc0.bias"), before_model=False),
-    Trial("weights.pt has an extra key", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+    Trial("weights.pt lacks a key (old format)", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+          "weights.pt does not fit", prepare=_edit_state(drop="mapping.fc0.bias"), before_model=False, legacy=True),
+    Trial("model.safetensors has an extra key", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
           "1 unexpected key(s): extra.weight", prepare=_edit_state(add="extra.weight"), before_model=False),
-    Trial("weights.pt has a wrong shape", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
+    Trial("model.safetensors has a wrong shape", GEN + ["--weights", "{bad}", "--size", "64", "--out", "{out}"],
           "mapping.fc1.weight has shape (2, 2) in the file", prepare=_edit_state(reshape="mapping.fc1.weight"),
           before_model=False),
 ]
@@ -143,13 +163,15 @@ def saved(tmp_path_factory):
     Generator(**TINY_KW).save_pretrained(str(root / "w"))
     torch.manual_seed(1)
     Generator(**TINY_KW, c_dim=3).save_pretrained(str(root / "cond"))
+    shutil.copytree(root / "w", root / "legacy")
+    write_legacy_weights(root / "legacy")
     return root
 
 
 def run_trial(trial: Trial, tmp_path, saved, monkeypatch, capsys):
     """Run through cli.main; returns (rc, the stream's lines, the other stream)."""
     bad = tmp_path / "bad"
-    shutil.copytree(saved / "w", bad)
+    shutil.copytree(saved / ("legacy" if trial.legacy else "w"), bad)
     if trial.prepare is not None:
         trial.prepare(bad)
     (tmp_path / "afile").write_text("x")
@@ -279,7 +301,7 @@ def _render_huge(tmp_path, G):
 def _strict(tmp_path, G):
     G.save_pretrained(str(tmp_path / "m"))
     _edit_state(drop="synthesis.input.freqs")(tmp_path / "m")
-    with pytest.raises(ValueError, match=r"weights.pt does not fit .*config.json: 1 missing key\(s\): "
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit .*config.json: 1 missing key\(s\): "
                                          r"synthesis.input.freqs") as info:
         Generator.from_pretrained(str(tmp_path / "m"))
     return info.value

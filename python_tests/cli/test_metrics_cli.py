@@ -53,7 +53,7 @@ def setup(tmp_path, monkeypatch, weights):
     for var, sub in (("HOME", "home"), ("TORCH_HOME", "torch"), ("ANYRES_FAST_CACHE", "cache")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.delenv("DNNLIB_CACHE_DIR", raising=False)
-    (tmp_path / "run").symlink_to(weights, target_is_directory=True)
+    (tmp_path / "run").symlink_to(weights / "G", target_is_directory=True)     # a save_pretrained folder
     data = images(tmp_path / "lr", [(64, 64), (70, 64), (64, 90)], seed=1)
     hr = images(tmp_path / "hr", [(150, 120), (200, 200), (96, 130)], seed=2)
     return tmp_path, data, hr
@@ -106,7 +106,7 @@ def test_end_to_end_with_a_torchscript_detector_appends_json_lines(setup, capsys
         assert l["detector"]["kind"] == "nvidia-torchscript" and l["detector"]["sha256"] == file_sha256(str(det))
         assert l["detector"]["sha256_matches_published"] is False
         assert l["settings"]["num"] == 2 and l["settings"]["precision"] == "fp32" and l["time"].endswith("Z")
-        assert l["real_stats_cache"] == "miss" and l["weights"].endswith("G")
+        assert l["real_stats_cache"] == "miss" and l["weights"].endswith("run")
     fid80, pfid = lines
     assert fid80["settings"]["tiles_per_image"] == 4 and fid80["num_real"] == 3     # HR set, all >= 80
     assert fid80["settings"]["real_root"] == str((tmp_path / "hr").resolve())

@@ -94,18 +94,19 @@ def test_bad_input_is_one_clear_line(photos, tmp_path, capsys, argv, message):
 
 
 def test_random_weights_spec_like_generate():
+    from anyres_fast.cli import weights as weights_arg
     from anyres_fast.cli.args import CommandError
     from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
-    from anyres_fast.cli.weights import generator_config, load_generator, parse_random_spec
     from anyres_fast.train.infinity_recipe import TINY_G
 
-    assert generator_config("random")["patch_size"] == 101                  # the published model, as generate
-    assert parse_random_spec("random:preset=tiny,seed=3,z_dim=32") == ({**TINY_G, "z_dim": 32}, 3)
+    assert weights_arg.resolve("random", "infinity").config.patch_size == 101      # the published model
+    w = weights_arg.resolve("random:preset=tiny,seed=3,z_dim=32", "infinity")
+    assert (w.config, w.seed) == (InfinityConfig(**{**TINY_G, "z_dim": 32}), 3)
     torch.manual_seed(0)
     want = InfinityGenerator(InfinityConfig(**TINY_G)).state_dict()
-    got = load_generator("random:preset=tiny", "cpu").state_dict()
+    got = weights_arg.load(weights_arg.resolve("random:preset=tiny", "infinity"), "cpu").state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
     for bad, msg in (("random:bogus=1", "unknown option"), ("random:preset=big", "only preset"),
-                     ("random:seed=x", "must be a number"), ("randomly", "no such folder")):
+                     ("random:seed=x", "must be a number"), ("randomly", "not a folder")):
         with pytest.raises(CommandError, match=msg):
-            generator_config(bad)
+            weights_arg.resolve(bad, "infinity")

@@ -486,7 +486,7 @@ def test_save_and_load_round_trip(tmp_path):
     perturb_(G, ("scale_affine",), seed=2, std=0.2)
     G.save_pretrained(str(tmp_path / "model"))
     files = sorted(os.listdir(tmp_path / "model"))
-    assert files == ["config.json", "weights.pt"]           # no temporary files left behind
+    assert files == ["config.json", "model.safetensors"]     # no temporary files left behind
     meta = json.loads((tmp_path / "model" / "config.json").read_text())
     assert meta["config"]["config"] == "R" and meta["config"]["resolution"] == 64
     H = Generator.from_pretrained(str(tmp_path / "model"))

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from anyres_fast import ops
 from anyres_fast.models import Generator
@@ -146,8 +147,8 @@ def test_from_pretrained_is_strict(tmp_path):
     G.save_pretrained(str(tmp_path / "m"))
     H = Generator.from_pretrained(str(tmp_path / "m"))
     assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), H.state_dict().values()))
-    path = tmp_path / "m" / "weights.pt"
-    good = torch.load(path, weights_only=True)
+    path = tmp_path / "m" / "model.safetensors"
+    good = load_file(str(path))
     for change, message in (
             (lambda s: s.pop("synthesis.L2_84_8.magnitude_ema"), r"1 missing key\(s\): synthesis.L2_84_8.magnitude_ema"),
             (lambda s: s.__setitem__("synthesis.extra", torch.zeros(1)), r"1 unexpected key\(s\): synthesis.extra"),
@@ -155,6 +156,6 @@ def test_from_pretrained_is_strict(tmp_path):
              r"mapping.fc0.weight has shape \(8, 7\) in the file, \(8, 8\) in the model")):
         state = dict(good)
         change(state)
-        torch.save(state, path)
+        save_file(state, str(path))
         with pytest.raises(ValueError, match=rf"{path}.*does not fit .*config.json: {message}"):
             Generator.from_pretrained(str(tmp_path / "m"))

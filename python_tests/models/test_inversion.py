@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from anyres_fast.models import infinity_inversion as inv
+from anyres_fast.models import perceptual
 from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
 from anyres_fast.train.infinity_recipe import TINY_G
 
@@ -66,7 +67,7 @@ def test_canvas_region_equals_its_window_and_seeds_only_change_the_new_content(o
 
 def test_lpips_without_backbone_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(inv.LPIPSWeightsMissing, match="alexnet-owt-7be5be79.pth") as err:
-        inv.build_lpips("alex")
+    with pytest.raises(perceptual.LPIPSWeightsMissing, match="alexnet-owt-7be5be79.pth") as err:
+        perceptual.build_lpips("alex")
     assert str(tmp_path) in str(err.value)
-    assert isinstance(inv.build_lpips("random"), torch.nn.Module)
+    assert isinstance(perceptual.build_lpips("random"), torch.nn.Module)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from anyres_fast.models import Discriminator
 from anyres_fast.train import infinity_losses as L
+from anyres_fast.train.losses import r1_penalty
 
 
 def _toy_structure_synth(seed=0):
@@ -81,8 +82,9 @@ def test_gan_r1_and_coord_terms_against_direct_formulas():
     # Linear "discriminator": D(x) = <w, x>, so grad = w and the penalty is |w|^2.
     w = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(3))
     img = torch.randn(2, 3, 4, 4).requires_grad_()
-    pen = L.r1_penalty(img, (img * w).flatten(1).sum(1, keepdim=True))
-    torch.testing.assert_close(pen, w.square().sum())
+    per_sample = r1_penalty(img, (img * w).flatten(1).sum(1, keepdim=True))
+    torch.testing.assert_close(per_sample, w.square().sum().expand(2))
+    pen = per_sample.mean()
     torch.testing.assert_close(L.r1_loss(pen), pen * 5 * 16)
     assert abs(L.coord_loss(torch.tensor([[0.5, 9.0], [-0.5, 9.0]]), torch.tensor([1.0, 0.0])).item() - 0.5) < 1e-7
 
