@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 # Set by .ci/run: in CI a missing compiler or header must not hide the host-emulation tests as skips.
@@ -116,6 +117,22 @@ def write_legacy_weights(folder) -> None:
     folder = Path(folder)
     torch.save(load_file(str(folder / "model.safetensors")), folder / "weights.pt")
     (folder / "model.safetensors").unlink()
+
+
+# --- metrics tests: a detector with the calling convention of NVIDIA's TorchScript Inception ---
+
+class ScriptedTiny(torch.nn.Module):
+    """Same calling convention as NVIDIA's TorchScript Inception: uint8 in, features with return_features."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 10, 5, stride=3)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        y = F.interpolate(x.to(torch.float32) / 127.5 - 1, size=[40, 40], mode="bilinear", align_corners=False)
+        y = torch.relu(self.conv(y))
+        return torch.cat([y.mean(dim=[2, 3]), y.std(dim=[2, 3])], dim=1)
 
 
 # --- training tests: a micro model configuration and small image folders ---

@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     from .args import CommandError, check_extension_environment, parse_device, prepare_out_dir
     from ..models.anyres import estimate_tile_bytes, layer_schedule
 
-    weights = weights_arg.resolve(args.weights, args.model)
+    weights = weights_arg.resolve(args.weights, args.model, needed_by=f"--model {args.model}")
     if weights.family == "infinity":
         from . import generate_infinity
         return generate_infinity.main(args, weights)

@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError(f"--detector {args.detector!r}: {exc}") from None
 
     G = weights_arg.load(weights, device)
-    p = G.img_resolution
+    p = G.img_resolution if weights.family == "anyres" else weights.config.patch_size
     patch_min = args.patch_min or p
     if patch_min < p or (args.patch_max and args.patch_max < patch_min):
         raise CommandError(f"--patch-min {patch_min} / --patch-max {args.patch_max}: need p = {p} <= min <= max "
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
                    progress=not args.no_progress, kid=with_kid, kid_subsets=args.kid_subsets,
                    kid_subset_size=args.kid_subset_size, scale_max=p / patch_min,
                    scale_min=(p / args.patch_max) if args.patch_max else None, xflip=args.xflip,
-                   train_size=args.train_size, fov_scale=args.fov_scale)
+                   train_size=args.train_size or p, fov_scale=args.fov_scale)
     cache = StatsCache(opts.cache_dir, opts.use_cache)
     for spec in specs:
         try:

@@ -50,14 +50,16 @@ class Weights:
     path: Optional[str] = None
 
 
-def resolve(text: str, family: Optional[str] = None, flag: str = "--weights") -> Weights:
+def resolve(text: str, family: Optional[str] = None, flag: str = "--weights",
+            needed_by: str = "this command") -> Weights:
     """Check a --weights value and read its configuration; nothing is built or loaded.
 
     Args:
         text: the value.
-        family: the family the command needs ("anyres", "infinity"), or None to accept either (a
-            `random:` value then means any-resolution when its first field is an integer P).
+        family: the family the command needs ("anyres", "infinity"), or None to accept either. A
+            `random:` value whose first field is an integer P is any-resolution, any other InfinityGAN.
         flag: the option name used in messages.
+        needed_by: who needs `family`, for the message ("this command", "--model anyres").
 
     Returns:
         Weights.
@@ -68,7 +70,7 @@ def resolve(text: str, family: Optional[str] = None, flag: str = "--weights") ->
     """
     if text == "random" or text.startswith("random:"):
         head = text[len("random:"):].split(",")[0]
-        anyres = family == "anyres" or (family is None and head.strip().isdigit())
+        anyres = family == "anyres" or head.strip().isdigit()
         weights = _random_anyres(text, flag) if anyres else _random_infinity(text, flag)
     elif not os.path.isdir(text):
         raise CommandError(f"{flag} {text!r}: not a folder (expected {FORMS})")
@@ -78,9 +80,7 @@ def resolve(text: str, family: Optional[str] = None, flag: str = "--weights") ->
         weights = _pretrained_folder(text, flag)
     if family is not None and weights.family != family:
         names = {"anyres": "an any-resolution generator", "infinity": "an InfinityGAN generator"}
-        hint = " (add --model infinity)" if weights.family == "infinity" and flag == "--weights" else ""
-        raise CommandError(f"{flag} {text!r}: {names[weights.family]}, but this command needs "
-                           f"{names[family]}{hint}")
+        raise CommandError(f"{flag} {text!r}: {names[weights.family]}, but {needed_by} needs {names[family]}")
     return weights
 
 

@@ -250,11 +250,16 @@ def _result(name: str, real: FeatureStats, fake: FeatureStats, opts: Options, de
     return out
 
 
-def _check_generator(G, need: str) -> None:
+_FAMILY_MARK = {"anyres": ("zoom", "an any-resolution Generator"), "infinity": ("canvas_inputs", "an InfinityGenerator")}
+
+
+def _check_generator(G, family: str) -> None:
+    """ValueError unless G is of the family the metric renders with (both families call it `render`)."""
     if getattr(G, "c_dim", 0):
         raise ValueError("conditional generators (c_dim > 0) are not supported by the metrics yet")
-    if not hasattr(G, need):
-        raise ValueError(f"this metric needs a generator with a `{need}` method; {type(G).__name__} has none")
+    mark, name = _FAMILY_MARK[family]
+    if not hasattr(G, mark):
+        raise ValueError(f"this metric needs {name}; got a {type(G).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,7 +285,7 @@ def fid_at_resolution(G, detector: Detector, listing: ImageListing, resolution: 
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
-    _check_generator(G, "render")
+    _check_generator(G, "anyres")
     if resolution < G.img_resolution:
         raise ValueError(f"fid@{resolution}: R must be >= the generator size {G.img_resolution}")
     real, skipped, hit = _full_image_stats(listing, resolution, opts, cache, detector)
@@ -345,7 +350,7 @@ def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCac
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
-    _check_generator(G, "forward")
+    _check_generator(G, "anyres")
     p = G.img_resolution
     num_real = opts.num_real or opts.num
     source = pfid_source(hr, p, cache)
@@ -429,7 +434,7 @@ def scaleinv_fid(G, detector: Detector, listing: ImageListing, k: int, opts: Opt
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
-    _check_generator(G, "generate")
+    _check_generator(G, "infinity")
     train_size = opts.train_size or getattr(G, "img_resolution", None)
     if not train_size:
         raise ValueError("scaleinv-fid: give the training image size (--train-size)")
@@ -444,7 +449,7 @@ def scaleinv_fid(G, detector: Detector, listing: ImageListing, k: int, opts: Opt
             with torch.no_grad():
                 img = G.render(z, raw, raw, seed=opts.seed + start + j)
             if tuple(img.shape) != (1, 3, raw, raw):
-                raise ValueError(f"scaleinv-fid: G.generate returned {tuple(img.shape)}, expected (1, 3, {raw}, {raw})")
+                raise ValueError(f"scaleinv-fid: G.render returned {tuple(img.shape)}, expected (1, 3, {raw}, {raw})")
             out.append(scaleinv_postprocess(img, train_size, k, opts.fov_scale))
         return to_uint8(torch.cat(out))
 

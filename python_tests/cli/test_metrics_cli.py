@@ -7,26 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from anyres_fast import cli
 from anyres_fast.metrics.detectors import file_sha256
 from anyres_fast.models import Generator
-
-
-class ScriptedTiny(torch.nn.Module):
-    """Same calling convention as NVIDIA's TorchScript Inception: uint8 in, features with return_features."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 10, 5, stride=3)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        y = F.interpolate(x.to(torch.float32) / 127.5 - 1, size=[40, 40], mode="bilinear", align_corners=False)
-        y = torch.relu(self.conv(y))
-        return torch.cat([y.mean(dim=[2, 3]), y.std(dim=[2, 3])], dim=1)
+from helpers import ScriptedTiny
 
 
 def images(folder, sizes, seed):
