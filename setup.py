@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["anyres_fast", "anyres_fast.*"]) + ["anyres_fast.csrc"],
     package_dir={"anyres_fast.csrc": "csrc"},
     package_data={"anyres_fast.csrc": ["*.cpp", "*.h", "kernels/*", "bindings/*", "selftest/*"]},
-    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "ninja", "pybind11"],
+    install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "ninja", "pybind11", "safetensors>=0.4"],
     extras_require={
         "test": ["pytest", "scipy", "torchvision", "lpips"],
         "train": ["torchvision", "lpips"],

@@ -611,13 +611,16 @@ def estimate_tile_bytes(schedule: Schedule, half: bool = False) -> int:
 # ----------------------------------------------------------------------------------------------------
 # Generator
 
-class Generator(torch.nn.Module):
+class Generator(pretrained.Pretrained, torch.nn.Module):
     """Any-resolution StyleGAN3 generator (Chai et al. 2022); design in docs/anyres_generator.md.
 
     G(z, c, canvas=N, box=(x0, y0)) renders one p x p patch of an N x N canvas; G.render(z, size=N) a
     whole canvas tile by tile; G.zoom(z, canvas=N, window=(x0, y0, w)) any window of a virtual canvas.
     Attributes: config (GeneratorConfig), z_dim, c_dim, w_dim, num_ws, img_resolution (p),
     img_channels; submodules mapping, synthesis, scale_mapping (None without the scale branch)."""
+
+    FORMAT = FORMAT             # save format (docs/save_format.md)
+    CONFIG_CLASS = GeneratorConfig
 
     # Finiteness checks of z and ws read one value back from the device per call; a training loop that
     # cannot afford the sync sets G.check_inputs = False.
@@ -876,41 +879,6 @@ class Generator(torch.nn.Module):
             ValueError, TypeError: as render.
         """
         return self.render(z, canvas, window=window, **kwargs)
-
-    # -- weights ----------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str) -> None:
-        """Write config.json + model.safetensors (docs/save_format.md), each atomically.
-
-        Args:
-            directory: folder to write into (created with its parents; existing files are replaced).
-
-        Raises:
-            NotADirectoryError: `directory` (or a parent) exists and is a file.
-        """
-        pretrained.write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
-                                    "Generator.save_pretrained")
-
-    @classmethod
-    def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
-        """Load a folder written by save_pretrained; every key and shape must match (strict).
-
-        Args:
-            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
-            map_location: device for the weights (torch.load's map_location).
-
-        Returns:
-            The Generator, in train mode as after construction.
-
-        Raises:
-            FileNotFoundError: the folder, config.json or weights.pt is missing.
-            ValueError: config.json is not valid JSON, not an object, of another format or holds a bad
-                config; weights.pt is unreadable (truncated, not a torch file) or does not fit the config
-                (the message names the missing / unexpected keys and mismatched shapes, and both files).
-            TypeError: a config value of the wrong type.
-        """
-        model, _ = pretrained.load_pretrained(cls, directory, FORMAT, GeneratorConfig.from_dict,
-                                              "Generator.from_pretrained", map_location)
-        return model
 
 
 def read_pretrained_config(directory: str) -> GeneratorConfig:

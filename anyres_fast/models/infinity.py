@@ -422,13 +422,16 @@ class TextureSynthesizer(torch.nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # Generator
 
-class InfinityGenerator(torch.nn.Module):
+class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
     """InfinityGAN generator; `InfinityGenerator()` is the published 101-pixel model.
 
     Tensor layouts (published): z_g (B, z_dim) or (B, 2, z_dim) (mixing pair; G_S uses [:, 0]);
     z_l (B, local_dim, n + 2R, m + 2R); coords (B, 3, same size) after tanh/cos/sin; noises: one
     (B, 1, h_i, w_i) per G_T conv (`noise_shapes`); ws (B, num_ws, z_dim) W+ styles.
     """
+
+    FORMAT = FORMAT             # save format (docs/save_format.md)
+    CONFIG_CLASS = InfinityConfig
 
     def __init__(self, cfg: Optional[InfinityConfig] = None, **kwargs):
         """InfinityGenerator(InfinityConfig(...)) or InfinityGenerator(patch_size=197, ...).
@@ -656,41 +659,6 @@ class InfinityGenerator(torch.nn.Module):
         lines.append(f"G_S {m['G_S']:,} ({m['G_S'] / 1e6:.2f}M); G_T incl. mapping {m['G_T']:,} "
                      f"({m['G_T'] / 1e6:.2f}M); total {m['total']:,} ({m['total'] / 1e6:.2f}M)")
         return "\n".join(lines)
-
-    # -- weights -----------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str) -> None:
-        """Write config.json + model.safetensors (docs/save_format.md), each atomically.
-
-        Args:
-            directory: folder to write into (created with its parents; existing files are replaced).
-
-        Raises:
-            NotADirectoryError: `directory` (or a parent) exists and is a file.
-        """
-        pretrained.write_pretrained(directory, self.state_dict(), FORMAT, self.config.to_dict(),
-                                    "InfinityGenerator.save_pretrained")
-
-    @classmethod
-    def from_pretrained(cls, directory: str, map_location="cpu") -> "InfinityGenerator":
-        """Load a folder written by save_pretrained; every key and shape must match (strict), with the
-        same checks and messages as Generator.from_pretrained.
-
-        Args:
-            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
-            map_location: device for the weights.
-
-        Returns:
-            The InfinityGenerator, in train mode as after construction.
-
-        Raises:
-            FileNotFoundError: the folder, config.json or the weights file is missing.
-            ValueError: another format (e.g. a Generator folder), invalid JSON, a bad config, unreadable
-                weights or weights that do not fit the config.
-            TypeError: a config value of the wrong type.
-        """
-        model, _ = pretrained.load_pretrained(cls, directory, FORMAT, InfinityConfig.from_dict,
-                                              "InfinityGenerator.from_pretrained", map_location)
-        return model
 
     # -- the canvas -------------------------------------------------------------------------------
     def canvas_inputs(self, seed: int, zs_top, zs_left, zs_h: int, zs_w: int, *, device=None,

@@ -219,3 +219,46 @@ def model_format(directory: str) -> Optional[str]:
     except (OSError, ValueError):
         return None
     return meta.get("format") if isinstance(meta, dict) else None
+
+
+class Pretrained:
+    """`save_pretrained` / `from_pretrained` for a model class with a `config` dataclass (to_dict /
+    from_dict). The class sets FORMAT (its format tag) and CONFIG_CLASS."""
+
+    FORMAT: str = ""
+    CONFIG_CLASS = None
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write config.json + model.safetensors (docs/save_format.md), each atomically.
+
+        Args:
+            directory: folder to write into (created with its parents; existing files are replaced).
+
+        Raises:
+            NotADirectoryError: `directory` (or a parent) exists and is a file.
+            OSError: the disk is full or the folder not writable (names the file; the old one is kept).
+        """
+        write_pretrained(directory, self.state_dict(), self.FORMAT, self.config.to_dict(),
+                         f"{type(self).__name__}.save_pretrained")
+
+    @classmethod
+    def from_pretrained(cls, directory: str, map_location="cpu"):
+        """Load a folder written by save_pretrained; every key and shape must match (strict).
+
+        Args:
+            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
+            map_location: device for the weights.
+
+        Returns:
+            The model, in train mode as after construction.
+
+        Raises:
+            FileNotFoundError: the folder, config.json or the weights file is missing.
+            ValueError: config.json is not valid JSON, not an object, of another format (e.g. the other
+                family's) or holds a bad config; the weights are unreadable (truncated, foreign) or do
+                not fit the config (the message names missing / unexpected keys, shapes, both files).
+            TypeError: a config value of the wrong type.
+        """
+        model, _ = load_pretrained(cls, directory, cls.FORMAT, cls.CONFIG_CLASS.from_dict,
+                                   f"{cls.__name__}.from_pretrained", map_location)
+        return model

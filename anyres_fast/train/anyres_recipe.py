@@ -24,7 +24,7 @@ from ..data import HRPatchDataset, ImageSource, LRDataset
 from ..models import Discriminator, Generator, GeneratorConfig, perceptual
 from ..utils.files import save_png, to_uint8
 from . import losses
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, model_from_run
 from .trainer import Context, Recipe
 
 # A configuration that trains both phases on a 2-core CPU in minutes (quality is not the point).
@@ -98,28 +98,14 @@ def load_run_modules(run: str, map_location="cpu") -> tuple:
     return load_checkpoint(path, map_location=map_location), path
 
 
-def run_generator_config(run: str) -> dict:
-    """The generator config (GeneratorConfig.to_dict()) of a run folder's newest checkpoint.
+def generator_from_run(run: str, which: str = "G_ema", map_location="cpu") -> Generator:
+    """The generator `which` (G_ema by default) of a run folder's newest checkpoint, eval mode, frozen.
 
     Raises:
-        FileNotFoundError: no checkpoint in the run. ValueError: not an any-resolution checkpoint.
+        FileNotFoundError: no checkpoint. ValueError: not an any-resolution run.
     """
-    state, path = load_run_modules(run, "cpu")
-    gcfg = state.get("config", {}).get("generator")
-    if gcfg is None:
-        raise ValueError(f"{path}: not an any-resolution training checkpoint (no generator config)")
-    return gcfg
-
-
-def generator_from_run(run: str, which: str = "G_ema", map_location="cpu") -> Generator:
-    """The generator `which` (G_ema by default) of a run folder's newest checkpoint, in eval mode."""
-    state, path = load_run_modules(run, map_location)
-    gcfg = state.get("config", {}).get("generator")
-    if gcfg is None or which not in state["modules"]:
-        raise ValueError(f"{path}: not an any-resolution training checkpoint (no {which})")
-    G = Generator(GeneratorConfig.from_dict(gcfg))
-    G.load_state_dict(state["modules"][which])
-    return G.eval().to(map_location)
+    return model_from_run(run, "generator", lambda cfg: Generator(GeneratorConfig.from_dict(cfg)), which,
+                          map_location, "an any-resolution training")
 
 
 class AnyresRecipe(Recipe):

@@ -68,3 +68,30 @@ def save_checkpoint(run_dir: str, step: int, state: dict, keep: int = 3) -> str:
 def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Read a checkpoint with `torch.load(weights_only=True)` (no arbitrary code runs)."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_from_run(run_dir: str, config_key: str, build, which: str = "G_ema", map_location="cpu",
+                   what: str = "a training"):
+    """Module `which` (G_ema by default) of a run folder's newest checkpoint, in eval mode and frozen.
+
+    Args:
+        run_dir: the run folder.
+        config_key: where the checkpoint's "config" holds the module's configuration ("generator").
+        build: config dict -> a freshly built module.
+        which: the name under the checkpoint's "modules".
+        map_location: device.
+        what: the kind of run, for messages ("an any-resolution training").
+
+    Raises:
+        FileNotFoundError: no checkpoint. ValueError: the checkpoint holds no such config or module.
+    """
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {checkpoint_dir(run_dir)}")
+    state = load_checkpoint(path, map_location=map_location)
+    cfg = state.get("config", {}).get(config_key)
+    if cfg is None or which not in state.get("modules", {}):
+        raise ValueError(f"{path}: not {what} checkpoint (no {config_key} / {which})")
+    model = build(cfg)
+    model.load_state_dict(state["modules"][which])
+    return model.eval().requires_grad_(False).to(map_location)

@@ -28,7 +28,7 @@ from ..models.infinity import InfinityConfig, InfinityGenerator
 from ..utils.files import save_image
 from . import infinity_losses as L
 from .losses import r1_penalty
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import model_from_run
 from .trainer import Context, Recipe
 
 PATCH_SIZES = (101, 197, 389)
@@ -78,21 +78,13 @@ def generator_config(cfg: InfinityTrainConfig) -> InfinityConfig:
 
 
 def generator_from_run(run: str, which: str = "G_ema", map_location="cpu") -> InfinityGenerator:
-    """The InfinityGenerator `which` (G_ema by default) of a run folder's newest checkpoint, eval mode.
+    """The InfinityGenerator `which` (G_ema by default) of a run folder's newest checkpoint, eval mode, frozen.
 
     Raises:
         FileNotFoundError: no checkpoint. ValueError: not an InfinityGAN run.
     """
-    path = latest_checkpoint(run)
-    if path is None:
-        raise FileNotFoundError(f"{run}: no checkpoint in {os.path.join(run, 'checkpoints')}")
-    state = load_checkpoint(path, map_location=map_location)
-    gcfg = state.get("config", {}).get("infinity_generator")
-    if gcfg is None or which not in state.get("modules", {}):
-        raise ValueError(f"{path}: not an InfinityGAN training checkpoint (no infinity_generator / {which})")
-    G = InfinityGenerator(InfinityConfig.from_dict(gcfg))
-    G.load_state_dict(state["modules"][which])
-    return G.eval().requires_grad_(False)
+    return model_from_run(run, "infinity_generator", lambda cfg: InfinityGenerator(InfinityConfig.from_dict(cfg)),
+                          which, map_location, "an InfinityGAN training")
 
 
 class InfinityRecipe(Recipe):

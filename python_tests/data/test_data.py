@@ -3,7 +3,6 @@ images, bad files, listing cache invalidation, zip sources, labels, LR dataset, 
 import io
 import json
 import os
-import time
 import zipfile
 
 import numpy as np

@@ -10,7 +10,6 @@ about speed, and the hardware's real fragment register layout and cp.async timin
 those)."""
 import contextlib
 import ctypes
-import functools
 import inspect
 import os
 import re

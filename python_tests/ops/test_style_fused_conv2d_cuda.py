@@ -8,7 +8,6 @@ from helpers import assert_close_to_reference, conv_inputs, exact_fp32, rel_erro
 from anyres_fast.ops import modulated_conv2d, style_fused_conv2d, style_fused_conv2d_ref
 
 from anyres_fast.ops import modulated_conv2d_op as mc
-from anyres_fast.ops import style_fused_conv2d_op as sf
 
 pytestmark = pytest.mark.cuda
 

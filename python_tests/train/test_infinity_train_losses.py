@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from anyres_fast.models import Discriminator
 from anyres_fast.train import infinity_losses as L
