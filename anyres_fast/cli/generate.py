@@ -5,7 +5,8 @@
         --zoom 100,40,128 --out out/
 
 --weights is a directory written by Generator.save_pretrained, a training run folder (its newest
-G_ema), or `random:P[,key=value...]` for a
+G_ema), a published StyleGAN3 / anyres-gan network pickle FILE.pkl (read without executing anything
+from it; docs/published_models.md), or `random:P[,key=value...]` for a
 randomly initialised model of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim,
 seed), handy for demos and smoke tests without trained weights (narrow widths like the example above
 render in seconds on a CPU; the full config-T width takes minutes there). Its magnitude statistics are set
@@ -102,9 +103,15 @@ def resolve_weights(spec: str):
 
     if spec.startswith("random:"):
         return parse_random_spec(spec)
+    from ..models.published import cached_network_pickle, is_network_pickle
+    if is_network_pickle(spec):   # a published StyleGAN3 / anyres-gan pickle, read without running it
+        try:
+            return cached_network_pickle(spec).config, None
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(f"--weights: {exc}") from None
     if not os.path.isdir(spec):
         raise CommandError(f"--weights {spec!r}: not a folder (expected one written by "
-                           f"Generator.save_pretrained, or random:P)")
+                           f"Generator.save_pretrained, a network pickle FILE.pkl, or random:P)")
     try:
         if _is_run_folder(spec):
             from ..models.anyres import GeneratorConfig
@@ -147,6 +154,12 @@ def load_generator(spec: str, device: torch.device, resolved=None):
         G = Generator(cfg)
         G.calibrate_magnitudes_(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(seed)))
         return G.eval().to(device)
+    from ..models.published import cached_network_pickle, is_network_pickle
+    if is_network_pickle(spec):
+        try:
+            return cached_network_pickle(spec).G_ema.to(device).eval()
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(f"--weights: {exc}") from None
     try:
         if _is_run_folder(spec):   # a training run folder: its newest G_ema
             from ..train.anyres_recipe import generator_from_run
@@ -163,7 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", choices=("anyres", "infinity"), default="anyres",
                         help="generator family (default anyres; infinity: see its options below)")
-    parser.add_argument("--weights", required=True, help="save_pretrained directory, or random:P[,key=value...]")
+    parser.add_argument("--weights", required=True,
+                        help="save_pretrained directory, run folder, network pickle FILE.pkl, or random:P[,key=value...]")
     parser.add_argument("--seeds", type=parse_seeds, default=[0], help="latent seeds, e.g. 0-3 or 1,5,7 (default 0)")
     parser.add_argument("--size", type=positive_int, default=None,
                         help="canvas size N in pixels (required for --model anyres; N >= patch size unless "

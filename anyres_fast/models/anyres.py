@@ -982,8 +982,12 @@ class Generator(torch.nn.Module):
     def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
         """Load a folder written by save_pretrained; every key and shape must match (strict).
 
+        A file that is an NVlabs network pickle (StyleGAN3, anyres-gan; *.pkl) is read instead with
+        anyres_fast.models.published.load_network_pickle (nothing from it is executed); its G_ema is
+        returned, in eval mode.
+
         Args:
-            directory: folder with config.json and weights.pt.
+            directory: folder with config.json and weights.pt, or a network pickle file.
             map_location: device for the weights (torch.load's map_location).
 
         Returns:
@@ -997,6 +1001,11 @@ class Generator(torch.nn.Module):
             TypeError: a config value of the wrong type.
         """
         where = "Generator.from_pretrained"
+        if os.path.isfile(directory):
+            from .published import is_network_pickle, load_network_pickle
+            if is_network_pickle(directory):   # a published StyleGAN3 / anyres-gan pickle: its G_ema
+                G = load_network_pickle(directory, with_training_networks=False).G_ema
+                return G.to(map_location) if isinstance(map_location, (str, torch.device)) else G
         cfg = read_pretrained_config(directory)
         cfg_path, w_path = os.path.join(directory, CONFIG_FILE), os.path.join(directory, WEIGHTS_FILE)
         with open(w_path, "rb") as f:

@@ -499,3 +499,32 @@ def load_network_pickle(path, *, with_training_networks: bool = True) -> Publish
         if key not in ("G", "G_ema", "D") and isinstance(value, PersistentRecord):
             notes.append(f"{key} ({value.class_name}) not loaded")
     return PublishedNetworks(G_ema=G_ema, G=G, D=D, kind=kind, config=cfg, notes=notes)
+
+
+_CACHE: dict = {}
+
+
+def cached_network_pickle(path) -> PublishedNetworks:
+    """load_network_pickle(path), remembered for the last file read (same path, size and mtime), so
+    that a command which first checks a file and then uses it reads it once. The modules are shared:
+    do not modify them (copy.deepcopy them to train).
+
+    Args:
+        path: the .pkl file.
+
+    Returns:
+        PublishedNetworks.
+
+    Raises:
+        FileNotFoundError, PublishedModelError: as load_network_pickle.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = load_network_pickle(path)
+    return _CACHE[key]
