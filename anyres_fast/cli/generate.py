@@ -106,7 +106,7 @@ def resolve_weights(spec: str):
     from ..models.published import cached_network_pickle, is_network_pickle
     if is_network_pickle(spec):   # a published StyleGAN3 / anyres-gan pickle, read without running it
         try:
-            return cached_network_pickle(spec).config, None
+            return cached_network_pickle(spec, with_training_networks=False).config, None
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"--weights: {exc}") from None
     if not os.path.isdir(spec):
@@ -157,7 +157,7 @@ def load_generator(spec: str, device: torch.device, resolved=None):
     from ..models.published import cached_network_pickle, is_network_pickle
     if is_network_pickle(spec):
         try:
-            return cached_network_pickle(spec).G_ema.to(device).eval()
+            return cached_network_pickle(spec, with_training_networks=False).G_ema.to(device).eval()
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(f"--weights: {exc}") from None
     try:

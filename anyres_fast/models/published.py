@@ -109,6 +109,12 @@ def _load_storage_bytes(data: bytes):
                       weights_only=False)
 
 
+def _latin1_bytes(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding != "latin1":
+        raise PublishedModelError("network pickle: _codecs.encode is only accepted for latin1 text (protocol-2 bytes)")
+    return text.encode("latin1")
+
+
 def _numpy_global(module: str, name: str):
     core = getattr(np, "_core", None) or np.core
     return {"_reconstruct": core.multiarray._reconstruct, "scalar": core.multiarray.scalar}[name]
@@ -123,6 +129,9 @@ def _allowed_globals() -> dict:
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
+        ("__builtin__", "set"): set,                # protocol 2 writes Python 2 module names
+        ("__builtin__", "frozenset"): frozenset,
+        ("_codecs", "encode"): _latin1_bytes,      # how protocol-2 pickles store bytes
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
         ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
@@ -504,13 +513,14 @@ def load_network_pickle(path, *, with_training_networks: bool = True) -> Publish
 _CACHE: dict = {}
 
 
-def cached_network_pickle(path) -> PublishedNetworks:
+def cached_network_pickle(path, with_training_networks: bool = True) -> PublishedNetworks:
     """load_network_pickle(path), remembered for the last file read (same path, size and mtime), so
     that a command which first checks a file and then uses it reads it once. The modules are shared:
     do not modify them (copy.deepcopy them to train).
 
     Args:
         path: the .pkl file.
+        with_training_networks: as load_network_pickle (a cached load with them serves either value).
 
     Returns:
         PublishedNetworks.
@@ -524,7 +534,9 @@ def cached_network_pickle(path) -> PublishedNetworks:
     except OSError:
         raise FileNotFoundError(f"{path}: no such file") from None
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = load_network_pickle(path)
-    return _CACHE[key]
+    for full in (True, False) if not with_training_networks else (True,):
+        if (key, full) in _CACHE:
+            return _CACHE[(key, full)]
+    _CACHE.clear()
+    _CACHE[(key, with_training_networks)] = load_network_pickle(path, with_training_networks=with_training_networks)
+    return _CACHE[(key, with_training_networks)]

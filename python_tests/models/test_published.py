@@ -93,7 +93,7 @@ def records(module, reconstruct, src, init_kwargs=None, extra_children=None):
     return Record(reconstruct, meta)
 
 
-def write_pickle(path, G, D=None, mode=None, marker=None, extra=None):
+def write_pickle(path, G, D=None, mode=None, marker=None, extra=None, protocol=4):
     """A training snapshot {G, D, G_ema, augment_pipe, training_set_kwargs} of our G (and D) in the
     persistence format; mode None: StyleGAN3, else anyres-gan's training_mode."""
     marker = marker or f"{path}.executed"
@@ -126,7 +126,7 @@ def write_pickle(path, G, D=None, mode=None, marker=None, extra=None):
                     G_ema=g, augment_pipe=None, training_set_kwargs=EasyDict(resolution=cfg.resolution))
         data.update(extra or {})
         with open(path, "wb") as f:
-            pickle.dump(data, f)
+            pickle.dump(data, f, protocol=protocol)
     return marker
 
 
@@ -172,6 +172,19 @@ def test_a_persistence_pickle_loads_into_the_model_it_was_made_from(tmp_path, kw
         assert torch.equal(nets.D(img, cd), D.eval()(img, cd))
     assert is_network_pickle(path)
     assert torch.equal(Generator.from_pretrained(path)(z, c), G(z, c))
+
+
+def test_a_protocol_2_pickle_loads_too(tmp_path):
+    # Protocol 2 (older Pythons) stores bytes through _codecs.encode and sets through builtins.set.
+    G = _model(config="T", scale_branch=False)
+    path = str(tmp_path / "p2.pkl")
+    marker = write_pickle(path, G, protocol=2)
+    assert b"_codecs" in open(path, "rb").read()
+    ours = load_network_pickle(path).G_ema
+    z = torch.randn(2, G.z_dim)
+    with torch.no_grad():
+        assert torch.equal(ours(z, canvas=100, box=(3, 5)), G(z, canvas=100, box=(3, 5)))
+    assert not os.path.exists(marker)
 
 
 def test_the_published_scale_branch_follows_its_formula():
