@@ -193,6 +193,7 @@ class PublishedNetworks:
         kind: what the file is, e.g. "stylegan3-T", "anyres-gan patch (positive)".
         config: the GeneratorConfig of G_ema.
         notes: one line per part of the file that was not built (e.g. augment_pipe).
+        D_kwargs: the Discriminator's constructor arguments when D was built, else None.
     """
     G_ema: Generator
     G: Optional[Generator]
@@ -200,6 +201,7 @@ class PublishedNetworks:
     kind: str
     config: GeneratorConfig
     notes: list
+    D_kwargs: Optional[dict] = None
 
 
 _GENERATOR_CLASSES = {"Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer",
@@ -379,12 +381,13 @@ def _build_generator(record: PersistentRecord, where: str) -> tuple:
 
 
 def _build_discriminator(record: PersistentRecord, where: str) -> tuple:
-    """(Discriminator or None, note): StyleGAN2's residual D as StyleGAN3 and anyres-gan train it."""
+    """(Discriminator or None, note, its arguments): StyleGAN2's residual D as StyleGAN3 and anyres-gan
+    train it."""
     if record.class_name != "Discriminator":
-        return None, f"D is a {record.class_name!r}, not loaded"
+        return None, f"D is a {record.class_name!r}, not loaded", None
     kw = _plain(record.init_kwargs)
     if kw.pop("architecture", "resnet") != "resnet":
-        return None, "D: only the resnet architecture is supported, not loaded"
+        return None, "D: only the resnet architecture is supported, not loaded", None
     block = kw.pop("block_kwargs", {}) or {}
     mapping = kw.pop("mapping_kwargs", {}) or {}
     epilogue = kw.pop("epilogue_kwargs", {}) or {}
@@ -403,19 +406,19 @@ def _build_discriminator(record: PersistentRecord, where: str) -> tuple:
             **{f"mapping_kwargs.{k}": v for k, v in mapping.items()},
             **{f"epilogue_kwargs.{k}": v for k, v in epilogue.items()}}
     if rest:
-        return None, f"D: options {sorted(rest)} have no equivalent here, not loaded"
+        return None, f"D: options {sorted(rest)} have no equivalent here, not loaded", None
     try:
         state = _flat_state(record, _DISCRIMINATOR_CLASSES, where)
         model = Discriminator(**args)
     except PublishedModelError as exc:
-        return None, f"D not loaded: {str(exc).replace(where + ': ', '')}"
+        return None, f"D not loaded: {str(exc).replace(where + ': ', '')}", None
     except (TypeError, ValueError) as exc:
-        return None, f"D not loaded: {exc}"
+        return None, f"D not loaded: {exc}", None
     mismatch = _state_dict_mismatch(model.state_dict(), state)
     if mismatch:
-        return None, f"D not loaded: its weights do not fit: {mismatch}"
+        return None, f"D not loaded: its weights do not fit: {mismatch}", None
     model.load_state_dict(state, strict=True)
-    return model.eval(), None
+    return model.eval(), None, args
 
 
 def is_network_pickle(path) -> bool:
@@ -496,18 +499,18 @@ def load_network_pickle(path, *, with_training_networks: bool = True) -> Publish
         raise PublishedModelError(f"{path}: no G_ema network in the pickle (found {what})")
     G_ema, cfg, kind = _build_generator(data["G_ema"], path)
     G_ema.eval().requires_grad_(False)
-    notes, G, D = [], None, None
+    notes, G, D, D_kwargs = [], None, None, None
     if with_training_networks:
         if isinstance(data.get("G"), PersistentRecord):
             G = _build_generator(data["G"], path)[0]
         if isinstance(data.get("D"), PersistentRecord):
-            D, note = _build_discriminator(data["D"], path)
+            D, note, D_kwargs = _build_discriminator(data["D"], path)
             if note:
                 notes.append(note)
     for key, value in data.items():
         if key not in ("G", "G_ema", "D") and isinstance(value, PersistentRecord):
             notes.append(f"{key} ({value.class_name}) not loaded")
-    return PublishedNetworks(G_ema=G_ema, G=G, D=D, kind=kind, config=cfg, notes=notes)
+    return PublishedNetworks(G_ema=G_ema, G=G, D=D, kind=kind, config=cfg, notes=notes, D_kwargs=D_kwargs)
 
 
 _CACHE: dict = {}

@@ -175,9 +175,12 @@ class AnyresRecipe(Recipe):
             # or the checkpoint on resume).
             import copy
             from ..models.published import cached_network_pickle
-            D = cached_network_pickle(cfg.teacher).D
-            if D is not None and D.resolution == p and D.c_dim == self.c_dim:
-                self.D = copy.deepcopy(D).train().requires_grad_(True).to(ctx.device)
+            nets = cached_network_pickle(cfg.teacher)
+            if nets.D is not None and nets.D.resolution == p and nets.D.c_dim == self.c_dim:
+                self.D = copy.deepcopy(nets.D).train().requires_grad_(True).to(ctx.device)
+                # Stored with the run's settings, so that a resume rebuilds this D without the pickle.
+                self.cfg = dataclasses.replace(cfg, d_kwargs={k: v for k, v in nets.D_kwargs.items()
+                                                              if k not in ("resolution", "c_dim")})
         self.G_ema = Generator(self.gcfg).to(ctx.device).eval()
         self.G_ema.load_state_dict(self.G.state_dict())
         self.G_ema.requires_grad_(False)

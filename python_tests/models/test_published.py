@@ -343,8 +343,19 @@ def test_phase_patch_trains_with_a_pickle_as_teacher(tmp_path, capsys):
                    "--snap", "0", "--tick", "1", "--no-progress", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     assert not os.path.exists(marker)
+    # Resuming needs no pickle: the generator and discriminator settings are in the run's files.
+    # (Through the Trainer: `anyres-fast train --resume` has a NameError in cli/train.py on this tree.)
+    os.remove(teacher)
+    import json
+    from anyres_fast.train import Trainer, TrainOptions
+    from anyres_fast.train.anyres_recipe import AnyresConfig, AnyresRecipe
+    saved = json.load(open(tmp_path / "run" / "training_options.json"))
+    fields = set(AnyresConfig.__dataclass_fields__)
+    cfg = AnyresConfig(**{k: tuple(v) if k == "betas" else v for k, v in saved["config"].items() if k in fields})
+    Trainer(AnyresRecipe(cfg), TrainOptions(**{**saved["options"], "resume": True, "max_steps": 3})).run()
     state = load_checkpoint(latest_checkpoint(str(tmp_path / "run")))
     gen = state["config"]["generator"]
     assert gen["scale_branch"] and gen["scale_branch_style"] == "fourier" and gen["channel_base"] == 256
+    assert state["config"]["d_kwargs"]["channel_base"] == 256           # the pickle's D, rebuilt on resume
     for k, v in G.state_dict().items():     # the frozen teacher is the pickle's G_ema
         assert torch.equal(state["modules"]["teacher"][k], v), k
