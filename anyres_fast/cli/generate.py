@@ -5,7 +5,8 @@
         --zoom 100,40,128 --out out/
 
 --weights takes the forms every command takes (anyres_fast/cli/weights.py): a save_pretrained folder,
-a training run folder (its newest G_ema), or `random:P[,key=value...]` for a randomly initialised model
+a training run folder (its newest G_ema), a published StyleGAN3 / anyres-gan network pickle FILE.pkl
+(read without executing anything from it; docs/published_models.md), or `random:P[,key=value...]` for a randomly initialised model
 of patch size P (keys: config=T|R, channel_base, channel_max, z_dim, w_dim, seed), handy for demos and
 smoke tests without trained weights (narrow widths like the example above render in seconds on a CPU;
 the full config-T width takes minutes there). Its magnitude statistics are set from a seeded batch of

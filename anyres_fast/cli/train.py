@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
     parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")
     parser.add_argument("--hr-data", help="folder or .zip of native-resolution images (phase patch)")
-    parser.add_argument("--teacher", help="phase-1 run folder (phase patch): initialisation and frozen teacher")
+    parser.add_argument("--teacher", help="phase-1 run folder, or a StyleGAN3 / anyres-gan network pickle (.pkl), "
+                                          "(phase patch): initialisation and frozen teacher")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, stats, samples)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--kimg", type=positive_float, default=None, help="length in thousands of real images (default 25000)")
@@ -88,6 +89,14 @@ def anyres_options(args: argparse.Namespace) -> tuple:
         raise CommandError("--phase: required (fixed or patch) unless --resume")
     _check_data(args.lr_data, "--lr-data")
     resolution = args.resolution or (64 if args.tiny else 256)
+    from ..models.published import is_network_pickle
+    teacher_pickle = args.phase == "patch" and bool(args.teacher) and is_network_pickle(args.teacher)
+    if teacher_pickle and not args.resolution:   # a published pickle as the teacher: its patch size
+        from ..models.published import cached_network_pickle
+        try:
+            resolution = cached_network_pickle(args.teacher).config.resolution
+        except ValueError as exc:
+            raise CommandError(f"--teacher: {exc}") from None
     if resolution < 64 or resolution & (resolution - 1):
         raise CommandError(f"--resolution {resolution}: expected a power of two >= 64")
     lpips_mode = args.lpips or ("random" if args.tiny else "alex")
@@ -95,7 +104,7 @@ def anyres_options(args: argparse.Namespace) -> tuple:
         _check_data(args.hr_data, "--hr-data")
         if not args.teacher:
             raise CommandError("--teacher: required for --phase patch (a phase-1 run folder)")
-        if latest_checkpoint(args.teacher) is None:
+        if not teacher_pickle and latest_checkpoint(args.teacher) is None:
             raise CommandError(f"--teacher {args.teacher!r}: no checkpoint in {os.path.join(args.teacher, 'checkpoints')}")
         from .editing import check_lpips
         check_lpips(lpips_mode)

@@ -11,6 +11,8 @@ The forms, the same for `generate`, `metrics`, `outpaint`, `inbetween` (and ever
   the family.
 - a training run folder (`training_options.json`): its newest checkpoint's G_ema. The configuration is
   read from the run's options, so checking a value costs no checkpoint load.
+- a published StyleGAN3 / anyres-gan network pickle `FILE.pkl` (any-resolution family), read by the
+  restricted unpickler of models/published.py, which runs nothing from the file (docs/published_models.md).
 
 `resolve` checks a value and reads its configuration without building anything; `load` builds the
 model. Both raise CommandError with one line naming the value.
@@ -31,16 +33,16 @@ RUN_OPTIONS = "training_options.json"
 ANYRES_RANDOM_KEYS = {"config": str, "channel_base": int, "channel_max": int, "z_dim": int, "w_dim": int,
                       "seed": int}
 FORMS = ("random:P[,key=value...] (any-resolution), random[:key=value,...] (InfinityGAN), a save_pretrained "
-         "folder, or a training run folder")
+         "folder, a training run folder, or a published network pickle FILE.pkl")
 
 
 @dataclass
 class Weights:
     """A checked --weights value.
 
-    text: the value as given. kind: "random", "pretrained" or "run". family: "anyres" or "infinity".
+    text: the value as given. kind: "random", "pretrained", "run" or "pickle". family: "anyres" or "infinity".
     config: the GeneratorConfig or InfinityConfig. seed: the seed of random weights (else None).
-    path: the folder (else None).
+    path: the folder or pickle file (else None).
     """
     text: str
     kind: str
@@ -72,6 +74,10 @@ def resolve(text: str, family: Optional[str] = None, flag: str = "--weights",
         head = text[len("random:"):].split(",")[0]
         anyres = family == "anyres" or head.strip().isdigit()
         weights = _random_anyres(text, flag) if anyres else _random_infinity(text, flag)
+    elif not os.path.exists(text):
+        raise CommandError(f"{flag} {text!r}: no such file or folder (expected {FORMS})")
+    elif _is_network_pickle(text):
+        weights = _network_pickle(text, flag)
     elif not os.path.isdir(text):
         raise CommandError(f"{flag} {text!r}: not a folder (expected {FORMS})")
     elif os.path.isfile(os.path.join(text, RUN_OPTIONS)):
@@ -102,6 +108,9 @@ def load(weights: Weights, device):
     try:
         if weights.kind == "random":
             G = _build_random(weights)
+        elif weights.kind == "pickle":
+            from ..models.published import cached_network_pickle
+            G = cached_network_pickle(weights.path, with_training_networks=False).G_ema
         elif weights.kind == "run":
             if weights.family == "anyres":
                 from ..train.anyres_recipe import generator_from_run
@@ -208,6 +217,23 @@ def _random_infinity(text: str, flag: str) -> Weights:
     except (TypeError, ValueError) as exc:
         raise CommandError(f"{flag} {text!r}: {exc}") from None
     return Weights(text, "random", "infinity", config, seed=int(seed))
+
+
+def _is_network_pickle(path: str) -> bool:
+    from ..models.published import is_network_pickle
+    return is_network_pickle(path)
+
+
+def _network_pickle(path: str, flag: str) -> Weights:
+    """A published network pickle: the config of its G_ema (the unpickled networks are cached, so the
+    later `load` reads the file once)."""
+    from ..models.published import cached_network_pickle
+
+    try:
+        config = cached_network_pickle(path, with_training_networks=False).config
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(f"{flag} {path!r}: {exc}") from None
+    return Weights(path, "pickle", "anyres", config, path=path)
 
 
 def _run_folder(path: str, flag: str) -> Weights:

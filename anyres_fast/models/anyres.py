@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -37,6 +38,10 @@ CONFIGS = {
     "T": dict(conv_kernel=3, use_radial_filters=False, channel_base=32768, channel_max=512),
     "R": dict(conv_kernel=1, use_radial_filters=True, channel_base=65536, channel_max=1024),
 }
+
+
+SCALE_BRANCH_STYLES = ("fourier", "anyres-gan")
+SCALE_NORMS = ("positive", "zerocentered")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,6 +78,14 @@ class GeneratorConfig:
     scale_dim: int = 128                    # width of the scale MLP
     scale_embed_freqs: int = 4              # Fourier bands of log2(N/p)
     scale_mapping_layers: int = 2
+    # "fourier" (ours, above) or "anyres-gan": the published branch, for loading its weights one to one
+    # (docs/published_models.md): the scale N/p normalised by scale_norm over [scale_mapping_min,
+    # scale_mapping_max], a second StyleGAN mapping network (z_dim 1, the mapping's layers and
+    # hyperparameters) and per-layer scale affines from w_dim.
+    scale_branch_style: str = "fourier"
+    scale_norm: str = "positive"            # "positive" or "zerocentered" (anyres-gan style only)
+    scale_mapping_min: float = 1.0
+    scale_mapping_max: float = 8.0
 
     def __post_init__(self):
         # Types first: a JSON config or keyword argument of the wrong type ("512", 64.5, true) would
@@ -99,6 +112,14 @@ class GeneratorConfig:
                                 f"got {value!r} ({type(value).__name__})")
         if self.config not in CONFIGS:
             raise ValueError(f"Generator: config must be one of {sorted(CONFIGS)}, got {self.config!r}")
+        if self.scale_branch_style not in SCALE_BRANCH_STYLES:
+            raise ValueError(f"Generator: scale_branch_style must be one of {list(SCALE_BRANCH_STYLES)}, "
+                             f"got {self.scale_branch_style!r}")
+        if self.scale_norm not in SCALE_NORMS:
+            raise ValueError(f"Generator: scale_norm must be one of {list(SCALE_NORMS)}, got {self.scale_norm!r}")
+        if not self.scale_mapping_max > self.scale_mapping_min:
+            raise ValueError(f"Generator: scale_mapping_max must be > scale_mapping_min, got "
+                             f"{self.scale_mapping_max} and {self.scale_mapping_min}")
         p = self.resolution
         if p < 64 or p & (p - 1):
             raise ValueError(f"Generator: resolution must be a power of two >= 64, got {p!r}")
@@ -411,7 +432,7 @@ class SynthesisLayer(torch.nn.Module):
     """Modulated conv (padding k-1) followed by filtered_lrelu (upsample, lrelu, filter, downsample)."""
 
     def __init__(self, spec: LayerSpec, w_dim: int, conv_clamp: Optional[float], magnitude_ema_beta: float,
-                 scale_dim: Optional[int]):
+                 scale_dim: Optional[int], scale_affine_init: float = 0.0):
         super().__init__()
         self.spec = spec
         self.is_torgb, self.use_fp16 = spec.is_torgb, spec.use_fp16
@@ -419,8 +440,9 @@ class SynthesisLayer(torch.nn.Module):
         self.conv_kernel, self.conv_clamp = spec.conv_kernel, conv_clamp
         self.magnitude_ema_beta = magnitude_ema_beta
         self.affine = FullyConnected(w_dim, spec.in_channels, bias_init=1)
-        # Zero-initialised so that adding the scale branch changes nothing until it is trained.
-        self.scale_affine = (FullyConnected(scale_dim, spec.in_channels, weight_init=0, bias_init=0)
+        # Zero-initialised (our branch) so that adding the scale branch changes nothing until it is
+        # trained; the anyres-gan branch starts from a random weight as the published code does.
+        self.scale_affine = (FullyConnected(scale_dim, spec.in_channels, weight_init=scale_affine_init, bias_init=0)
                              if scale_dim is not None else None)
         k = spec.conv_kernel
         self.weight = torch.nn.Parameter(torch.randn(spec.out_channels, spec.in_channels, k, k))
@@ -484,9 +506,11 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_ws = cfg.num_layers + 2
         self.input = SynthesisInput(cfg.w_dim, self.schedule.input)
         self.layer_names = []
+        published = cfg.scale_branch_style == "anyres-gan"
+        scale_dim = (cfg.w_dim if published else cfg.scale_dim) if cfg.scale_branch else None
         for spec in self.schedule.layers:
-            layer = SynthesisLayer(spec, cfg.w_dim, cfg.conv_clamp, cfg.magnitude_ema_beta,
-                                   cfg.scale_dim if cfg.scale_branch else None)
+            layer = SynthesisLayer(spec, cfg.w_dim, cfg.conv_clamp, cfg.magnitude_ema_beta, scale_dim,
+                                   scale_affine_init=1.0 if published else 0.0)
             setattr(self, spec.name, layer)
             self.layer_names.append(spec.name)
 
@@ -654,8 +678,16 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
         self.mapping = MappingNetwork(config.z_dim, config.c_dim, config.w_dim, self.num_ws,
                                       num_layers=config.mapping_layers, width=config.mapping_width,
                                       lr_multiplier=config.mapping_lr_multiplier, w_avg_beta=config.w_avg_beta)
-        self.scale_mapping = (ScaleMapping(config.scale_embed_freqs, config.scale_dim, config.scale_mapping_layers)
-                              if config.scale_branch else None)
+        if not config.scale_branch:
+            self.scale_mapping = None
+        elif config.scale_branch_style == "anyres-gan":
+            # The published second mapping network: the normalised scale as a 1-D "z" (and the label).
+            self.scale_mapping = MappingNetwork(1, config.c_dim, config.w_dim, self.num_ws,
+                                                num_layers=config.mapping_layers, width=config.mapping_width,
+                                                lr_multiplier=config.mapping_lr_multiplier,
+                                                w_avg_beta=config.w_avg_beta)
+        else:
+            self.scale_mapping = ScaleMapping(config.scale_embed_freqs, config.scale_dim, config.scale_mapping_layers)
 
     # -- schedule ---------------------------------------------------------------------------------
     def layer_params(self) -> dict:
@@ -700,19 +732,38 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
             s = _per_sample("scale", scale, batch, 1, device).to(torch.float32)
         return t, s
 
-    def scale_features(self, scale: torch.Tensor) -> Optional[torch.Tensor]:
-        return None if self.scale_mapping is None else self.scale_mapping(scale)
+    def scale_features(self, scale: torch.Tensor, c: Optional[torch.Tensor] = None,
+                       update_emas: bool = False) -> Optional[torch.Tensor]:
+        """The scale branch's per-sample features, which every layer's scale_affine turns into a style offset.
+
+        Args:
+            scale: (B,) the scale N/p (1 / T[0, 0]).
+            c: (B, c_dim) labels; used by the anyres-gan branch of a conditional model.
+            update_emas: bool; update the anyres-gan scale mapping's w_avg (training).
+
+        Returns:
+            (B, D) float32 features, or None without a scale branch.
+        """
+        if self.scale_mapping is None:
+            return None
+        if self.config.scale_branch_style != "anyres-gan":
+            return self.scale_mapping(scale)
+        cfg = self.config
+        x = (scale.to(torch.float32) - cfg.scale_mapping_min) / (cfg.scale_mapping_max - cfg.scale_mapping_min)
+        x = 2 * x - 1 if cfg.scale_norm == "zerocentered" else x + 0.1
+        # Every layer gets the same broadcast row (no truncation is applied to the scale mapping).
+        return self.scale_mapping(x.unsqueeze(1), c, update_emas=update_emas, check_inputs=False)[:, 0]
 
     def synthesize(self, ws: torch.Tensor, *, canvas=None, box=None, center=None, transform=None, scale=None,
                    force_fp32: bool = False, half_dtype: torch.dtype = torch.float16, update_emas: bool = False,
-                   input_gains: Optional[Sequence[float]] = None) -> torch.Tensor:
+                   input_gains: Optional[Sequence[float]] = None, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(ws, torch.Tensor):
             raise TypeError(f"Generator: ws must be a tensor (B, num_ws, w_dim), got {type(ws).__name__}")
         if self.check_inputs and not torch.isfinite(ws).all():
             raise ValueError("Generator: ws (the styles) must be finite (they contain NaN or inf)")
         t, s = self.frame(ws.shape[0], canvas=canvas, box=box, center=center, transform=transform, scale=scale,
                           device=ws.device)
-        return self.synthesis(ws, t, self.scale_features(s), half_dtype=None if force_fp32 else half_dtype,
+        return self.synthesis(ws, t, self.scale_features(s, c, update_emas), half_dtype=None if force_fp32 else half_dtype,
                               update_emas=update_emas, input_gains=input_gains)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, *, canvas=None, box=None, center=None,
@@ -747,7 +798,7 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas, check_inputs=self.check_inputs)
         return self.synthesize(ws, canvas=canvas, box=box, center=center, transform=transform, scale=scale,
-                               force_fp32=force_fp32, half_dtype=half_dtype, update_emas=update_emas)
+                               force_fp32=force_fp32, half_dtype=half_dtype, update_emas=update_emas, c=c)
 
     @torch.no_grad()
     def calibrate_magnitudes_(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> "Generator":
@@ -766,16 +817,20 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
             ValueError: z or c of the wrong shape.
         """
         layers = self.synthesis.layers
-        betas = [l.magnitude_ema_beta for l in layers], self.mapping.w_avg_beta
+        # The anyres-gan scale branch is a second mapping network with its own w_avg.
+        mappings = [m for m in (self.mapping, self.scale_mapping) if isinstance(m, MappingNetwork)]
+        betas = [l.magnitude_ema_beta for l in layers], [m.w_avg_beta for m in mappings]
         try:
             for l in layers:
                 l.magnitude_ema_beta = 0.0
-            self.mapping.w_avg_beta = 0.0
+            for m in mappings:
+                m.w_avg_beta = 0.0
             self(z, c, update_emas=True, force_fp32=True)
         finally:
             for l, b in zip(layers, betas[0]):
                 l.magnitude_ema_beta = b
-            self.mapping.w_avg_beta = betas[1]
+            for m, b in zip(mappings, betas[1]):
+                m.w_avg_beta = b
         return self
 
     # -- rendering --------------------------------------------------------------------------------
@@ -837,10 +892,11 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
                              f"move the model with G.to(device)")
         device = model_device
         z = z.to(device)
-        ws = self.mapping(z, None if c is None else c.to(device), truncation_psi=truncation_psi,
+        c = None if c is None else c.to(device)
+        ws = self.mapping(z, c, truncation_psi=truncation_psi,
                           truncation_cutoff=truncation_cutoff, check_inputs=self.check_inputs)
         p = self.img_resolution
-        scale_feat = self.scale_features(torch.full((1,), size / p, device=device))
+        scale_feat = self.scale_features(torch.full((ws.shape[0],), size / p, device=device), c)
         gains = self.synthesis.input_gains()
         half = None if force_fp32 else half_dtype
 
@@ -849,7 +905,7 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
             k = sample.shape[0]
             boxes = torch.stack([tx.to(torch.float64) + x0, ty.to(torch.float64) + y0], dim=1)
             t, _ = patch_transform(p, size, box=boxes, batch=k, device=device, check=False)
-            sf = None if scale_feat is None else scale_feat.expand(k, -1)
+            sf = None if scale_feat is None else scale_feat[sample]
             return self.synthesis(ws[sample], t, sf, half_dtype=half, input_gains=gains)
 
         return _render.render_canvas(render_tiles, num_images=ws.shape[0], width=width, height=height, tile=p,
@@ -879,6 +935,31 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
             ValueError, TypeError: as render.
         """
         return self.render(z, canvas, window=window, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
+        """Load a save_pretrained folder (pretrained.Pretrained.from_pretrained), or the G_ema of a
+        published StyleGAN3 / anyres-gan network pickle (*.pkl), read by models/published.py without
+        executing anything from the file (docs/published_models.md); a pickle's G_ema is in eval mode.
+
+        Args:
+            directory: folder written by save_pretrained, or a network pickle file.
+            map_location: device for the weights.
+
+        Returns:
+            The Generator.
+
+        Raises:
+            FileNotFoundError, ValueError, TypeError: as pretrained.Pretrained.from_pretrained; for a
+                pickle, ValueError (published.PublishedModelError) naming what the file holds that we
+                cannot read.
+        """
+        if os.path.isfile(directory):
+            from .published import is_network_pickle, load_network_pickle
+            if is_network_pickle(directory):
+                G = load_network_pickle(directory, with_training_networks=False).G_ema
+                return G.to(map_location) if isinstance(map_location, (str, torch.device)) else G
+        return super().from_pretrained(directory, map_location)
 
 
 def read_pretrained_config(directory: str) -> GeneratorConfig:

@@ -153,8 +153,21 @@ class AnyresRecipe(Recipe):
                                                   random_crop=cfg.random_crop, xflip=cfg.xflip, seed=ctx.seed)
         patch = cfg.phase == "patch"
         self.gcfg = generator_config(cfg, ctx.batch, self.c_dim, scale_branch=patch)
+        if patch and self._teacher_is_pickle():
+            self.gcfg = self._student_config_for_pickle(ctx)
         self.G = Generator(self.gcfg).to(ctx.device)
         self.D = Discriminator(p, c_dim=self.c_dim, **discriminator_kwargs(cfg)).to(ctx.device)
+        if patch and self._teacher_is_pickle() and os.path.isfile(cfg.teacher):
+            # The pickle's own discriminator when it has one we support (its weights: _init_from_pickle,
+            # or the checkpoint on resume).
+            import copy
+            from ..models.published import cached_network_pickle
+            nets = cached_network_pickle(cfg.teacher)
+            if nets.D is not None and nets.D.resolution == p and nets.D.c_dim == self.c_dim:
+                self.D = copy.deepcopy(nets.D).train().requires_grad_(True).to(ctx.device)
+                # Stored with the run's settings, so that a resume rebuilds this D without the pickle.
+                self.cfg = dataclasses.replace(cfg, d_kwargs={k: v for k, v in nets.D_kwargs.items()
+                                                              if k not in ("resolution", "c_dim")})
         self.G_ema = Generator(self.gcfg).to(ctx.device).eval()
         self.G_ema.load_state_dict(self.G.state_dict())
         self.G_ema.requires_grad_(False)
@@ -168,6 +181,44 @@ class AnyresRecipe(Recipe):
         self.ema_kimg = cfg.ema_kimg if cfg.ema_kimg is not None else ctx.batch * 10 / 32
         self.ema_rampup = None if patch else cfg.ema_rampup
 
+    def _teacher_is_pickle(self) -> bool:
+        from ..models.published import is_network_pickle
+        teacher = self.cfg.teacher
+        return bool(teacher) and (is_network_pickle(teacher) or teacher.lower().endswith((".pkl", ".pickle")))
+
+    def _student_config_for_pickle(self, ctx: Context) -> GeneratorConfig:
+        """A published network pickle as the teacher: the run's generator is the teacher's architecture
+        plus a scale branch (ours unless the teacher has anyres-gan's), with this run's magnitude EMA beta.
+        On resume the generator config stored in the checkpoint is used as it is."""
+        resume = latest_checkpoint(ctx.options.out) if ctx.options.resume else None
+        if resume is not None:
+            stored = load_checkpoint(resume)["config"].get("generator")
+            if stored is not None:
+                return GeneratorConfig.from_dict(stored)
+        from ..models.published import cached_network_pickle
+        tcfg = cached_network_pickle(self.cfg.teacher).config
+        where = f"--teacher {self.cfg.teacher}"
+        if tcfg.resolution != self.cfg.resolution:
+            raise ValueError(f"{where}: a {tcfg.resolution}-pixel generator, but this run trains at "
+                             f"{self.cfg.resolution} (pass --resolution {tcfg.resolution})")
+        if tcfg.c_dim != self.c_dim:
+            raise ValueError(f"{where}: the teacher has {tcfg.c_dim} classes, the data {self.c_dim}")
+        return dataclasses.replace(tcfg, scale_branch=True, magnitude_ema_beta=self.gcfg.magnitude_ema_beta)
+
+    def _init_from_pickle(self, ctx: Context) -> None:
+        import copy
+        from ..models.published import cached_network_pickle
+        nets = cached_network_pickle(self.cfg.teacher)
+        self.tcfg = nets.config
+        self.teacher = copy.deepcopy(nets.G_ema).to(ctx.device).eval().requires_grad_(False)
+        for target, source in ((self.G, nets.G or nets.G_ema), (self.G_ema, nets.G_ema)):
+            missing, unexpected = target.load_state_dict(source.state_dict(), strict=False)
+            bad = [k for k in missing if not (k.startswith("scale_mapping.") or ".scale_affine." in k)]
+            if bad or unexpected:
+                raise ValueError(f"--teacher {self.cfg.teacher}: weights do not match ({bad[:3]} {unexpected[:3]})")
+        self.G_ema.requires_grad_(False)
+        self.teacher_path = self.cfg.teacher
+
     def _init_from_teacher(self, ctx: Context) -> None:
         resume = latest_checkpoint(ctx.options.out) if ctx.options.resume else None
         if resume is not None:
@@ -180,6 +231,8 @@ class AnyresRecipe(Recipe):
                 return
         if not self.cfg.teacher:
             raise ValueError("phase patch needs --teacher (a phase-1 run folder)")
+        if self._teacher_is_pickle():
+            return self._init_from_pickle(ctx)
         state, path = load_run_modules(self.cfg.teacher, map_location="cpu")
         tcfg = state.get("config", {}).get("generator")
         if tcfg is None:

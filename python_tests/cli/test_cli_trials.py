@@ -129,7 +129,7 @@ TRIALS = [
     Trial("--zoom -10,0,64 (negative value)", G_TINY + ["--size", "128", "--zoom", "-10,0,64", "--out", "{out}"],
           "--zoom -10,0,64: the window"),
     Trial("--weights missing folder", GEN + ["--weights", "{out}/nothing", "--size", "64", "--out", "{out}"],
-          "not a folder"),
+          "no such file or folder"),
     # Build 2: nothing silently wrong
     Trial("--truncation nan", G_TINY + ["--size", "64", "--truncation", "nan", "--out", "{out}"], "not a finite number"),
     Trial("--truncation inf", G_TINY + ["--size", "64", "--truncation", "inf", "--out", "{out}"], "not a finite number"),

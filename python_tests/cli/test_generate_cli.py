@@ -52,7 +52,7 @@ def test_zoom_window_and_saved_weights(tmp_path):
 
 def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert run(["--weights", str(tmp_path / "missing"), "--size", "64", "--out", str(tmp_path)]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "no such file or folder" in capsys.readouterr().err
     assert run(["--weights", "random:64,colour=red", "--size", "64", "--out", str(tmp_path)]) == 2
     assert "unknown option" in capsys.readouterr().err
     assert run(["--weights", TINY, "--size", "32", "--out", str(tmp_path)]) == 2

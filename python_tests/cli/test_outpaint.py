@@ -107,6 +107,6 @@ def test_random_weights_spec_like_generate():
     got = weights_arg.load(weights_arg.resolve("random:preset=tiny", "infinity"), "cpu").state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
     for bad, msg in (("random:bogus=1", "unknown option"), ("random:preset=big", "only preset"),
-                     ("random:seed=x", "must be a number"), ("randomly", "not a folder")):
+                     ("random:seed=x", "must be a number"), ("randomly", "no such file or folder")):
         with pytest.raises(CommandError, match=msg):
             weights_arg.resolve(bad, "infinity")

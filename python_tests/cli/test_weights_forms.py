@@ -1,6 +1,6 @@
 """Every `--weights` form works for every command that takes it, for both model families, through the
-real entry point (anyres_fast/cli/weights.py, docs/cli.md): random weights, a save_pretrained folder and
-a real training run folder. A command given the other family's weights stops with one line. The
+real entry point (anyres_fast/cli/weights.py, docs/cli.md): random weights, a save_pretrained folder,
+a real training run folder and (any-resolution family) a published-format network pickle. A command given the other family's weights stops with one line. The
 README's metrics line runs on a real phase-2 run folder (a random feature network as the detector)."""
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from anyres_fast import cli
+from anyres_fast import Generator, cli
 from anyres_fast.cli import weights as weights_arg
 from anyres_fast.train import Trainer, TrainOptions
 from anyres_fast.train.anyres_recipe import AnyresRecipe
 from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig
 from helpers import ScriptedTiny, micro_config, write_images
+from published_pickles import write_pickle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,12 +47,19 @@ def forms(tmp_path_factory):
                      root / "inf")
     for text, name in ((ANYRES_RANDOM, "anyres_saved"), (INFINITY_RANDOM, "infinity_saved")):
         weights_arg.resolve_and_load(text, "cpu").save_pretrained(str(root / name))
+    pickle_path = str(root / "published.pkl")
+    torch.manual_seed(3)   # an anyres-gan patch-mode snapshot (its scale branch), as the published ones
+    published = Generator(resolution=64, channel_base=256, channel_max=8, z_dim=8, w_dim=8,
+                          scale_branch_style="anyres-gan", scale_norm="zerocentered")
+    published.calibrate_magnitudes_(torch.randn(4, 8))
+    write_pickle(pickle_path, published, mode="patch")
     detector = root / "inception-2015-12-05.pt"
     torch.jit.save(torch.jit.script(ScriptedTiny()), str(detector))
     photo = root / "photo.png"
     Image.open(sorted(pathlib.Path(photos).glob("*.png"))[0]).crop((0, 0, 40, 40)).save(photo)
     return dict(root=root, lr=lr, hr=hr, detector=str(detector), photo=str(photo),
-                anyres={"random": ANYRES_RANDOM, "pretrained": str(root / "anyres_saved"), "run": p2},
+                anyres={"random": ANYRES_RANDOM, "pretrained": str(root / "anyres_saved"), "run": p2,
+                        "pickle": pickle_path},
                 infinity={"random": INFINITY_RANDOM, "pretrained": str(root / "infinity_saved"), "run": inf_run})
 
 
@@ -82,6 +90,7 @@ def command_line(command, family, weights, forms, out):
 
 
 CASES = [(c, f, k) for c in ("generate", "metrics") for f in ("anyres", "infinity") for k in ("random", "pretrained", "run")]
+CASES += [(c, "anyres", "pickle") for c in ("generate", "metrics")]
 CASES += [(c, "infinity", k) for c in ("outpaint", "inbetween") for k in ("random", "pretrained", "run")]
 
 
@@ -102,10 +111,12 @@ def test_every_form_works_for_every_command(command, family, kind, forms, tmp_pa
         assert line["weights_kind"] == kind and line["fid"] == line["fid"]      # a finite number, recorded
     else:
         assert list(tmp_path.glob("*.png")), out
+    if kind == "pickle":
+        assert not list(forms["root"].glob("*.executed")), "something from the pickle ran"
 
 
 @pytest.mark.parametrize("command", ["outpaint", "inbetween"])
-@pytest.mark.parametrize("kind", ["random", "pretrained", "run"])
+@pytest.mark.parametrize("kind", ["random", "pretrained", "run", "pickle"])
 def test_the_other_family_is_one_line(command, kind, forms, tmp_path, capsys):
     argv = command_line(command, "infinity", forms["anyres"][kind], forms, tmp_path)
     rc, out, err = run(argv, capsys)

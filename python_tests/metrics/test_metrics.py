@@ -181,6 +181,9 @@ class ReplayRender:
         assert out.shape[-1] == size and kwargs["out_dtype"] == torch.uint8
         return (out.int() + self.shift).clamp(0, 255).to(torch.uint8)
 
+    def zoom(self, *args, **kwargs):  # marks the any-resolution family for the metrics' family check
+        raise AssertionError("fid@R renders whole canvases; it never zooms")
+
 
 def test_fid_identical_near_zero_shifted_larger_and_real_stats_cache(tmp_path):
     data = write_images(tmp_path / "real", [(70, 66), (64, 80), (90, 90), (66, 66), (100, 72), (64, 64),
@@ -284,6 +287,9 @@ class Recording(torch.nn.Module):
         ramp = torch.linspace(-1, 1, p).view(1, 1, 1, p)
         return torch.tanh(z[:, :3, None, None] + ramp * (canvas.view(-1, 1, 1, 1).float() / 200))
 
+    def zoom(self, *args, **kwargs):  # marks the any-resolution family for the metrics' family check
+        raise AssertionError("pfid calls the generator directly with (canvas, box)")
+
 
 def expected_pfid_calls(folder, p, num, **kw):
     """(canvas, (x, y)) of training-sampler samples 0..num-1, straight from anyres_fast.data."""
@@ -338,13 +344,16 @@ def test_pfid_generates_each_fake_at_the_real_patch_s_v_and_caches_the_records(t
 # scaleinv-fid (InfinityGAN interface, stand-in object)
 
 class StandInInfinity:
-    """The InfinityGenerator API the metric codes against: generate(z_g, height, width, seed=...)."""
+    """The InfinityGenerator API the metric codes against: render(z_g, height, width, seed=...)."""
     z_dim, c_dim, img_resolution = 6, 0, 16
 
     def __init__(self):
         self.calls = []
 
-    def generate(self, z_g, height, width, *, seed=0):
+    def canvas_inputs(self, *args, **kwargs):  # marks the InfinityGAN family for the metrics' family check
+        raise AssertionError("scaleinv-fid renders whole images; it never asks for canvas inputs")
+
+    def render(self, z_g, height, width, *, seed=0):
         self.calls.append((tuple(z_g.shape), height, width, seed))
         g = torch.Generator().manual_seed(seed)
         yy = torch.linspace(-1, 1, height).view(1, 1, -1, 1)

@@ -333,4 +333,4 @@ def test_cli_generate_infinity_writes_pngs_and_rejects_bad_input(tmp_path, capsy
         assert code == 2 and msg in err and "Traceback" not in err, (extra, err)
     code = cli.main(["generate", "--model", "infinity", "--weights", str(tmp_path / "nope"), "--height", "8",
                      "--width", "8", "--out", str(out), "--device", "cpu"])
-    assert code == 2 and "no such folder" in capsys.readouterr().err
+    assert code == 2 and "no such file or folder" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from anyres_fast import Discriminator, Generator, ops
+from anyres_fast.models import published
 from anyres_fast.models import tiling as render
 
 OPS = ["filtered_lrelu", "filtered_lrelu_ref", "lanczos_resample", "lanczos_resample_ref", "teacher_warp",
@@ -21,7 +22,10 @@ API = [(f"ops.{n}", getattr(ops, n)) for n in OPS] + [
     ("Discriminator.__init__", Discriminator.__init__), ("Discriminator.forward", Discriminator.forward),
     ("render.parse_window", render.parse_window), ("render.tile_offsets", render.tile_offsets),
     ("render.to_output", render.to_output), ("render.render_canvas", render.render_canvas),
-]
+    ("Generator.scale_features", Generator.scale_features),
+] + [(f"published.{n}", getattr(published, n)) for n in (
+    "load_network_pickle", "read_network_pickle", "is_network_pickle", "cached_network_pickle",
+    "generator_config_from_record")]
 
 
 @pytest.mark.parametrize("name,fn", API, ids=[n for n, _ in API])

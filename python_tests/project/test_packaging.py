@@ -20,7 +20,7 @@ def test_wheel_contains_sources_and_console_script(tmp_path):
 
 
 def test_doctor_runs():
-    out = subprocess.run([sys.executable, "-m", "anyres_fast.cli", "doctor"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "anyres_fast", "doctor"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch" in out.stdout and "extension" in out.stdout and "build log" in out.stdout
