@@ -262,7 +262,7 @@ class AnyresRecipe(Recipe):
         with ctx.autocast() if ctx else _null():
             fake = self.G(z, c, **self.frame(chunk))
             logits = self.D(fake, c)
-        loss = losses.g_nonsaturating(logits.float())
+        loss = losses.g_nonsaturating(_loss_dtype(logits))
         stats = {"G/loss_adv": loss.mean().item()}
         if self.teacher is not None and self.cfg.teacher_lambda > 0:
             with torch.no_grad():
@@ -283,7 +283,7 @@ class AnyresRecipe(Recipe):
         with ctx.autocast() if ctx else _null():
             fake_logits = self.D(fake, c)
             real_logits = self.D(chunk["image"], c)
-        loss = losses.d_logistic(real_logits.float(), fake_logits.float())
+        loss = losses.d_logistic(_loss_dtype(real_logits), _loss_dtype(fake_logits))
         return loss, {"D/loss": loss.mean().item(), "D/real": real_logits.mean().item(),
                       "D/fake": fake_logits.mean().item()}
 
@@ -389,6 +389,11 @@ def save_grid(images: torch.Tensor, path: str) -> str:
     Image.fromarray(a if ch == 3 else a[..., 0]).save(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _loss_dtype(x: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: half precision raised to float32, float64 kept (side-by-side checks)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 class _null:
