@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 
-from .args import CommandError, finite_float, nonnegative_int, positive_float, positive_int
+from .args import CommandError, finite_float, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-max", type=positive_float, default=0.5, help="largest s = p/N of HR patches (default 0.5)")
     parser.add_argument("--scale-min", type=positive_float, default=None, help="smallest s (default: native resolution)")
     parser.add_argument("--no-xflip", action="store_true", help="no horizontal flips")
+    parser.add_argument("--blur-sigma", type=nonnegative_float, default=None,
+                        help="phase fixed: blur of D's inputs at the start, fading to 0 (default 10 for "
+                             "--config R as StyleGAN3, 0 for T; 0 turns it off)")
+    parser.add_argument("--blur-fade-kimg", type=positive_float, default=None,
+                        help="kimg over which the blur fades out (default batch * 200 / 32)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="run seed (default 0)")
     parser.add_argument("--workers", type=nonnegative_int, default=2, help="loader processes per process (default 2)")
     parser.add_argument("--tick", type=positive_int, default=10, help="steps per stats line (default 10)")
@@ -132,7 +137,8 @@ def options_from_args(args) -> tuple:
                        config=args.config, tiny=args.tiny, lpips=lpips_mode,
                        cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
                        r1_gamma=args.gamma, teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
-                       scale_min=args.scale_min, xflip=not args.no_xflip)
+                       scale_min=args.scale_min, xflip=not args.no_xflip,
+                       blur_sigma=getattr(args, "blur_sigma", None), blur_fade_kimg=getattr(args, "blur_fade_kimg", None))
     return cfg, trainer_options(args, batch, default_kimg=25000)
 
 
