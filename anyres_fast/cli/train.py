@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="--model infinity: folder or .zip of images")
     parser.add_argument("--patch", type=int, choices=(101, 197, 389), default=None,
                         help="--model infinity: patch size (default 101; trained on 197/389/773 images)")
+    parser.add_argument("--diversity", choices=("angular", "l1"), default="angular",
+                        help="--model infinity: diversity loss form (default angular, as the published "
+                             "configs, computed NaN-free; l1: the L1-distance ratio)")
     parser.add_argument("--phase", choices=("fixed", "patch"), default=None,
                         help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
     parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")

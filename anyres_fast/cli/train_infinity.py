@@ -36,7 +36,7 @@ def options_from_args(args: argparse.Namespace) -> tuple:
     """
     from .args import parse_device, prepare_out_dir
     from ..train.checkpoint import latest_checkpoint
-    from ..train.infinity_recipe import PATCH_SIZES, InfinityTrainConfig
+    from ..train.infinity_recipe import PATCH_SIZES, InfinityTrainConfig, published_mbstd_group
     from ..train.trainer import TrainOptions
 
     if args.resume:
@@ -76,15 +76,16 @@ def options_from_args(args: argparse.Namespace) -> tuple:
     if args.batch_gpu is not None and per_rank % args.batch_gpu:
         raise CommandError(f"--batch-gpu {args.batch_gpu}: does not divide the per-process batch {per_rank}")
     chunk = args.batch_gpu or per_rank
-    if chunk % min(4, chunk):
-        raise CommandError(f"--batch/--batch-gpu: {chunk} samples per pass must be a multiple of 4 "
-                           f"(the discriminator's minibatch-std group) or below 4")
+    group = published_mbstd_group(batch)
+    if chunk % min(group, chunk):
+        raise CommandError(f"--batch/--batch-gpu: {chunk} samples per pass must be a multiple of {group} "
+                           f"(the discriminator's minibatch-std group for batch {batch}) or below it")
     if args.device is not None:
         parse_device(args.device)
     prepare_out_dir(args.out)
     cfg = InfinityTrainConfig(data=os.path.abspath(data), patch=patch, tiny=args.tiny,
                               cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
-                              xflip=not args.no_xflip)
+                              xflip=not args.no_xflip, diversity=getattr(args, "diversity", "angular"))
     if args.gamma is not None and args.gamma != 2.0:     # the shared flag's default is the SG3 value
         cfg.r1_gamma = args.gamma
     from .train import trainer_options
