@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import io
 import os
 import pickle
 import sys
@@ -228,7 +227,7 @@ def main() -> int:
                 rows += check_anyres_gan(args.src, config, "patch", norm, tmp)
         for config in ("T", "R"):
             rows += check_stylegan3(args.sg3_src or args.src, config, tmp)
-    print(f"\n| comparison | max abs diff | max abs output |\n|---|---|---|")
+    print("\n| comparison | max abs diff | max abs output |\n|---|---|---|")
     for name, diff, mag in rows:
         print(f"| {name} | {diff:.2e} | {mag:.2f} |")
     # One line per model: the worst patch, canvas and discriminator difference.

@@ -19,8 +19,8 @@ import dataclasses
 import json
 import os
 
-from .args import (CommandError, finite_float, nonnegative_int, parse_device, positive_float, positive_int,
-                   prepare_out_dir)
+from .args import (CommandError, finite_float, nonnegative_float, nonnegative_int, parse_device, positive_float,
+                   positive_int, prepare_out_dir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="--model infinity: folder or .zip of images")
     parser.add_argument("--patch", type=int, choices=(101, 197, 389), default=None,
                         help="--model infinity: patch size (default 101; trained on 197/389/773 images)")
+    parser.add_argument("--diversity", choices=("angular", "l1"), default="angular",
+                        help="--model infinity: diversity loss form (default angular, as the published "
+                             "configs, computed NaN-free; l1: the L1-distance ratio)")
     parser.add_argument("--phase", choices=("fixed", "patch"), default=None,
                         help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
     parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")
@@ -51,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale-max", type=positive_float, default=0.5, help="largest s = p/N of HR patches (default 0.5)")
     parser.add_argument("--scale-min", type=positive_float, default=None, help="smallest s (default: native resolution)")
     parser.add_argument("--no-xflip", action="store_true", help="no horizontal flips")
+    parser.add_argument("--blur-sigma", type=nonnegative_float, default=None,
+                        help="phase fixed: blur of D's inputs at the start, fading to 0 (default 10 for "
+                             "--config R as StyleGAN3, 0 for T; 0 turns it off)")
+    parser.add_argument("--blur-fade-kimg", type=positive_float, default=None,
+                        help="kimg over which the blur fades out (default batch * 200 / 32)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="run seed (default 0)")
     parser.add_argument("--workers", type=nonnegative_int, default=2, help="loader processes per process (default 2)")
     parser.add_argument("--tick", type=positive_int, default=10, help="steps per stats line (default 10)")
@@ -120,7 +128,8 @@ def anyres_options(args: argparse.Namespace) -> tuple:
                             cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
                             r1_gamma=2.0 if args.gamma is None else args.gamma,
                             teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
-                            scale_min=args.scale_min, xflip=not args.no_xflip)
+                            scale_min=args.scale_min, xflip=not args.no_xflip, blur_sigma=args.blur_sigma,
+                            blur_fade_kimg=args.blur_fade_kimg)
     return cfg, trainer_options(args, batch, default_kimg=25000)
 
 
@@ -139,7 +148,7 @@ def infinity_options(args: argparse.Namespace) -> tuple:
     Raises:
         CommandError: a missing or inconsistent argument.
     """
-    from ..train.infinity_recipe import PATCH_SIZES, InfinityTrainConfig
+    from ..train.infinity_recipe import PATCH_SIZES, InfinityTrainConfig, published_mbstd_group
 
     if args.resume:
         return resumed_options(args, InfinityTrainConfig)
@@ -154,13 +163,14 @@ def infinity_options(args: argparse.Namespace) -> tuple:
         raise CommandError("--patch: not with --tiny (the tiny model has 29-pixel patches)")
     batch = args.batch or (4 if args.tiny else 16)
     chunk = args.batch_gpu or _check_batch(args, batch)
-    if chunk % min(4, chunk):
-        raise CommandError(f"--batch/--batch-gpu: {chunk} samples per pass must be a multiple of 4 "
-                           f"(the discriminator's minibatch-std group) or below 4")
+    group = published_mbstd_group(batch)
+    if chunk % min(group, chunk):
+        raise CommandError(f"--batch/--batch-gpu: {chunk} samples per pass must be a multiple of {group} "
+                           f"(the discriminator's minibatch-std group for batch {batch}) or below it")
     _check_device_and_out(args)
     cfg = InfinityTrainConfig(data=os.path.abspath(data), patch=patch, tiny=args.tiny,
                               cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
-                              xflip=not args.no_xflip)
+                              xflip=not args.no_xflip, diversity=args.diversity)
     if args.gamma is not None:
         cfg.r1_gamma = args.gamma
     return cfg, trainer_options(args, batch, default_kimg=12800)

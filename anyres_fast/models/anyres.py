@@ -318,12 +318,13 @@ class MappingNetwork(torch.nn.Module):
         _check_truncation(truncation_psi, truncation_cutoff)
         if check_inputs and not torch.isfinite(z).all():
             raise ValueError("Generator: z must be finite (it contains NaN or inf)")
-        x = normalize_2nd_moment(z.to(torch.float32))
+        full = _full_dtype(self.w_avg)
+        x = normalize_2nd_moment(z.to(full))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape != (z.shape[0], self.c_dim):
                 raise ValueError(f"Generator: this model is conditional; c must have shape "
                                  f"({z.shape[0]}, {self.c_dim}), got {None if c is None else tuple(c.shape)}")
-            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            y = normalize_2nd_moment(self.embed(c.to(full)))
             x = torch.cat([x, y], dim=1)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
@@ -390,9 +391,9 @@ class SynthesisInput(torch.nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", phases)
 
-    def grid(self, device=None) -> torch.Tensor:
+    def grid(self, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Sample positions (size,) along one axis in image units: spacing 1/rate, centred on 0."""
-        i = torch.arange(self.size, dtype=torch.float32, device=device)
+        i = torch.arange(self.size, dtype=dtype, device=device)
         return (i + 0.5 - self.size / 2) / self.sampling_rate
 
     def frame(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -400,13 +401,13 @@ class SynthesisInput(torch.nn.Module):
         t = self.affine(w)
         t = t / t[:, :2].norm(dim=1, keepdim=True)
         b = w.shape[0]
-        m_r = torch.eye(3, device=w.device).repeat(b, 1, 1)
+        m_r = torch.eye(3, device=w.device, dtype=w.dtype).repeat(b, 1, 1)
         m_r[:, 0, 0], m_r[:, 0, 1], m_r[:, 1, 0], m_r[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
-        m_t = torch.eye(3, device=w.device).repeat(b, 1, 1)
+        m_t = torch.eye(3, device=w.device, dtype=w.dtype).repeat(b, 1, 1)
         m_t[:, 0, 2], m_t[:, 1, 2] = -t[:, 2], -t[:, 3]
         m = m_r @ m_t @ self.transform.unsqueeze(0)
         if transform is not None:
-            m = m @ transform.to(device=w.device, dtype=torch.float32)
+            m = m @ transform.to(device=w.device, dtype=w.dtype)
         return m
 
     def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None,
@@ -418,7 +419,7 @@ class SynthesisInput(torch.nn.Module):
         # Fade out frequencies that the transform pushed beyond the band (zooming out).
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
                       / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
-        g = self.grid(w.device)
+        g = self.grid(w.device, w.dtype)
         # Grid x runs along the width (last axis), y along the height.
         arg = (freqs[:, :, 0, None, None] * g.view(1, 1, 1, -1)
                + freqs[:, :, 1, None, None] * g.view(1, 1, -1, 1)
@@ -474,7 +475,7 @@ class SynthesisLayer(torch.nn.Module):
         if update_emas:
             if input_gain_applied:
                 raise ValueError("SynthesisLayer: update_emas needs the unscaled input (input_gain_applied=False)")
-            cur = x.detach().to(torch.float32).square().mean()
+            cur = x.detach().to(self.magnitude_ema.dtype).square().mean()
             self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
         styles = self.styles(w, scale_features)
         if not input_gain_applied:
@@ -496,6 +497,12 @@ class SynthesisLayer(torch.nn.Module):
         s = self.spec
         return (f"{s.in_channels}->{s.out_channels}, size {s.in_size}->{s.out_size}, rate {s.in_rate}->"
                 f"{s.out_rate}, up {s.up}, down {s.down}, fp16={s.use_fp16}")
+
+
+def _full_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 when t is float64 (a model converted with .double() runs in float64 throughout, for
+    gradient and side-by-side checks); float32 otherwise."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 class SynthesisNetwork(torch.nn.Module):
@@ -532,19 +539,20 @@ class SynthesisNetwork(torch.nn.Module):
             raise ValueError(f"Generator: ws must have shape (B, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
         if input_gains is not None and update_emas:
             raise ValueError("Generator: input_gains folding cannot be combined with update_emas")
-        ws = ws.to(torch.float32).unbind(dim=1)
+        full = _full_dtype(ws)
+        ws = ws.to(full).unbind(dim=1)
         layers = self.layers
         folded = input_gains is not None
         x = self.input(ws[0], transform, output_gain=input_gains[0] if folded else 1.0)
         use_half = half_dtype is not None and x.device.type == "cuda"
         for i, (layer, w) in enumerate(zip(layers, ws[1:])):
-            dtype = half_dtype if (use_half and layer.use_fp16) else torch.float32
+            dtype = half_dtype if (use_half and layer.use_fp16) else full
             if folded:
                 out_gain = input_gains[i + 1] if i + 1 < len(layers) else self.output_scale
                 x = layer(x, w, scale_features, dtype=dtype, input_gain_applied=True, output_gain=out_gain)
             else:
                 x = layer(x, w, scale_features, dtype=dtype, update_emas=update_emas)
-        x = x.to(torch.float32)
+        x = x.to(full)
         if not folded and self.output_scale != 1:
             x = x * self.output_scale
         return x

@@ -632,7 +632,7 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
 
     def schedule_table(self) -> str:
         """The layer schedule (sizes of one training patch, channels, parameters) as a text table."""
-        cfg, R = self.config, self.ss_margin
+        cfg = self.config
         count = lambda m: sum(p.numel() for p in m.parameters())
         lines = [f"InfinityGenerator: patch {self.patch_size} = 2^{self.depth} * {self.ts_input} - "
                  f"5 * (2^{self.depth} - 1); z_g {self.z_dim}, z_l {self.local_dim} x {cfg.zl_size}^2; "

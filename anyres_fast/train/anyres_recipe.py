@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..data import HRPatchDataset, ImageSource, LRDataset
@@ -41,7 +42,9 @@ class AnyresTrainConfig:
     (phase patch). resolution: p. config: "T" or "R". tiny: the small CPU configuration.
     g_kwargs / d_kwargs: extra Generator / Discriminator arguments. lpips: "alex" or "random".
     cache_dir: listing cache folder. Learning rates, betas, R1 gamma/interval, EMA, teacher lambda,
-    patch probability and scale bounds as published (reference values in the defaults).
+    patch probability and scale bounds as published (reference values in the defaults). blur_sigma /
+    blur_fade_kimg: StyleGAN3's blur of D's inputs (stylegan3-r's schedule by default for config R in
+    phase fixed; phase patch starts from a trained run, where StyleGAN3 also turns the blur off).
     """
     phase: str = "fixed"
     lr_data: Optional[str] = None
@@ -69,6 +72,8 @@ class AnyresTrainConfig:
     random_crop: bool = True
     min_size: Optional[int] = None        # smallest accepted short side (None: p/2 for LR, p for HR)
     grid_seeds: int = 4
+    blur_sigma: Optional[float] = None    # D-input blur at the start; None: 10 for config R in phase fixed, else 0
+    blur_fade_kimg: Optional[float] = None  # its linear fade to 0; None: batch * 200 / 32 (stylegan3-r)
 
 
 AnyresConfig = AnyresTrainConfig     # the name before it said what it configures
@@ -180,6 +185,9 @@ class AnyresRecipe(Recipe):
                                       betas=tuple(b ** ratio for b in cfg.betas), eps=1e-8)
         self.ema_kimg = cfg.ema_kimg if cfg.ema_kimg is not None else ctx.batch * 10 / 32
         self.ema_rampup = None if patch else cfg.ema_rampup
+        default_sigma = 10.0 if (cfg.config == "R" and not patch) else 0.0
+        self.blur_init_sigma = float(cfg.blur_sigma if cfg.blur_sigma is not None else default_sigma)
+        self.blur_fade_kimg = float(cfg.blur_fade_kimg if cfg.blur_fade_kimg is not None else ctx.batch * 200 / 32)
 
     def _teacher_is_pickle(self) -> bool:
         from ..models.published import is_network_pickle
@@ -296,13 +304,41 @@ class AnyresRecipe(Recipe):
     def _c(self, chunk):
         return chunk["c"] if self.c_dim > 0 else None
 
+    def _fake_c(self, chunk):
+        """The fakes' labels: chunk["fake_c"] (drawn from the dataset by train_step) or, for direct
+        calls without it, the reals' labels."""
+        if self.c_dim == 0:
+            return None
+        return chunk.get("fake_c", chunk["c"])
+
+    def fake_labels(self, ctx: Context, kind: str, n: int, tag: str, chunk: int) -> torch.Tensor:
+        """Labels of n fakes drawn as StyleGAN2/3 draw them: the label of a uniformly random image of
+        the dataset (so the fakes follow the dataset's label distribution), counter-based.
+
+        Args:
+            ctx: the run's Context. kind: "lr" or "hr" (whose images' labels). n: how many.
+            tag: names the draw (one per phase). chunk: chunk index.
+
+        Returns:
+            (n, c_dim) float32 tensor on ctx.device.
+        """
+        source = self.hr_source if kind == "hr" else self.lr_source
+        idx = torch.randint(len(source), (n,), generator=ctx.generator(f"fake_c/{tag}", chunk))
+        return torch.from_numpy(np.stack([source.label(int(i)) for i in idx])).to(ctx.device)
+
+    blur_sigma = 0.0       # the current step's D-input blur (set by train_step)
+
+    def d_input(self, img: torch.Tensor) -> torch.Tensor:
+        """What D sees: the images blurred by the current step's sigma (config R's early blur)."""
+        return losses.blur_images(img, self.blur_sigma) if self.blur_sigma > 0 else img
+
     def loss_G(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
         """Per-sample generator loss (B,) and stats for one chunk of reals (their transforms) and latents z."""
-        c = self._c(chunk)
+        c = c_fake = self._fake_c(chunk)
         with ctx.autocast() if ctx else _null():
-            fake = self.G(z, c, **self.frame(chunk))
-            logits = self.D(fake, c)
-        loss = losses.g_nonsaturating(logits.float())
+            fake = self.G(z, c_fake, **self.frame(chunk))
+            logits = self.D(self.d_input(fake), c_fake)
+        loss = losses.g_nonsaturating(_loss_dtype(logits))
         stats = {"G/loss_adv": loss.mean().item()}
         if self.teacher is not None and self.cfg.teacher_lambda > 0:
             with torch.no_grad():
@@ -317,20 +353,20 @@ class AnyresRecipe(Recipe):
 
     def loss_Dmain(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
         """Per-sample logistic D loss (B,) for one chunk; G's EMAs (w_avg, magnitudes) are updated here."""
-        c = self._c(chunk)
+        c, c_fake = self._c(chunk), self._fake_c(chunk)
         with torch.no_grad(), (ctx.autocast() if ctx else _null()):
-            fake = self.G(z, c, update_emas=True, **self.frame(chunk))
+            fake = self.G(z, c_fake, update_emas=True, **self.frame(chunk))
         with ctx.autocast() if ctx else _null():
-            fake_logits = self.D(fake, c)
-            real_logits = self.D(chunk["image"], c)
-        loss = losses.d_logistic(real_logits.float(), fake_logits.float())
+            fake_logits = self.D(self.d_input(fake), c_fake)
+            real_logits = self.D(self.d_input(chunk["image"]), c)
+        loss = losses.d_logistic(_loss_dtype(real_logits), _loss_dtype(fake_logits))
         return loss, {"D/loss": loss.mean().item(), "D/real": real_logits.mean().item(),
                       "D/fake": fake_logits.mean().item()}
 
     def loss_Dreg(self, chunk: dict) -> tuple:
         """Per-sample lazy R1 loss (B,): |grad D(x)|^2 * gamma/2 * interval (fp32)."""
         real = chunk["image"].detach().requires_grad_(True)
-        logits = self.D(real, self._c(chunk), force_fp32=True)
+        logits = self.D(self.d_input(real), self._c(chunk), force_fp32=True)
         pen = losses.r1_penalty(real, logits)
         loss = pen * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval
         return loss, {"D/r1_penalty": pen.mean().item()}
@@ -341,10 +377,20 @@ class AnyresRecipe(Recipe):
         if self.cfg.phase == "patch" and ctx.uniform("batch_kind") < self.cfg.patch_probability:
             kind = "hr"
         chunks = ctx.next_batch(kind)
+        if self.c_dim > 0:       # one label draw per phase, as the published loop draws one per phase
+            chunks_g = [dict(ch, fake_c=self.fake_labels(ctx, kind, ch["image"].shape[0], "G", k))
+                        for k, ch in enumerate(chunks)]
+            chunks_d = [dict(ch, fake_c=self.fake_labels(ctx, kind, ch["image"].shape[0], "D", k))
+                        for k, ch in enumerate(chunks)]
+        else:
+            chunks_g = chunks_d = chunks
         stats = {"patch_batch": float(kind == "hr")}
+        self.blur_sigma = losses.blur_sigma_at(ctx.nimg, self.blur_init_sigma, self.blur_fade_kimg)
+        if self.blur_init_sigma > 0:
+            stats["D/blur_sigma"] = self.blur_sigma
         zd = self.gcfg.z_dim
 
-        def run(phase, params, opt, fn):
+        def run(phase, params, opt, fn, chunks=chunks):
             acc = {}
             for k, chunk in enumerate(chunks):
                 loss, st = fn(k, chunk)
@@ -357,7 +403,7 @@ class AnyresRecipe(Recipe):
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         run("G", list(self.G.parameters()), self.opt_G,
-            lambda k, ch: self.loss_G(ch, ctx.randn((ch["image"].shape[0], zd), "z_G", k), ctx))
+            lambda k, ch: self.loss_G(ch, ctx.randn((ch["image"].shape[0], zd), "z_G", k), ctx), chunks_g)
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         # G's running statistics (magnitude EMAs, w_avg) move in the D pass. Every chunk starts from the
@@ -376,7 +422,7 @@ class AnyresRecipe(Recipe):
                 t += b
             return out
 
-        run("D", list(self.D.parameters()), self.opt_D, dmain)
+        run("D", list(self.D.parameters()), self.opt_D, dmain, chunks_d)
         for b, t in zip(emas, ctx.mean_over_ranks_tensors([t / len(chunks) for t in total])):
             b.copy_(t)
         if step % self.cfg.r1_interval == 0:
@@ -425,6 +471,11 @@ def save_grid(images: torch.Tensor, path: str) -> str:
     r, k, ch, h, w = images.shape
     a = to_uint8(images).permute(0, 3, 1, 4, 2).reshape(r * h, k * w, ch)
     return save_png(path, a.numpy())
+
+
+def _loss_dtype(x: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: half precision raised to float32, float64 kept (side-by-side checks)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 class _null:

@@ -8,8 +8,9 @@ produced them) and returns loss tensors, so a trainer or a test can compute the 
 - path-length regulariser on the W+ styles (weight 2, every 4 steps, decay 0.01), reduced over both
   the layer and the channel dimension as the published InfinityGAN code does;
 - L1 regression of the vertical coordinate by D's auxiliary head (weight 1);
-- the mode-seeking diversity loss on G_S outputs as a ratio of L1 distances, written so it stays
-  finite when the two local latents of a pair are equal (the published angular form goes NaN there);
+- the mode-seeking diversity loss on G_S outputs: the published angular form (default) computed so it
+  stays finite when the two members of a pair are equal (the published acos goes NaN there), or the
+  ratio of L1 distances;
 - style mixing of two mapped latents into W+ with one crossover layer per batch, as published.
 """
 from __future__ import annotations
@@ -108,16 +109,20 @@ def path_length_penalty(fake_img: torch.Tensor, styles: torch.Tensor, mean_path_
 
     Returns:
         (penalty, new_mean_path_length, path_lengths): penalty is a 0-d tensor to be multiplied by
-        PL_WEIGHT * PL_EVERY; the new running mean is detached; path_lengths is (B,).
+        PL_WEIGHT * PL_EVERY; the new running mean is returned detached (the state to keep), but inside
+        the penalty it is not: as published, the updated mean m + decay * (mean(lengths) - m) carries
+        the gradient of its decay * mean(lengths) term (about 1% of the gradient at decay 0.01);
+        path_lengths is (B,).
     """
     h, w = fake_img.shape[2], fake_img.shape[3]
     noise = torch.randn(fake_img.shape, device=fake_img.device, dtype=fake_img.dtype,
                         generator=generator) / math.sqrt(h * w)
     (grad,) = torch.autograd.grad((fake_img * noise).sum(), styles, create_graph=True)
     path_lengths = grad.square().mean(dim=(1, 2)).sqrt()
-    new_mean = (mean_path_length + decay * (path_lengths.mean() - mean_path_length)).detach()
+    old = mean_path_length.detach()
+    new_mean = old + decay * (path_lengths.mean() - old)
     penalty = (path_lengths - new_mean).square().mean()
-    return penalty, new_mean, path_lengths
+    return penalty, new_mean.detach(), path_lengths
 
 
 def _pairs(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +164,80 @@ def diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
     return d_z / (d_x + eps * d_z + tiny)
 
 
+def angular_similarity(a: torch.Tensor, b: torch.Tensor, tiny: float = 1e-30) -> torch.Tensor:
+    """1 - angle(a, b) / pi per sample, finite everywhere with finite gradients.
+
+    The published form 1 - acos(cos)/pi has an infinite acos derivative at cos = +-1 (a pair of equal or
+    opposite members) and a NaN when rounding puts cos above 1. Here the angle is
+    2 atan2(|u - v|, |u + v|) of the unit vectors u, v (the same angle, well conditioned near 0 and pi);
+    the norm's gradient at 0 is taken as 0, so equal members give similarity 1 with a zero gradient.
+
+    Args:
+        a, b: (B, ...) tensors of the same shape (flattened per sample).
+        tiny: guard against zero vectors.
+
+    Returns:
+        (B,) tensor in [0, 1].
+    """
+    a, b = a.flatten(1), b.flatten(1)
+    u = a / a.norm(dim=1, keepdim=True).clamp_min(tiny)
+    v = b / b.norm(dim=1, keepdim=True).clamp_min(tiny)
+    angle = 2 * torch.atan2((u - v).norm(dim=1), (u + v).norm(dim=1))
+    return 1 - angle / math.pi
+
+
+def angular_diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
+                           eps: float = DIVERSITY_EPS, tiny: float = 1e-20) -> torch.Tensor:
+    """The published InfinityGAN diversity loss (its configs set diversity_angular), NaN-safe.
+
+    1 / (s_x / s_z + eps) with s the mean over the batch's pairs (0, 1), (2, 3), ... of
+    `angular_similarity` of the local latents (s_z) and of the G_S outputs (s_x), computed as
+    s_z / (s_x + eps s_z + tiny). Equal to the published value wherever that is finite; where the
+    published one is NaN: equal pair members give its limit 1 / (1 + eps) with a zero gradient, and
+    s_z = s_x = 0 (opposite members, 0/0 published) gives 0, both with finite gradients.
+
+    Args:
+        local_latent: (B, C, H, W) the z_l that G_S consumed, B >= 2.
+        structure: (B, C', h, w) G_S's output z_S for those inputs.
+        eps: the published 1e-5. tiny: guard for the 0/0 case.
+
+    Returns:
+        0-d tensor (multiply by DIVERSITY_WEIGHT, published 1).
+
+    Raises:
+        ValueError: fewer than 2 samples or mismatched batches.
+    """
+    if local_latent.shape[0] != structure.shape[0]:
+        raise ValueError(f"diversity_loss: z_l batch {local_latent.shape[0]} != z_S batch {structure.shape[0]}")
+    za, zb = _pairs(local_latent)
+    xa, xb = _pairs(structure)
+    s_z = angular_similarity(za, zb).mean()
+    s_x = angular_similarity(xa, xb).mean()
+    return s_z / (s_x + eps * s_z + tiny)
+
+
+DIVERSITY_FORMS = ("angular", "l1")
+
+
+def diversity(form: str, local_latent: torch.Tensor, structure: torch.Tensor) -> torch.Tensor:
+    """The diversity loss of the given form: "angular" (published) or "l1" (the L1 ratio).
+
+    Args:
+        form: "angular" or "l1". local_latent, structure: as for `diversity_loss`.
+
+    Returns:
+        0-d tensor.
+
+    Raises:
+        ValueError: an unknown form.
+    """
+    if form == "angular":
+        return angular_diversity_loss(local_latent, structure)
+    if form == "l1":
+        return diversity_loss(local_latent, structure)
+    raise ValueError(f"diversity form must be one of {DIVERSITY_FORMS}, got {form!r}")
+
+
 def _angular_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cos = F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
     return 1 - torch.acos(cos) / math.pi
@@ -166,7 +245,8 @@ def _angular_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def published_angular_diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
                                      eps: float = DIVERSITY_EPS) -> torch.Tensor:
-    """The published angular variant, kept only to show its failure (not used in training).
+    """The published angular variant written with acos, kept to show its failure (training uses
+    `angular_diversity_loss`, the same value computed stably).
 
     1 / (s_x / s_z + eps) with s = 1 - acos(cos angle)/pi per pair, averaged. The derivative of acos
     is infinite at cos = +-1, so equal (or exactly opposite) pair members give NaN gradients; users

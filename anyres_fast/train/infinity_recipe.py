@@ -3,9 +3,9 @@
 Per step, as the published InfinityGAN trains:
 1. D: softplus(-D(real)) + softplus(D(fake)) + 1 * [L1(aux(real), v_real) + L1(aux(fake), v_fake)] on
    the vertical coordinate; lazy R1 (gamma 10) on the reals every 16 steps, scaled by 16.
-2. G: softplus(-D(fake)) + 1 * L1(aux(fake), v_fake) + 1 * diversity loss on the G_S outputs of pairs
-   that share z_g and coordinates and differ in z_l; path length on the W+ styles every 4 steps on half
-   the batch (weight 2, scaled by 4, decay 0.01).
+2. G: softplus(-D(fake)) + 1 * L1(aux(fake), v_fake) + 1 * diversity loss (angular, as the published
+   configs; or L1) on the G_S outputs of pairs that share z_g and coordinates and differ in z_l; path
+   length on the W+ styles every 4 steps on half the batch (weight 2, scaled by 4, decay 0.01).
 3. G_ema: decay 0.5 ** (32 / 10000) per step.
 Adam lr 0.002 with the lazy-regularisation ratios (G 4/5, D 16/17) applied to lr and betas (0, 0.99).
 Style mixing with probability 0.9 (one crossover layer per chunk). Fakes' coordinates: the published
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -46,7 +47,8 @@ class InfinityTrainConfig:
     data: image folder or zip. patch: patch size p (101, 197 or 389; tiny: 29). full: training-image
     size F (None: 197 for 101, 389 for 197, 773 for 389). tiny: the small CPU configuration.
     g_kwargs / d_kwargs: InfinityConfig / Discriminator overrides. Loss weights, intervals, learning
-    rate, EMA and mixing as published (defaults).
+    rate, EMA and mixing as published (defaults). diversity: "angular" (the published form, made
+    NaN-safe) or "l1". mbstd_group: D's minibatch-std group (None: `published_mbstd_group(batch)`).
     """
     data: Optional[str] = None
     patch: int = 101
@@ -64,11 +66,32 @@ class InfinityTrainConfig:
     pl_decay: float = L.PL_DECAY
     coord_weight: float = L.COORD_WEIGHT
     diversity_weight: float = L.DIVERSITY_WEIGHT
+    diversity: str = "angular"       # "angular" (published configs) or "l1" (the L1-ratio form)
+    mbstd_group: Optional[int] = None  # D's minibatch-std group; None: the published rule for the batch
     mixing_prob: float = L.MIXING_PROB
     ema_decay: float = 0.5 ** (32 / 10000)
     xflip: bool = True
     grid_seeds: int = 3
     panorama_width: int = 4          # snapshot panorama width in training patches
+
+
+def published_mbstd_group(batch: int) -> int:
+    """The minibatch-std group of the published InfinityGAN discriminator for a training batch.
+
+    Its rule: the smallest divisor i of the batch with 4 <= i < floor(sqrt(batch)), else the batch
+    itself. So batch 16 (the published configs) gives 16, one group over the whole batch, not 4; 32
+    and 64 give 4; 4, 8, 12 and 24 give the batch. (D then uses min(group, samples per pass).)
+
+    Args:
+        batch: the training batch (config train_params.batch_size).
+
+    Returns:
+        The group size.
+    """
+    for i in range(4, int(math.sqrt(batch))):
+        if batch % i == 0:
+            return i
+    return batch
 
 
 def generator_config(cfg: InfinityTrainConfig) -> InfinityConfig:
@@ -108,6 +131,8 @@ class InfinityRecipe(Recipe):
         cfg = self.cfg
         if not cfg.data:
             raise ValueError("InfinityGAN training needs --data (a folder or zip of images)")
+        if cfg.diversity not in L.DIVERSITY_FORMS:
+            raise ValueError(f"diversity must be one of {L.DIVERSITY_FORMS}, got {cfg.diversity!r}")
         self.gcfg = generator_config(cfg)
         p = self.gcfg.patch_size
         self.full = cfg.full or full_size_for(p)
@@ -115,6 +140,7 @@ class InfinityRecipe(Recipe):
         self._datasets = {"real": InfinityPatchDataset(self.source, p, self.full, xflip=cfg.xflip, seed=ctx.seed)}
         self.G = InfinityGenerator(self.gcfg).to(ctx.device)
         d_kw = dict(TINY_D) if cfg.tiny else {}
+        d_kw.setdefault("mbstd_group_size", cfg.mbstd_group or published_mbstd_group(ctx.batch))
         d_kw.update(cfg.d_kwargs)
         self.D = Discriminator(p, aux_outputs=1, any_resolution=True, **d_kw).to(ctx.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -231,7 +257,8 @@ class InfinityRecipe(Recipe):
                 logits, aux = self.D(fake)
             adv = L.g_nonsaturating_loss(logits.float())
             c_fake = L.coord_loss(aux.float(), inp["label"])
-            div = L.diversity_loss(inp["z_l"], z_s.float()) if z_s.shape[0] >= 2 else torch.zeros((), device=fake.device)
+            div = L.diversity(cfg.diversity, inp["z_l"], z_s.float()) if z_s.shape[0] >= 2 \
+                else torch.zeros((), device=fake.device)
             loss = adv + cfg.coord_weight * c_fake + cfg.diversity_weight * div
             (loss * ctx.chunk_weight).backward()
             add("G/loss", adv.item())

@@ -4,6 +4,7 @@ All functions return per-sample or mean losses as float32 tensors with autograd 
 """
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,40 @@ def r1_penalty(real_img: torch.Tensor, real_logits: torch.Tensor) -> torch.Tenso
         raise ValueError("r1_penalty: real_img must require grad (set requires_grad_() before calling D)")
     (grad,) = torch.autograd.grad(real_logits.sum(), real_img, create_graph=True, only_inputs=True)
     return grad.square().sum(dim=[1, 2, 3])
+
+
+def blur_sigma_at(nimg: float, init_sigma: float, fade_kimg: float) -> float:
+    """StyleGAN3's D-input blur schedule: sigma fades linearly from init_sigma at 0 images to 0 at
+    fade_kimg thousand images (stylegan3-r: init 10, fade batch * 200 / 32 kimg); 0 without a fade.
+
+    Args:
+        nimg: real images seen before the step. init_sigma: sigma at the start (pixels).
+        fade_kimg: length of the fade in thousands of images (<= 0: no blur).
+
+    Returns:
+        sigma in pixels (0: no blur).
+    """
+    if fade_kimg <= 0:
+        return 0.0
+    return max(1.0 - nimg / (fade_kimg * 1e3), 0.0) * init_sigma
+
+
+def blur_images(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable blur of D's inputs: taps 2^-(x/sigma)^2 for |x| <= floor(3 sigma), normalised to sum 1,
+    zero padding, same size out (StyleGAN3's definition). sigma <= 1/3 leaves the images unchanged.
+
+    Args:
+        img: (B, C, H, W) images. sigma: in pixels.
+
+    Returns:
+        (B, C, H, W) in img's dtype, differentiable (R1 differentiates through it).
+    """
+    radius = math.floor(sigma * 3)
+    if radius <= 0:
+        return img
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64).div(sigma).square().neg().exp2()
+    taps = (taps / taps.sum()).to(device=img.device, dtype=img.dtype if img.dtype == torch.float64 else torch.float32)
+    return ops.upfirdn2d(img, taps, padding=radius)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

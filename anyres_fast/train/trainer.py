@@ -201,11 +201,21 @@ class Context:
         """Average gradients over ranks (one all_reduce of the flattened gradients, as StyleGAN2/3 do),
         replace non-finite values, run the grad hooks, step, and clear the gradients.
 
+        Only parameters that received a gradient take part (as StyleGAN3's training loop): a parameter
+        unused in this phase (e.g. D's output bias in the R1 pass) keeps its value and its Adam state,
+        step count included. Every rank runs the same phases on the same networks, so the set of
+        parameters with a gradient is the same on every rank and the all_reduce stays aligned.
+
         DistributedDataParallel's reducer is not used: a GAN step runs several forward passes per
         optimiser step and R1 differentiates D's output w.r.t. its input with create_graph, which the
-        reducer does not support; the gradient arithmetic is the same."""
-        params = [p for p in params if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        reducer does not support; the gradient arithmetic is the same.
+
+        Args:
+            name: the phase (passed to the grad hooks). optimizer: the optimiser to step.
+            params: the parameters of this phase (those without requires_grad or a gradient are skipped).
+        """
+        params = [p for p in params if p.requires_grad and p.grad is not None]
+        grads = [p.grad for p in params]
         if params:
             flat = torch.cat([g.flatten() for g in grads])
             if self.world > 1:

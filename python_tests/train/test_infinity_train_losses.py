@@ -165,3 +165,92 @@ def test_discriminator_odd_sizes_follow_the_published_schedule(one_thread):
     assert logits.shape == (2, 1) and aux.shape == (2, 1)
     with pytest.raises(ValueError, match="power of two"):
         Discriminator(101)
+
+
+def _published_angular_similarity(a, b):
+    """The published formula, written out: 1 - acos(<a, b> / (|a| |b|)) / pi on flattened samples."""
+    a, b = a.flatten(1), b.flatten(1)
+    return 1 - torch.acos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))) / math.pi
+
+
+def test_angular_diversity_equals_the_published_form_where_finite_and_is_finite_where_not():
+    g = torch.Generator().manual_seed(11)
+    net = _toy_structure_synth(3).double()
+    z = torch.randn(6, 6, 11, 11, generator=g, dtype=torch.float64)
+    x = net(z)
+    s_z = _published_angular_similarity(z[0::2], z[1::2]).mean()
+    s_x = _published_angular_similarity(x[0::2], x[1::2]).mean()
+    published = 1 / (s_x / s_z + 1e-5)
+    ours = L.angular_diversity_loss(z, x)
+    torch.testing.assert_close(ours, published, rtol=1e-12, atol=0)
+    gp = torch.autograd.grad(published, list(net.parameters()), retain_graph=True)
+    go = torch.autograd.grad(ours, list(net.parameters()))
+    for a, b in zip(go, gp):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    # Opposite members (cos = -1) and near-equal ones: finite value and gradient.
+    for zz in (torch.cat([z[:1], -z[:1]]), torch.cat([z[:1], z[:1] * (1 + 1e-9)])):
+        xx = zz.clone().requires_grad_()
+        loss = L.angular_diversity_loss(zz, xx * 2)
+        (grad,) = torch.autograd.grad(loss, xx)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    # Equal members, where the published form is NaN for most seeds: the limit 1 / (1 + eps), gradient 0.
+    nan_seeds = 0
+    for seed in range(8):
+        net = _toy_structure_synth(seed)
+        zz = torch.randn(1, 6, 11, 11).repeat(4, 1, 1, 1)
+        ours = L.angular_diversity_loss(zz, net(zz))
+        ours.backward()
+        assert abs(ours.item() - 1 / (1 + 1e-5)) < 1e-6
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+        pub = L.published_angular_diversity_loss(zz, net(zz))
+        nan_seeds += not bool(torch.isfinite(pub))
+    assert L.diversity("l1", z, x) == L.diversity_loss(z, x)
+    with pytest.raises(ValueError, match="angular"):
+        L.diversity("cosine", z, x)
+
+
+def test_path_length_gradient_equals_the_published_one():
+    """Published g_path_regularize: mean' = m.item() + decay * (mean(lengths) - m) enters the penalty
+    with its gradient (not detached); the stored mean is detached."""
+    torch.manual_seed(5)
+    A = torch.randn(2 * 8, 3 * 5 * 5, dtype=torch.float64, requires_grad=True)
+    styles = torch.randn(4, 2, 8, dtype=torch.float64, requires_grad=True)
+    m = torch.tensor(0.7, dtype=torch.float64)
+
+    def image():
+        return torch.tanh(styles.flatten(1) @ A).view(4, 3, 5, 5)
+
+    img = image()
+    pen, new_mean, lengths = L.path_length_penalty(img, styles, m, 0.01, generator=torch.Generator().manual_seed(9))
+    ours = torch.autograd.grad(pen, [A])[0]
+
+    img = image()
+    noise = torch.randn(img.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64) / 5
+    (grad,) = torch.autograd.grad((img * noise).sum(), styles, create_graph=True)
+    pl = grad.pow(2).mean([1, 2]).sqrt()
+    path_mean = m.item() + 0.01 * (pl.mean() - m)
+    published = (pl - path_mean).pow(2).mean()
+    want = torch.autograd.grad(published, [A])[0]
+    assert ((ours - want).abs().max() / want.abs().max()).item() <= 1e-10
+    assert not new_mean.requires_grad and abs(new_mean.item() - path_mean.item()) < 1e-15
+    # The detached-mean variant differs measurably (what the published code does not do).
+    img = image()
+    (grad,) = torch.autograd.grad((img * noise).sum(), styles, create_graph=True)
+    pl = grad.pow(2).mean([1, 2]).sqrt()
+    detached = torch.autograd.grad((pl - path_mean.detach()).pow(2).mean(), [A])[0]
+    assert ((detached - want).abs().max() / want.abs().max()).item() > 1e-4
+
+
+def test_minibatch_std_group_follows_the_published_rule(tmp_path, one_thread):
+    """Published D: the smallest divisor i of the batch with 4 <= i < int(sqrt(batch)), else the batch
+    (worked out by hand for these batches)."""
+    from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig, published_mbstd_group
+    from anyres_fast.train.trainer import Context, TrainOptions
+    from helpers import write_images
+    want = {4: 4, 8: 8, 12: 12, 16: 16, 20: 20, 24: 24, 32: 4, 36: 4, 49: 49, 64: 4, 100: 4}
+    assert {b: published_mbstd_group(b) for b in want} == want
+    data = write_images(str(tmp_path / "d"), [(40, 40)] * 2)
+    for batch, group in ((4, 4), (16, 16)):
+        rec = InfinityRecipe(InfinityTrainConfig(data=data, tiny=True, cache_dir=str(tmp_path / "c")))
+        rec.build(Context(TrainOptions(out=str(tmp_path / "o"), batch=batch, batch_gpu=4), torch.device("cpu"), 0, 1))
+        assert rec.D.b4.mbstd.group_size == group
