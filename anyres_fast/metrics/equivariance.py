@@ -339,6 +339,9 @@ def equivariance_metric(G, kind: str, opts) -> dict:
         {"metric": kind, "psnr": dB, "num_fake": samples, "settings": {...}, "time": ...}.
     """
     started = time.time()
+    if not (hasattr(G, "mapping") and hasattr(G, "synthesize")):
+        raise ValueError(f"{kind} needs a generator with a Fourier input that takes a transform "
+                         f"(mapping + synthesize); {type(G).__name__} has none")
     batch = opts.batch
     psnr = equivariance_psnr(G, [kind], num=opts.num, batch=batch, seed=opts.seed,
                              translate_max=opts.translate_max, rotate_max=opts.rotate_max, device=opts.device,

@@ -14,6 +14,7 @@ Semantics (docs/metrics.md):
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -37,33 +38,65 @@ def image_extensions() -> set:
 
 @dataclass(frozen=True)
 class ImageListing:
-    """Files of a dataset folder, sorted, with a fingerprint of (relative path, size, mtime_ns)."""
+    """Files of a dataset folder or zip, sorted, with a fingerprint of (relative path, size, mtime_ns)
+    (zip: name, size, date and CRC of each member)."""
     root: str
     files: tuple
     fingerprint: str
+    kind: str = "folder"
 
     def path(self, i: int) -> str:
         return os.path.join(self.root, self.files[i])
+
+    def open(self, i: int) -> Image.Image:
+        """Image i fully decoded as RGB (raises OSError/ValueError on unreadable files)."""
+        if self.kind == "zip":
+            with zipfile.ZipFile(self.root) as z:
+                data = z.read(self.files[i])
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return im.convert("RGB")
+        return open_rgb(self.path(i))
 
     def __len__(self) -> int:
         return len(self.files)
 
 
+def _list_zip(root: str) -> ImageListing:
+    exts = image_extensions()
+    h = hashlib.sha256()
+    names = []
+    with zipfile.ZipFile(root) as z:
+        infos = sorted(z.infolist(), key=lambda i: i.filename)
+    for info in infos:
+        base = os.path.basename(info.filename)
+        if (info.is_dir() or info.filename.startswith("__MACOSX/") or base in SKIP_NAMES or base.startswith(".")
+                or os.path.splitext(base)[1].lower() not in exts):
+            continue
+        names.append(info.filename)
+        h.update(f"{info.filename}\0{info.file_size}\0{tuple(info.date_time)}\0{info.CRC}\n".encode())
+    if not names:
+        raise ValueError(f"{root}: no image files found in the zip")
+    return ImageListing(root=os.path.abspath(root), files=tuple(names), fingerprint=h.hexdigest(), kind="zip")
+
+
 def list_images(root: str) -> ImageListing:
-    """List the images of a folder (recursively).
+    """List the images of a folder (recursively) or of a .zip archive.
 
     Args:
-        root: the folder.
+        root: the folder or zip file.
 
     Returns:
-        ImageListing with files sorted by relative path.
+        ImageListing with files sorted by relative path (zip: member name).
 
     Raises:
-        FileNotFoundError: root is not a folder.
-        ValueError: the folder holds no image files.
+        FileNotFoundError: root is neither a folder nor a zip file.
+        ValueError: it holds no image files.
     """
+    if os.path.isfile(root) and zipfile.is_zipfile(root):
+        return _list_zip(root)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise FileNotFoundError(f"{root}: not a folder or .zip file")
     exts = image_extensions()
     entries = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -132,7 +165,7 @@ class FullImages(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         i = self.indices[k]
         try:
-            im = open_rgb(self.listing.path(i))
+            im = self.listing.open(i)
         except Exception as exc:        # corrupt or unreadable: skip and report, never crash the run
             return None, i, f"unreadable ({type(exc).__name__})"
         rng = np.random.default_rng([self.seed, i])
