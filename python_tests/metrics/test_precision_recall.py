@@ -155,3 +155,36 @@ def test_missing_vgg16_names_the_file_the_places_and_the_url(tmp_path, monkeypat
     msg = str(exc.value)
     assert VGG_FILE in msg and VGG_URL in msg and str(tmp_path / "dnnlib" / "downloads") in msg
     assert str(tmp_path / "cache" / "detectors") in msg and "\n" not in msg
+
+
+class LabelledReplay(ReplayRender):
+    """ReplayRender of a conditional model: records the labels render is given."""
+
+    def __init__(self, images):
+        super().__init__(images)
+        self.c_dim, self.labels = 3, []
+
+    def render(self, z, size, c=None, **kwargs):
+        self.labels.append(c)
+        return super().render(z, size, **kwargs)
+
+
+def test_conditional_generators_get_the_drawn_labels_and_refuse_without_them(tmp_path):
+    data = write_images(tmp_path / "real", [(64, 64)] * 5)
+    listing = list_images(str(data))
+    det = from_module(TinyFeatures(), "tiny")
+    G = LabelledReplay(real_images_at(listing, 64))
+    drawn = []
+
+    def labels(count):
+        c = torch.eye(3)[torch.arange(len(drawn), len(drawn) + count) % 3]
+        drawn.append(c)
+        return c
+
+    r = precision_recall_at_resolution(G, det, listing, 64, Options(num=5, batch=2, progress=False, labels=labels,
+                                                                    use_cache=False))
+    assert r["num_fake"] == 5 and len(G.labels) == 3
+    assert all(torch.equal(a, b) for a, b in zip(G.labels, drawn))
+    with pytest.raises(ValueError, match="needs labels"):
+        precision_recall_at_resolution(LabelledReplay(real_images_at(listing, 64)), det, listing, 64,
+                                       Options(num=5, progress=False, use_cache=False))
