@@ -15,8 +15,9 @@ setup(
     package_data={"anyres_fast.csrc": ["*.cpp", "*.h", "kernels/*", "bindings/*", "selftest/*"]},
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "ninja", "pybind11", "safetensors>=0.4"],
     extras_require={
-        "test": ["pytest", "scipy", "torchvision", "lpips"],
+        "test": ["pytest", "scipy", "torchvision", "lpips", "matplotlib"],
         "train": ["torchvision", "lpips"],
+        "plot": ["matplotlib"],
     },
     entry_points={"console_scripts": ["anyres-fast=anyres_fast.cli:main"]},
 )

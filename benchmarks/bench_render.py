@@ -50,12 +50,12 @@ def time_render(G, z, size, tile_batch, half, device) -> tuple:
 
 
 def time_generate(G, z, size, patch_batch, dtype, device) -> tuple:
-    G.generate(z, G.patch_size, G.patch_size, patch_batch=patch_batch, dtype=dtype, progress=False)   # warm-up
+    G.render(z, G.patch_size, G.patch_size, patch_batch=patch_batch, dtype=dtype, progress=False)   # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    G.generate(z, size, size, patch_batch=patch_batch, dtype=dtype, progress=False)
+    G.render(z, size, size, patch_batch=patch_batch, dtype=dtype, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0

@@ -177,3 +177,20 @@ def write_images(folder, sizes, seed=0, flat=None, labels=None, bad=False):
 
 
 BAD_NAMES = {"truncated.jpg", "empty.jpg", "text.png", "small10.png"}
+
+
+def small_infinity(seed: int = 0, **kw):
+    """Depth 3, z_S 7 -> 21-pixel patches at a 16-pixel stride; G_S of 2 layers of radius 1 (R = 2).
+    Noise strengths and biases are random so that every input path shows in the output."""
+    from anyres_fast.models.infinity import InfinityGenerator, patch_size_for
+
+    torch.manual_seed(seed)
+    cfg = dict(patch_size=patch_size_for(3, 7), ts_input=7, z_dim=8, local_dim=4, ss_layers=2, ss_radius=1,
+               mapping_layers=2, channel_base=16, channel_max=4)
+    cfg.update(kw)
+    G = InfinityGenerator(**cfg).eval()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias") and "affine" not in name:
+                p.normal_(0, 0.5)
+    return G

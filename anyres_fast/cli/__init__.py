@@ -4,7 +4,8 @@
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
     anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
-    anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid (anyres-fast metrics -h)
+    anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid, pr@R, ppr, eqt-int, ... (metrics -h)
+    anyres-fast plot RUN             losses, metrics and sample grids of a run as PNGs
     anyres-fast outpaint ...         extend a photo to any width (InfinityGAN)
     anyres-fast inbetween ...        join two photos by generating what lies between them
     anyres-fast convert FILE.pkl --out DIR   a published network pickle to our save format
@@ -29,7 +30,9 @@ COMMANDS = {
     "demo": ("anyres_fast.cli.demo", "train both phases on real photos for a few steps, then render (CPU: minutes)"),
     "generate": ("anyres_fast.cli.generate", "render images from a generator at any resolution"),
     "train": ("anyres_fast.cli.train", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
-    "metrics": ("anyres_fast.cli.metrics", "FID at any resolution, patch-FID, ScaleInv-FID and KID"),
+    "metrics": ("anyres_fast.cli.metrics", "FID at any resolution, patch-FID, ScaleInv-FID, KID, precision/recall, "
+                                           "equivariance"),
+    "plot": ("anyres_fast.cli.plot", "losses, metrics and sample grids of a training run as PNGs"),
     "outpaint": ("anyres_fast.cli.outpaint", "extend a real photo to any width with InfinityGAN (inversion included)"),
     "inbetween": ("anyres_fast.cli.inbetween", "join two real photos by generating the space between them (InfinityGAN)"),
     "convert": ("anyres_fast.cli.convert", "a StyleGAN3 / anyres-gan network pickle to our save format (runs nothing from it)"),

@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autocast dtype on GPU (default fp32; StyleGAN3's fp16 layers are used regardless)")
     parser.add_argument("--cache-dir", default=None, help="listing cache folder (default <out>/cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--plots", action="store_true", help="redraw OUT/plots/*.png at every snapshot (matplotlib)")
 
 
 def _check_data(path, flag):
@@ -139,7 +140,7 @@ def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
     return TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
                         kimg=args.kimg if args.kimg is not None else default_kimg, tick=args.tick, snap=args.snap,
                         keep=args.keep, workers=args.workers, device=args.device, precision=args.precision,
-                        progress=not args.no_progress, max_steps=args.max_steps)
+                        progress=not args.no_progress, max_steps=args.max_steps, plots=args.plots)
 
 
 def infinity_options(args: argparse.Namespace) -> tuple:

@@ -36,7 +36,8 @@ SKIP_NAMES = {".DS_Store", "Thumbs.db"}
 
 
 def scan_image_files(path: str) -> dict:
-    """Every file with an image extension in a folder (recursive, hidden files skipped) or a zip archive.
+    """Every file with an image extension in a folder (recursive) or a zip archive; hidden files, SKIP_NAMES
+    and a zip's __MACOSX/ folder are skipped.
 
     The one directory walk of the package (training sources and the metrics' real images use it).
 
@@ -64,7 +65,9 @@ def scan_image_files(path: str) -> dict:
     elif os.path.isfile(path) and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
-                if not info.is_dir() and os.path.splitext(info.filename)[1].lower() in exts:
+                base = os.path.basename(info.filename)
+                if (not info.is_dir() and not info.filename.startswith("__MACOSX/") and base not in SKIP_NAMES
+                        and not base.startswith(".") and os.path.splitext(base)[1].lower() in exts):
                     out[info.filename] = (info.file_size, list(info.date_time) + [info.CRC])
     else:
         raise FileNotFoundError(f"{path}: not a folder or a .zip file")

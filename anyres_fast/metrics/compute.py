@@ -33,15 +33,21 @@ from .detectors import Detector, own_cache_dir
 from ..utils.files import atomic_write
 from ..data import HRPatchDataset, ImageSource
 from .real_images import FullImages, ImageListing, RealPatches, collate_skipping, source_fingerprint
+from .precision_recall import describe as describe_pr, precision_recall
 from .stats import FeatureStats, frechet_distance, kernel_inception_distance
 
 CACHE_VERSION = 2          # 2: pfid reals from anyres_fast.data.HRPatchDataset
-_METRIC_RE = re.compile(r"^(fid@(?P<r>\d+)|pfid|scaleinv-fid@(?P<k>\d+)|kid)$")
+_METRIC_RE = re.compile(r"^(?P<kind>fid|pr|pfid-down|scaleinv-fid)@(?P<n>\d+)$|^(?P<plain>pfid|ppr|kid|eqt-int|eqt-frac|eqr)$")
+FID_KINDS = ("fid", "pfid", "pfid-down", "scaleinv-fid")       # the metrics KID can go with
+PR_KINDS = ("pr", "ppr")                                       # need the VGG16 detector
+EQ_KINDS = ("eqt-int", "eqt-frac", "eqr")                      # need no detector and no data
+METRIC_NAMES = "fid@R, pfid, pfid-down@R, scaleinv-fid@k, pr@R, ppr, eqt-int, eqt-frac, eqr or kid"
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric of a --metric list: kind "fid" (value = R), "pfid" (value None), "scaleinv-fid" (k)."""
+    """One metric of a --metric list: kind "fid", "pr", "pfid-down" (value = R), "scaleinv-fid" (k),
+    or "pfid", "ppr", "eqt-int", "eqt-frac", "eqr" (value None)."""
     kind: str
     value: Optional[int] = None
 
@@ -56,7 +62,7 @@ def parse_metric_list(text: str) -> tuple:
     `kid` adds KID beside every FID of the list; it cannot stand alone.
 
     Raises:
-        ValueError: an unknown name, a zero R/k, a duplicate, or `kid` alone.
+        ValueError: an unknown name, a zero R/k, a duplicate, or `kid` without an FID metric.
     """
     specs, kid = [], False
     for item in (t.strip() for t in text.split(",")):
@@ -64,23 +70,21 @@ def parse_metric_list(text: str) -> tuple:
             continue
         m = _METRIC_RE.match(item)
         if not m:
-            raise ValueError(f"unknown metric {item!r}: expected fid@R, pfid, scaleinv-fid@k or kid")
+            raise ValueError(f"unknown metric {item!r}: expected {METRIC_NAMES}")
         if item == "kid":
             kid = True
             continue
-        if item == "pfid":
-            spec = MetricSpec("pfid")
-        elif m.group("r"):
-            spec = MetricSpec("fid", int(m.group("r")))
-        else:
-            spec = MetricSpec("scaleinv-fid", int(m.group("k")))
+        spec = MetricSpec(m.group("plain")) if m.group("plain") else MetricSpec(m.group("kind"), int(m.group("n")))
         if spec.value is not None and spec.value < 1:
             raise ValueError(f"metric {item!r}: the number must be >= 1")
         if spec in specs:
             raise ValueError(f"metric {item!r} listed twice")
         specs.append(spec)
     if not specs:
-        raise ValueError(f"no FID metric in {text!r}: kid is computed beside fid@R, pfid or scaleinv-fid@k")
+        raise ValueError(f"no metric in {text!r}: expected {METRIC_NAMES}")
+    if kid and not any(s.kind in FID_KINDS for s in specs):
+        raise ValueError(f"kid in {text!r} without an FID metric: kid is computed beside fid@R, pfid, "
+                         f"pfid-down@R or scaleinv-fid@k")
     return specs, kid
 
 
@@ -117,6 +121,15 @@ class Options:
     # scaleinv-fid
     train_size: Optional[int] = None
     fov_scale: float = 1.0
+    # precision / recall (published pr50k3: k = 3, blocks of 10,000 x 10,000)
+    pr_k: int = 3
+    pr_row_batch: int = 10_000
+    pr_col_batch: int = 10_000
+    # equivariance (published: translations up to 1/8 of the image, rotations up to 1 x pi)
+    translate_max: float = 0.125
+    rotate_max: float = 1.0
+    # conditional generators: draws `count` labels (B, c_dim) for the metrics that support them
+    labels: Optional[Callable[[int], torch.Tensor]] = None
 
     def recorded(self) -> dict:
         d = {k: getattr(self, k) for k in ("num", "max_real", "num_real", "batch", "tile_batch", "seed",
@@ -190,16 +203,18 @@ def _fp32(opts: Options) -> bool:
 
 
 def _real_stats(tag: str, fields: dict, dataset, opts: Options, cache: StatsCache, detector: Detector,
-                desc: str) -> tuple:
-    """(FeatureStats, records or None, skipped list, cache_hit) of a real dataset, through the cache."""
-    fields = dict(fields, detector=detector.sha256, keep_features=opts.kid, version=CACHE_VERSION)
+                desc: str, keep: Optional[bool] = None) -> tuple:
+    """(FeatureStats, records or None, skipped list, cache_hit) of a real dataset, through the cache.
+    keep: keep every feature vector (default opts.kid; precision/recall need them)."""
+    keep = opts.kid if keep is None else keep
+    fields = dict(fields, detector=detector.sha256, keep_features=keep, version=CACHE_VERSION)
     cached = cache.load(tag, fields)
     if cached is not None:
         stats = FeatureStats.from_arrays(cached)
         records = cached.get("records")
         skipped = json.loads(str(cached["skipped"])) if "skipped" in cached else []
         return stats, records, skipped, True
-    stats = FeatureStats(keep_features=opts.kid)
+    stats = FeatureStats(keep_features=keep)
     records, skipped = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=max(opts.batch, 16), shuffle=False,
                                          num_workers=opts.workers, collate_fn=collate_skipping)
@@ -222,9 +237,9 @@ def _real_stats(tag: str, fields: dict, dataset, opts: Options, cache: StatsCach
 
 
 def _fake_stats(num: int, opts: Options, detector: Detector, make_batch: Callable[[int, int], torch.Tensor],
-                desc: str) -> FeatureStats:
+                desc: str, keep: Optional[bool] = None) -> FeatureStats:
     """Features of `num` generated images; make_batch(start, count) returns uint8 (count, 3, H, W)."""
-    stats = FeatureStats(keep_features=opts.kid, max_items=num)
+    stats = FeatureStats(keep_features=opts.kid if keep is None else keep, max_items=num)
     with tqdm(total=num, desc=desc, unit="img", disable=not opts.progress) as bar:
         for start in range(0, num, opts.batch):
             count = min(opts.batch, num - start)
@@ -253,10 +268,13 @@ def _result(name: str, real: FeatureStats, fake: FeatureStats, opts: Options, de
 _FAMILY_MARK = {"anyres": ("zoom", "an any-resolution Generator"), "infinity": ("canvas_inputs", "an InfinityGenerator")}
 
 
-def _check_generator(G, family: str) -> None:
-    """ValueError unless G is of the family the metric renders with (both families call it `render`)."""
-    if getattr(G, "c_dim", 0):
-        raise ValueError("conditional generators (c_dim > 0) are not supported by the metrics yet")
+def _check_generator(G, family: str, opts: Optional[Options] = None) -> None:
+    """ValueError unless G is of the family the metric renders with (both families call it `render`),
+    and, for a conditional G, the labels to draw from are given (opts.labels)."""
+    if getattr(G, "c_dim", 0) and (opts is None or opts.labels is None):
+        raise ValueError("a conditional generator (c_dim > 0) needs labels: give the labelled dataset "
+                         "(dataset.json) the labels are drawn from" if opts is not None else
+                         "conditional generators (c_dim > 0) are not supported by this metric")
     mark, name = _FAMILY_MARK[family]
     if not hasattr(G, mark):
         raise ValueError(f"this metric needs {name}; got a {type(G).__name__}")
@@ -285,18 +303,11 @@ def fid_at_resolution(G, detector: Detector, listing: ImageListing, resolution: 
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
-    _check_generator(G, "anyres")
+    _check_generator(G, "anyres", opts)
     if resolution < G.img_resolution:
         raise ValueError(f"fid@{resolution}: R must be >= the generator size {G.img_resolution}")
     real, skipped, hit = _full_image_stats(listing, resolution, opts, cache, detector)
-    gen = torch.Generator().manual_seed(opts.seed)
-
-    def make_batch(start: int, count: int) -> torch.Tensor:
-        z = _latents(gen, count, G.z_dim)
-        return G.render(z, resolution, tile_batch=opts.tile_batch, progress=False, out_dtype=torch.uint8,
-                        force_fp32=_fp32(opts))
-
-    fake = _fake_stats(opts.num, opts, detector, make_batch, f"fake {resolution}x{resolution}")
+    fake = _fake_stats(opts.num, opts, detector, _render_batches(G, resolution, opts), f"fake {resolution}x{resolution}")
     return _result(f"fid@{resolution}", real, fake, opts, detector,
                    dict(resolution=resolution, real_root=listing.root, real_fingerprint=listing.fingerprint,
                         generator_size=G.img_resolution, tiles_per_image=math.ceil(resolution / G.img_resolution) ** 2),
@@ -326,6 +337,74 @@ def pfid_source(hr, patch: int, cache: Optional["StatsCache"] = None) -> ImageSo
     return ImageSource(root, cache_dir=cache_dir, min_size=patch)
 
 
+def _labels(G, opts: Options, count: int) -> Optional[torch.Tensor]:
+    """Labels for `count` samples of a conditional generator (None for an unconditional one)."""
+    if not getattr(G, "c_dim", 0):
+        return None
+    c = torch.as_tensor(opts.labels(count), dtype=torch.float32)
+    if c.shape != (count, G.c_dim):
+        raise ValueError(f"labels: expected ({count}, {G.c_dim}), got {tuple(c.shape)}")
+    return c.to(opts.device)
+
+
+def _patch_pairs(G, detector: Detector, hr, opts: Options, cache: StatsCache, size: int, keep: bool,
+                 label: str) -> tuple:
+    """Real size x size HR patches from the training sampler and the generated patches paired with them.
+
+    size = p: pfid / ppr (one G call per patch). size > p: pfid-down@size, each fake rendered tile by
+    tile as the window (x, y, size, size) of canvas N (G.render), so the patch is synthesised at
+    `size` pixels; the detector then resizes it itself (to 299 for Inception), as the published
+    patch metric feeds larger patches.
+
+    Returns:
+        (real stats, fake stats, settings dict, cache hit, skipped list).
+    """
+    p = G.img_resolution
+    num_real = opts.num_real or opts.num
+    source = pfid_source(hr, size, cache)
+    dataset = HRPatchDataset(source, size, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                             random_crop=opts.crop == "random", xflip=opts.xflip, seed=opts.seed)
+    reals = RealPatches(dataset, num_real)
+    fingerprint = source_fingerprint(source)
+    fields = dict(metric="pfid", sampler="anyres_fast.data.HRPatchDataset+KeySampler", listing=fingerprint,
+                  patch=size, num_real=num_real, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                  xflip=opts.xflip, crop=opts.crop, seed=opts.seed)
+    real, records, skipped, hit = _real_stats(f"pfid{size}", fields, reals, opts, cache, detector,
+                                              f"real patches {size}", keep=keep)
+    skipped = [[b.name, b.reason] for b in source.listing.bad] + list(skipped)
+    if records is None or len(records) == 0:
+        raise ValueError(f"{label}: no real patch records")
+    gen = torch.Generator().manual_seed(opts.seed)
+
+    def make_batch(start: int, count: int) -> torch.Tensor:
+        # Fake i reuses record i (cycled when there are more fakes than real patches).
+        recs = records[[(start + j) % len(records) for j in range(count)]]
+        z = _latents(gen, count, G.z_dim).to(opts.device)
+        c = _labels(G, opts, count)
+        if size == p:
+            canvas = torch.tensor(recs[:, 1], dtype=torch.float64, device=opts.device)
+            box = torch.tensor(recs[:, 2:4], dtype=torch.float64, device=opts.device)
+            with torch.no_grad():
+                return to_uint8(G(z, c, canvas=canvas, box=box, force_fp32=_fp32(opts)))
+        out = []
+        for j, (_, n, x, y, _flip) in enumerate(recs.tolist()):
+            out.append(G.render(z[j:j + 1], int(n), c=None if c is None else c[j:j + 1],
+                                window=(int(x), int(y), size, size), tile_batch=opts.tile_batch, progress=False,
+                                out_dtype=torch.uint8, force_fp32=_fp32(opts)))
+        return torch.cat(out)
+
+    fake = _fake_stats(opts.num, opts, detector, make_batch, f"fake patches {size}", keep=keep)
+    sizes = records[:, 1]
+    settings = dict(patch=size, generator_size=p, scale_max=opts.scale_max, scale_min=opts.scale_min,
+                    xflip=opts.xflip, sampler="anyres_fast.data.HRPatchDataset", real_root=source.path,
+                    real_fingerprint=fingerprint,
+                    canvas_sizes=[int(sizes.min()), int(np.median(sizes)), int(sizes.max())])
+    if size != p:
+        settings.update(tiles_per_patch=math.ceil(size / p) ** 2,
+                        downsample=f"the detector's own resize of the {size}x{size} uint8 patch")
+    return real, fake, settings, hit, skipped
+
+
 def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCache] = None) -> dict:
     """pfid: real HR patches with their (s, v) vs generated patches at the same (s, v), pair by pair.
 
@@ -336,10 +415,10 @@ def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCac
     G(z_i, canvas=N_i, box=(x_i, y_i)) (records cycled when num > num_real).
 
     Args:
-        G: an any-resolution Generator (called as G(z, None, canvas=..., box=...)).
+        G: an any-resolution Generator (called as G(z, c, canvas=..., box=...)).
         detector: the feature network.
         hr: the HR images: ImageSource, ImageListing or folder / .zip path (see pfid_source).
-        opts: settings (scale_min, scale_max, xflip, crop, num, num_real, ...).
+        opts: settings (scale_min, scale_max, xflip, crop, num, num_real, labels, ...).
         cache: real-statistics cache.
 
     Returns:
@@ -350,44 +429,128 @@ def patch_fid(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCac
     """
     started = time.time()
     cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
-    _check_generator(G, "anyres")
-    p = G.img_resolution
-    num_real = opts.num_real or opts.num
-    source = pfid_source(hr, p, cache)
-    dataset = HRPatchDataset(source, p, scale_max=opts.scale_max, scale_min=opts.scale_min,
-                             random_crop=opts.crop == "random", xflip=opts.xflip, seed=opts.seed)
-    reals = RealPatches(dataset, num_real)
-    fingerprint = source_fingerprint(source)
-    fields = dict(metric="pfid", sampler="anyres_fast.data.HRPatchDataset+KeySampler", listing=fingerprint,
-                  patch=p, num_real=num_real, scale_max=opts.scale_max, scale_min=opts.scale_min,
-                  xflip=opts.xflip, crop=opts.crop, seed=opts.seed)
-    real, records, skipped, hit = _real_stats(f"pfid{p}", fields, reals, opts, cache, detector, "real patches")
-    skipped = [[b.name, b.reason] for b in source.listing.bad] + list(skipped)
-    if records is None or len(records) == 0:
-        raise ValueError("pfid: no real patch records")
+    _check_generator(G, "anyres", opts)
+    real, fake, settings, hit, skipped = _patch_pairs(G, detector, hr, opts, cache, G.img_resolution,
+                                                      opts.kid, "pfid")
+    return _result("pfid", real, fake, opts, detector, settings, started, hit, skipped)
+
+
+def patch_fid_down(G, detector: Detector, hr, size: int, opts: Options, cache: Optional[StatsCache] = None) -> dict:
+    """pfid-down@R: pfid on R x R patches synthesised at R pixels, downsampled by the detector.
+
+    Real patch k is the training sampler's sample k at patch size R (canvas N in
+    [R / opts.scale_max, min(L, R / opts.scale_min)]); fake k is the window (x_k, y_k, R, R) of canvas
+    N_k rendered tile by tile (G.render, ceil(R/p)^2 synthesis passes). Both reach the detector as uint8
+    R x R images, which it resizes (NVIDIA's Inception: to 299), as the any-resolution code feeds its
+    larger patches; high-resolution defects are averaged away by that resize, which is what the
+    paper's pFID (down) shows.
+
+    Args:
+        G: an any-resolution Generator (needs render).
+        detector: the feature network.
+        hr: the HR images (ImageSource with min_size >= R, ImageListing or path).
+        size: R (>= the generator size).
+        opts: settings (scale bounds relative to R, num, num_real, tile_batch, ...).
+        cache: real-statistics cache.
+
+    Returns:
+        The result dict (metric "pfid-down@R").
+
+    Raises:
+        ValueError: R below the generator size, no usable HR image (short side >= R), bad scale bounds.
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "anyres", opts)
+    if size < G.img_resolution:
+        raise ValueError(f"pfid-down@{size}: R must be >= the generator size {G.img_resolution}")
+    real, fake, settings, hit, skipped = _patch_pairs(G, detector, hr, opts, cache, size, opts.kid,
+                                                      f"pfid-down@{size}")
+    return _result(f"pfid-down@{size}", real, fake, opts, detector, settings, started, hit, skipped)
+
+
+def _pr_result(name: str, real: FeatureStats, fake: FeatureStats, opts: Options, detector: Detector,
+               settings: dict, started: float, cache_hit: bool, skipped: list) -> dict:
+    pr = precision_recall(real.features(), fake.features(), opts.pr_k, opts.pr_row_batch, opts.pr_col_batch)
+    out = {"metric": name, "precision": pr["precision"], "recall": pr["recall"]}
+    out.update(num_fake=fake.num_items, num_real=real.num_items, real_skipped=len(skipped),
+               real_skipped_examples=skipped[:5], real_stats_cache="hit" if cache_hit else "miss",
+               settings=dict(opts.recorded(), **describe_pr(opts.pr_k, opts.pr_row_batch, opts.pr_col_batch),
+                             **settings),
+               detector=detector.describe(), seconds=round(time.time() - started, 3),
+               time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), torch=torch.__version__)
+    return out
+
+
+def precision_recall_at_resolution(G, detector: Detector, listing: ImageListing, resolution: int, opts: Options,
+                                   cache: Optional[StatsCache] = None) -> dict:
+    """pr@R: improved precision/recall (k = opts.pr_k) of canvases rendered at R vs reals resized to R.
+
+    The images are those of fid@R (same latents, same real crops and resize); the features are the
+    VGG16 detector's (StyleGAN's pr50k3_full uses up to 200,000 reals and 50,000 fakes).
+
+    Args:
+        G: an any-resolution Generator (render).
+        detector: the VGG16 detector (load_vgg16) or a stand-in.
+        listing: real images.
+        resolution: R (>= the generator size).
+        opts: settings (num, max_real, pr_k, pr_row_batch, pr_col_batch, labels, ...).
+        cache: real-feature cache (all features are kept).
+
+    Returns:
+        The result dict (metric "pr@R", precision, recall, counts, settings, detector).
+
+    Raises:
+        ValueError: R below the generator size, no usable real image, k or fewer items in a set.
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "anyres", opts)
+    if resolution < G.img_resolution:
+        raise ValueError(f"pr@{resolution}: R must be >= the generator size {G.img_resolution}")
+    real, skipped, hit = _full_image_stats(listing, resolution, opts, cache, detector, keep=True)
+    fake = _fake_stats(opts.num, opts, detector, _render_batches(G, resolution, opts),
+                       f"fake {resolution}x{resolution}", keep=True)
+    return _pr_result(f"pr@{resolution}", real, fake, opts, detector,
+                      dict(resolution=resolution, real_root=listing.root, real_fingerprint=listing.fingerprint,
+                           generator_size=G.img_resolution), started, hit, skipped)
+
+
+def patch_precision_recall(G, detector: Detector, hr, opts: Options, cache: Optional[StatsCache] = None) -> dict:
+    """ppr: precision/recall on pfid's patches (the same real patches and (s, v)-paired fakes).
+
+    Args:
+        G: an any-resolution Generator.
+        detector: the VGG16 detector or a stand-in.
+        hr: the HR images (as patch_fid).
+        opts: settings (as patch_fid, plus pr_k / pr_row_batch / pr_col_batch).
+        cache: real-feature cache.
+
+    Returns:
+        The result dict (metric "ppr", precision, recall, ...).
+    """
+    started = time.time()
+    cache = cache or StatsCache(opts.cache_dir, opts.use_cache)
+    _check_generator(G, "anyres", opts)
+    real, fake, settings, hit, skipped = _patch_pairs(G, detector, hr, opts, cache, G.img_resolution, True, "ppr")
+    return _pr_result("ppr", real, fake, opts, detector, settings, started, hit, skipped)
+
+
+def _render_batches(G, resolution: int, opts: Options) -> Callable[[int, int], torch.Tensor]:
+    """make_batch for full canvases at R: latents (and labels) from a generator seeded with opts.seed."""
     gen = torch.Generator().manual_seed(opts.seed)
 
     def make_batch(start: int, count: int) -> torch.Tensor:
-        # Fake i reuses record i (cycled when there are more fakes than real patches).
-        recs = records[[(start + j) % len(records) for j in range(count)]]
-        z = _latents(gen, count, G.z_dim).to(opts.device)
-        canvas = torch.tensor(recs[:, 1], dtype=torch.float64, device=opts.device)
-        box = torch.tensor(recs[:, 2:4], dtype=torch.float64, device=opts.device)
-        with torch.no_grad():
-            img = G(z, None, canvas=canvas, box=box, force_fp32=_fp32(opts))
-        return to_uint8(img)
+        z = _latents(gen, count, G.z_dim)
+        c = _labels(G, opts, count)
+        kwargs = {} if c is None else {"c": c}
+        return G.render(z, resolution, tile_batch=opts.tile_batch, progress=False, out_dtype=torch.uint8,
+                        force_fp32=_fp32(opts), **kwargs)
 
-    fake = _fake_stats(opts.num, opts, detector, make_batch, "fake patches")
-    sizes = records[:, 1]
-    return _result("pfid", real, fake, opts, detector,
-                   dict(patch=p, scale_max=opts.scale_max, scale_min=opts.scale_min, xflip=opts.xflip,
-                        sampler="anyres_fast.data.HRPatchDataset", real_root=source.path,
-                        real_fingerprint=fingerprint,
-                        canvas_sizes=[int(sizes.min()), int(np.median(sizes)), int(sizes.max())]),
-                   started, hit, skipped)
+    return make_batch
 
 
-def _full_image_stats(listing, resolution: int, opts, cache, detector) -> tuple:
+def _full_image_stats(listing, resolution: int, opts, cache, detector, keep: Optional[bool] = None) -> tuple:
     """(statistics, skipped files, cache hit) of the real images square-cropped and resized to
     resolution x resolution; fid@R and scaleinv-fid share them (same cache entry for the same size)."""
     n_real = len(listing) if opts.max_real is None else min(opts.max_real, len(listing))
@@ -395,7 +558,7 @@ def _full_image_stats(listing, resolution: int, opts, cache, detector) -> tuple:
     fields = dict(metric="fid", listing=listing.fingerprint, resolution=resolution, crop=opts.crop,
                   seed=opts.seed if opts.crop == "random" else None, n_real=n_real)
     real, _, skipped, hit = _real_stats(f"fid{resolution}", fields, dataset, opts, cache, detector,
-                                        f"real {resolution}x{resolution}")
+                                        f"real {resolution}x{resolution}", keep=keep)
     return real, skipped, hit
 
 

@@ -36,6 +36,12 @@ PYTORCH_FID_SHA256_PREFIX = "6726825d"     # torch.hub convention: the file name
 
 KINDS = ("auto", "nvidia", "pytorch-fid")
 
+# Precision/recall features: NVIDIA's TorchScript VGG16 (StyleGAN2-ADA's file; StyleGAN3 ships the same
+# network as a Python pickle, vgg16.pkl, which is not loaded here). It takes uint8 images of any size,
+# resizes them to 224 itself and returns 4096 fc features with `return_features=True`.
+VGG_FILE = "vgg16.pt"
+VGG_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
+
 
 class DetectorNotFound(FileNotFoundError):
     """No detector weights file was found; the message names the file, where we looked and the URL."""
@@ -140,6 +146,60 @@ def pytorch_fid_candidates() -> list:
     """Paths where pytorch-fid's weights may already be (torch.hub's checkpoint cache)."""
     return [os.path.join(own_cache_dir(), "detectors", PYTORCH_FID_FILE),
             os.path.join(torch.hub.get_dir(), "checkpoints", PYTORCH_FID_FILE)]
+
+
+def vgg_candidates() -> list:
+    """Paths where the VGG16 TorchScript detector may already be (ours, then dnnlib's download cache)."""
+    cands = [os.path.join(own_cache_dir(), "detectors", VGG_FILE)]
+    cands += sorted(glob.glob(os.path.join(dnnlib_cache_dir(), "*_" + VGG_FILE)))
+    cands.append(os.path.join(dnnlib_cache_dir(), "*_" + VGG_FILE))      # named in the message
+    return cands
+
+
+def vgg_not_found_message(looked: list) -> str:
+    """The one-line message for a missing vgg16.pt: the file, every place looked in and the URL."""
+    where = ", ".join(dict.fromkeys(looked))
+    return (f"no VGG16 detector found: precision/recall need {VGG_FILE} (NVIDIA's TorchScript VGG16) from "
+            f"{VGG_URL}. Looked in: {where}. Download it (this command never downloads) and pass "
+            f"--detector-vgg PATH, or put it in {os.path.join(own_cache_dir(), 'detectors')}")
+
+
+def load_vgg16(path: Optional[str] = None, device="cpu") -> Detector:
+    """NVIDIA's TorchScript VGG16 feature detector (precision/recall), from `path` or the caches.
+
+    Args:
+        path: the vgg16.pt file, or None to search vgg_candidates().
+        device: where the network runs.
+
+    Returns:
+        A Detector (kind "nvidia-vgg16-torchscript"); it records the file's sha256. verified is None:
+        no published sha256 of vgg16.pt is known to this package.
+
+    Raises:
+        DetectorNotFound: no file (the message names the file, where we looked and the URL).
+        ValueError: the file is not a TorchScript archive (e.g. StyleGAN3's vgg16.pkl).
+    """
+    if path is None:
+        cands = vgg_candidates()
+        path = next((p for p in cands if os.path.isfile(p)), None)
+        if path is None:
+            raise DetectorNotFound(vgg_not_found_message(cands))
+    elif not os.path.isfile(path):
+        raise DetectorNotFound(f"--detector-vgg {path}: no such file. " + vgg_not_found_message([path]))
+    if not is_torchscript(path):
+        raise ValueError(f"{path}: not a TorchScript archive (expected {VGG_FILE} from {VGG_URL}; "
+                         f"StyleGAN3's vgg16.pkl is a Python pickle and is not loaded)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(path, map_location="cpu").eval()
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        return module(images, return_features=True)
+
+    with torch.no_grad():
+        width = forward(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).reshape(1, -1).shape[1]
+    return Detector(kind="nvidia-vgg16-torchscript", name="vgg16", sha256=file_sha256(path), forward=forward,
+                    module=module, path=os.path.abspath(path), verified=None, num_features=width).to(device)
 
 
 def not_found_message(kind: str, looked: list) -> str:

@@ -14,6 +14,7 @@ Semantics (docs/metrics.md):
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -30,41 +31,61 @@ Image.MAX_IMAGE_PIXELS = 933_120_000        # large HR photos are legitimate inp
 
 @dataclass(frozen=True)
 class ImageListing:
-    """Files of a dataset folder, sorted, with a fingerprint of (relative path, size, mtime_ns)."""
+    """Files of a dataset folder or zip, sorted, with a fingerprint of (relative path, size, mtime_ns)
+    (zip: name, size, date and CRC of each member)."""
     root: str
     files: tuple
     fingerprint: str
+    kind: str = "folder"
 
     def path(self, i: int) -> str:
         return os.path.join(self.root, self.files[i])
+
+    def open(self, i: int) -> Image.Image:
+        """Image i fully decoded as RGB (raises OSError/ValueError on unreadable files)."""
+        if self.kind == "zip":
+            with zipfile.ZipFile(self.root) as z:
+                data = z.read(self.files[i])
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return im.convert("RGB")
+        return open_rgb(self.path(i))
 
     def __len__(self) -> int:
         return len(self.files)
 
 
+def _listing(root: str, kind: str) -> ImageListing:
+    """The ImageListing of a folder or zip from data.sources.scan_image_files (the one walker); the
+    fingerprint hashes each name with its stamp (folder: size, mtime_ns; zip: size, date, CRC)."""
+    entries = scan_image_files(root)
+    if not entries:
+        raise ValueError(f"{root}: no image files found" + (" in the zip" if kind == "zip" else ""))
+    h = hashlib.sha256()
+    for name, stamp in entries.items():
+        h.update(f"{name}\0{stamp}\n".encode())
+    files = tuple(n if kind == "zip" else n.replace("/", os.sep) for n in entries)
+    return ImageListing(root=os.path.abspath(root), files=files, fingerprint=h.hexdigest(), kind=kind)
+
+
 def list_images(root: str) -> ImageListing:
-    """List the images of a folder (recursively).
+    """List the images of a folder (recursively) or of a .zip archive.
 
     Args:
-        root: the folder.
+        root: the folder or zip file.
 
     Returns:
-        ImageListing with files sorted by relative path.
+        ImageListing with files sorted by relative path (zip: member name).
 
     Raises:
-        FileNotFoundError: root is not a folder.
-        ValueError: the folder holds no image files.
+        FileNotFoundError: root is neither a folder nor a zip file.
+        ValueError: it holds no image files.
     """
+    if os.path.isfile(root) and zipfile.is_zipfile(root):
+        return _listing(root, "zip")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: not a folder")
-    entries = [(name.replace("/", os.sep), size, mtime) for name, (size, mtime) in scan_image_files(root).items()]
-    if not entries:
-        raise ValueError(f"{root}: no image files found")
-    entries.sort()
-    h = hashlib.sha256()
-    for rel, size, mtime in entries:
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
-    return ImageListing(root=os.path.abspath(root), files=tuple(e[0] for e in entries), fingerprint=h.hexdigest())
+        raise FileNotFoundError(f"{root}: not a folder or .zip file")
+    return _listing(root, "folder")
 
 
 def open_rgb(path: str) -> Image.Image:
@@ -116,7 +137,7 @@ class FullImages(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         i = self.indices[k]
         try:
-            im = open_rgb(self.listing.path(i))
+            im = self.listing.open(i)
         except Exception as exc:        # corrupt or unreadable: skip and report, never crash the run
             return None, i, f"unreadable ({type(exc).__name__})"
         rng = np.random.default_rng([self.seed, i])

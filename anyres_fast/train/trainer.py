@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -40,7 +41,8 @@ class TrainOptions:
     workers: loader processes per rank. device: None (cuda:LOCAL_RANK when available, else cpu).
     precision: "fp32", "fp16" or "bf16" (autocast on GPU; the CPU always runs fp32). resume: continue
     from the newest checkpoint of `out`. progress: show the tqdm bar. max_steps: stop after this many
-    steps in this process (None: run to kimg), used to stop and resume.
+    steps in this process (None: run to kimg), used to stop and resume. plots: after every snapshot,
+    redraw <out>/plots/*.png (train.plots.plot_run; needs matplotlib, a failure only warns).
     """
     out: str
     seed: int = 0
@@ -56,6 +58,7 @@ class TrainOptions:
     resume: bool = False
     progress: bool = True
     max_steps: Optional[int] = None
+    plots: bool = False
 
 
 class Recipe:
@@ -411,9 +414,20 @@ class Trainer:
             folder = os.path.join(self.options.out, "samples")
             os.makedirs(folder, exist_ok=True)
             self.recipe.snapshot(self.ctx, folder, self.ctx.step)
+            if self.options.plots:
+                _redraw_plots(self.options.out)
         if self.ctx.world > 1:
             torch.distributed.barrier()
         return path
+
+
+def _redraw_plots(out: str) -> None:
+    # Pictures are a convenience: a missing matplotlib or a plotting error must not stop training.
+    try:
+        from .plots import plot_run
+        plot_run(out)
+    except Exception as exc:
+        warnings.warn(f"plots of {out} not redrawn: {type(exc).__name__}: {exc}", stacklevel=2)
 
 
 def _tensorboard(out: str):

@@ -10,26 +10,12 @@ import torch
 from anyres_fast import InfinityGenerator
 from anyres_fast.models import infinity_canvas as canvas
 from anyres_fast.models.infinity import InfinityConfig, patch_size_for
+from helpers import small_infinity as small
 
 PUBLISHED_101 = [11, 19, 17, 31, 29, 55, 53, 103, 101]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny ops run faster on one thread
-
-
-def small(seed: int = 0, **kw) -> InfinityGenerator:
-    """Depth 3, z_S 7 -> 21-pixel patches at a 16-pixel stride; G_S of 2 layers of radius 1 (R = 2).
-    Noise strengths and biases are random so that every input path shows in the output."""
-    torch.manual_seed(seed)
-    cfg = dict(patch_size=patch_size_for(3, 7), ts_input=7, z_dim=8, local_dim=4, ss_layers=2, ss_radius=1,
-               mapping_layers=2, channel_base=16, channel_max=4)
-    cfg.update(kw)
-    G = InfinityGenerator(**cfg).eval()
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if name.endswith("noise_strength") or name.endswith(".bias") and "affine" not in name:
-                p.normal_(0, 0.5)
-    return G
 
 
 def one_pass(G, z_g, seed, top, left, height, width):
@@ -91,7 +77,7 @@ def test_grid_of_independent_patches_equals_one_pass():
     z = torch.randn(1, 8, generator=torch.Generator().manual_seed(1))
     stride = 2 ** G.depth * (G.ts_input - 5)
     h, w = G.patch_size + 2 * stride, G.patch_size + 3 * stride            # exactly a 3 x 4 grid
-    img = G.generate(z, h, w, seed=5, progress=False)
+    img = G.render(z, h, w, seed=5, progress=False)
     ref, plan = one_pass(G, z, 5, 0, 0, h, w)
     assert (len(plan.rows), len(plan.cols)) == (3, 4)
     assert img.shape == (1, 3, h, w) and img.std() > 0.05
@@ -101,18 +87,18 @@ def test_grid_of_independent_patches_equals_one_pass():
 def test_non_multiple_sizes_offset_windows_and_patch_batch():
     G = small()
     z = torch.randn(1, 8, generator=torch.Generator().manual_seed(2))
-    img = G.generate(z, 50, 61, top=-13, left=7, patch_batch=1, seed=9, progress=False)
+    img = G.render(z, 50, 61, top=-13, left=7, patch_batch=1, seed=9, progress=False)
     ref, _ = one_pass(G, z, 9, -13, 7, 50, 61)
     assert (img - ref).abs().max().item() <= 1e-5
-    batched = G.generate(z, 50, 61, top=-13, left=7, patch_batch=7, seed=9, progress=False)
+    batched = G.render(z, 50, 61, top=-13, left=7, patch_batch=7, seed=9, progress=False)
     # Same pixels up to float32 rounding (the CPU convolution may block a batch of 7 differently).
     assert (batched - img).abs().max().item() <= 1e-5
     # A window at an arbitrary offset equals the same window cut from a larger canvas of the seed.
-    big = G.generate(z, 97, 110, top=-40, left=-21, patch_batch=7, seed=9, progress=False)
+    big = G.render(z, 97, 110, top=-40, left=-21, patch_batch=7, seed=9, progress=False)
     assert (big[:, :, 27:77, 28:89] - img).abs().max().item() <= 1e-5
-    tiny = G.generate(z, 1, 1, top=3, left=-5, seed=9, progress=False)      # any size >= 1
+    tiny = G.render(z, 1, 1, top=3, left=-5, seed=9, progress=False)      # any size >= 1
     assert (tiny[0, :, 0, 0] - big[0, :, 43, 16]).abs().max().item() <= 1e-5
-    other = G.generate(z, 50, 61, top=-13, left=7, seed=10, progress=False)
+    other = G.render(z, 50, 61, top=-13, left=7, seed=10, progress=False)
     assert (other - img).abs().max() > 0.05                                  # the seed matters
 
 
@@ -169,8 +155,8 @@ def test_spatial_independence_is_exact():
 def test_fusion_with_one_shared_latent_equals_plain(demod):
     G = small()
     z = torch.randn(1, 8, generator=torch.Generator().manual_seed(4))
-    plain = G.generate(z, 40, 56, top=-8, left=2, seed=1, progress=False)
-    fused = G.generate(z.repeat(3, 1), 40, 56, top=-8, left=2, seed=1, progress=False, patch_batch=4,
+    plain = G.render(z, 40, 56, top=-8, left=2, seed=1, progress=False)
+    fused = G.render(z.repeat(3, 1), 40, 56, top=-8, left=2, seed=1, progress=False, patch_batch=4,
                        style_centres=[(5, 0), (40, 20), (20, 10)], fusion_kernel=7, fusion_demod=demod)
     assert (fused - plain).abs().max().item() <= 1e-5
 
@@ -179,7 +165,7 @@ def test_fusion_far_from_the_boundary_equals_each_latent():
     G = small()
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(5))
     width, k = 240, 9
-    fused = G.generate(z, 30, width, seed=2, progress=False, style_centres=[(20, 15), (220, 15)],
+    fused = G.render(z, 30, width, seed=2, progress=False, style_centres=[(20, 15), (220, 15)],
                        fusion_kernel=k, patch_batch=8)
     lo, hi = _field_from_schedule(G, 0)
     # Field in pixels: z_l samples are 2^D pixels apart; plus the mean filter's half width.
@@ -187,13 +173,13 @@ def test_fusion_far_from_the_boundary_equals_each_latent():
     boundary = width // 2
     for i, cols in ((0, slice(0, boundary - margin)), (1, slice(boundary + margin, width))):
         assert cols.stop - cols.start >= 20
-        plain = G.generate(z[i:i + 1], 30, width, seed=2, progress=False, patch_batch=8)
+        plain = G.render(z[i:i + 1], 30, width, seed=2, progress=False, patch_batch=8)
         assert (fused[..., cols] - plain[..., cols]).abs().max().item() <= 1e-5
     near = slice(boundary - 10, boundary + 10)
     for i in range(2):
-        plain = G.generate(z[i:i + 1], 30, width, seed=2, progress=False, patch_batch=8)
+        plain = G.render(z[i:i + 1], 30, width, seed=2, progress=False, patch_batch=8)
         assert (fused[..., near] - plain[..., near]).abs().max() > 1e-3       # the styles do blend there
-    pointwise = G.generate(z, 30, width, seed=2, progress=False, style_centres=[(20, 15), (220, 15)],
+    pointwise = G.render(z, 30, width, seed=2, progress=False, style_centres=[(20, 15), (220, 15)],
                            fusion_kernel=k, patch_batch=8, fusion_demod="pointwise")
     assert (pointwise - fused)[..., near].abs().max() > 1e-6          # the published approximation differs
     assert (pointwise - fused)[..., :boundary - margin].abs().max() <= 1e-5
@@ -274,21 +260,21 @@ def test_bad_generate_inputs_get_clear_errors():
     G = small()
     z = torch.randn(1, 8)
     with pytest.raises(ValueError, match="height must be an int >= 1"):
-        G.generate(z, 0, 10, progress=False)
+        G.render(z, 0, 10, progress=False)
     with pytest.raises(ValueError, match="NaN"):
-        G.generate(torch.full((1, 8), float("nan")), 10, 10, progress=False)
+        G.render(torch.full((1, 8), float("nan")), 10, 10, progress=False)
     with pytest.raises(ValueError, match=r"z_g must have shape \(B, 8\)"):
-        G.generate(torch.randn(1, 7), 10, 10, progress=False)
+        G.render(torch.randn(1, 7), 10, 10, progress=False)
     with pytest.raises(ValueError, match="give style_centres"):
-        G.generate(torch.randn(2, 8), 10, 10, progress=False)
+        G.render(torch.randn(2, 8), 10, 10, progress=False)
     with pytest.raises(ValueError, match="outside the canvas window"):
-        G.generate(torch.randn(2, 8), 10, 10, style_centres=[(0, 0), (10, 3)], progress=False)
+        G.render(torch.randn(2, 8), 10, 10, style_centres=[(0, 0), (10, 3)], progress=False)
     with pytest.raises(ValueError, match="odd"):
-        G.generate(torch.randn(2, 8), 10, 10, style_centres=[(0, 0), (9, 3)], fusion_kernel=4, progress=False)
+        G.render(torch.randn(2, 8), 10, 10, style_centres=[(0, 0), (9, 3)], fusion_kernel=4, progress=False)
     with pytest.raises(ValueError, match="patch_batch"):
-        G.generate(z, 10, 10, patch_batch=0, progress=False)
+        G.render(z, 10, 10, patch_batch=0, progress=False)
     with pytest.raises(ValueError, match="seed"):
-        G.generate(z, 10, 10, seed=-1, progress=False)
+        G.render(z, 10, 10, seed=-1, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------

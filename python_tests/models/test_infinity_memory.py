@@ -26,13 +26,13 @@ with torch.no_grad():       # noise on the coarse layers (hashing the fine maps 
     for c in G.texture_synthesizer.convs[:6]:
         c.noise_strength.fill_(0.5)
 z = torch.randn(1, 4)
-G.generate(z, 500, 500, patch_batch=4, progress=False)                  # warm-up
+G.render(z, 500, 500, patch_batch=4, progress=False)                  # warm-up
 res = {}
 for n in (1024, 4096):
     gc.collect()
     open("/proc/self/clear_refs", "w").write("5")                      # reset the peak (VmHWM)
     base = status("VmRSS")
-    img = G.generate(z, n, n, patch_batch=4, progress=False)
+    img = G.render(z, n, n, patch_batch=4, progress=False)
     peak = status("VmHWM")
     out = img.numel() * img.element_size()
     res[n] = dict(peak=peak, base=base, out=out, peak_minus_out=peak - out, working=peak - base - out)

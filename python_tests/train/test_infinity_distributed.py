@@ -18,8 +18,8 @@ import sys
 import torch
 import torch.distributed as dist
 torch.set_num_threads(1)
-sys.path[:0] = [TESTS, TESTS + '/models']
-from test_infinity import small
+sys.path[:0] = [TESTS]
+from helpers import small_infinity as small
 from anyres_fast import Generator
 from anyres_fast.models import tiling as render
 
@@ -29,8 +29,8 @@ rank = dist.get_rank()
 def run():
     G = small()
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
-    a = G.generate(z[:1], 45, 70, top=-9, left=4, patch_batch=2, seed=3, progress=False)
-    b = G.generate(z, 45, 70, top=-9, left=4, patch_batch=3, seed=3, progress=False,
+    a = G.render(z[:1], 45, 70, top=-9, left=4, patch_batch=2, seed=3, progress=False)
+    b = G.render(z, 45, 70, top=-9, left=4, patch_batch=3, seed=3, progress=False,
                    style_centres=[(10, 0), (60, 20)], fusion_kernel=7)
     torch.manual_seed(0)
     A = Generator(resolution=64, channel_base=256, channel_max=8, z_dim=8, w_dim=8, scale_dim=8).eval()

@@ -62,7 +62,7 @@ def test_tiny_run_resumes_exactly_and_reports_bad_files(photo_dir, tmp_path, one
     assert cli.main(["generate", "--model", "infinity", "--weights", str(run), "--seeds", "3", "--height", "29",
                      "--width", "40", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     img = np.asarray(Image.open(out / "seed0003_40x29.png"))
-    want = G.generate(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), 29, 40, top=-14,
+    want = G.render(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)), 29, 40, top=-14,
                       seed=3, progress=False)
     assert img.shape == (29, 40, 3)
     assert np.abs(img.astype(np.float64) - (want[0].permute(1, 2, 0).numpy() * 127.5 + 128).clip(0, 255)).max() <= 1
