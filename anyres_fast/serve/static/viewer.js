@@ -39,7 +39,10 @@ fetch("/api/info").then(r => r.json()).then(info => {
   window.anyres.info = info;
   for (const el of document.querySelectorAll("." + info.model + "-only")) el.style.display = "inline";
   const el = document.getElementById("viewer");
+  // ?bare: no zoom buttons over the image (screenshots).
+  const bare = new URLSearchParams(window.location.search).has("bare");
   const opts = { id: "viewer", prefixUrl: "/viewer/images/", drawer: "canvas", showNavigator: false,
+                 showNavigationControl: !bare,
                  minLevel: info.min_level, immediateRender: false, maxZoomPixelRatio: 8,
                  imageSmoothingEnabled: false };
   if (info.model === "infinity") {
