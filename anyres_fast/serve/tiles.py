@@ -239,7 +239,7 @@ class AnyresTiles(TileSource):
         """
         from ..models.anyres import patch_transform
         p = self.p
-        ws_rows, canvases, boxes, where = [], [], [], []
+        unique, where = {}, []
         styles, style_index = [], {}
         out = []
         for n, k in enumerate(keys):
@@ -250,31 +250,38 @@ class AnyresTiles(TileSource):
             side = level_size(self.width, self.height, k.level)[0]
             canvas = self.canvas_of(k.level)
             th, tw = self.tile_shape(k)
-            x0, y0 = (k.col * self.tile, k.row * self.tile) if side >= p else (0, 0)
-            rh, rw = (th, tw) if side >= p else (p, p)
+            if side >= p:
+                x0, y0, rh, rw = k.col * self.tile, k.row * self.tile, th, tw
+            else:
+                x0, y0, rh, rw = 0, 0, p, p
             out.append(np.zeros((rh, rw, self.G.img_channels), dtype=np.uint8))
-            for py in range(0, rh, p):
-                for px in range(0, rw, p):
-                    ws_rows.append(style_index[s])
-                    canvases.append(canvas)
-                    boxes.append((x0 + px, y0 + py))
-                    where.append((n, py, px))
+            # Patches sit on the canvas's p-grid (as in G.render of the whole canvas), so tiles smaller
+            # than p and the levels below p share patches: each is rendered once per batch.
+            for gy in range(y0 // p * p, y0 + rh, p):
+                for gx in range(x0 // p * p, x0 + rw, p):
+                    patch = (style_index[s], canvas, gx, gy)
+                    if patch not in unique:
+                        unique[patch] = len(unique)
+                        where.append([])
+                    where[unique[patch]].append((n, gy - y0, gx - x0))
         ws_all = torch.cat(styles)
+        patches = list(unique)
         calls = 0
         half = None if self.force_fp32 else self.half_dtype
-        for start in range(0, len(where), self.max_patches):
-            sl = slice(start, start + self.max_patches)
-            b = len(where[sl])
-            cv = torch.tensor(canvases[sl], dtype=torch.float64, device=self.device)
-            bx = torch.tensor(boxes[sl], dtype=torch.float64, device=self.device)
-            t, scale = patch_transform(p, cv, box=bx, batch=b, device=self.device, check=False)
+        for start in range(0, len(patches), self.max_patches):
+            chunk = patches[start:start + self.max_patches]
+            cv = torch.tensor([c[1] for c in chunk], dtype=torch.float64, device=self.device)
+            bx = torch.tensor([c[2:] for c in chunk], dtype=torch.float64, device=self.device)
+            t, scale = patch_transform(p, cv, box=bx, batch=len(chunk), device=self.device, check=False)
             sf = self.G.scale_features(scale)
-            idx = torch.tensor(ws_rows[sl], dtype=torch.int64, device=self.device)
+            idx = torch.tensor([c[0] for c in chunk], dtype=torch.int64, device=self.device)
             img = to_uint8(self.G.synthesis(ws_all[idx], t, sf, half_dtype=half, input_gains=self.gains))
             calls += 1
-            for i, (n, py, px) in enumerate(where[sl]):
-                h, w = min(p, out[n].shape[0] - py), min(p, out[n].shape[1] - px)
-                out[n][py:py + h, px:px + w] = img[i, :h, :w]
+            for i in range(len(chunk)):
+                for n, py, px in where[start + i]:       # patch origin relative to the tile (may be < 0)
+                    H, W = out[n].shape[:2]
+                    ya, yb, xa, xb = max(py, 0), min(py + p, H), max(px, 0), min(px + p, W)
+                    out[n][ya:yb, xa:xb] = img[i, ya - py:yb - py, xa - px:xb - px]
         for n, k in enumerate(keys):
             side = level_size(self.width, self.height, k.level)[0]
             if side < p:
