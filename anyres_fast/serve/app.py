@@ -59,6 +59,7 @@ def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
     """
     from aiohttp import web
 
+    counters = {"abandoned": 0}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="anyres-encode")
 
     @web.middleware
@@ -93,7 +94,8 @@ def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
         return web.json_response({**source.info(), "format": fmt})
 
     async def stats(request):
-        return web.json_response({**worker.stats(), "cache_hits": cache.hits, "cache_misses": cache.misses})
+        return web.json_response({**worker.stats(), **counters, "cache_hits": cache.hits,
+                                  "cache_misses": cache.misses})
 
     def canonical(text: str) -> str:
         try:
@@ -107,6 +109,13 @@ def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
                             content_type="application/xml")
 
     async def tile(request):
+        try:
+            return await _tile(request)
+        except asyncio.CancelledError:      # the client went away before its answer
+            counters["abandoned"] += 1
+            raise
+
+    async def _tile(request):
         m = request.match_info
         settings, tfmt = canonical(m["settings"]), m["fmt"].replace("jpeg", "jpg")
         key = TileKey(settings, int(m["level"]), int(m["col"]), int(m["row"]))
