@@ -12,12 +12,15 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["anyres_fast", "anyres_fast.*"]) + ["anyres_fast.csrc"],
     package_dir={"anyres_fast.csrc": "csrc"},
-    package_data={"anyres_fast.csrc": ["*.cpp", "*.h", "kernels/*", "bindings/*", "selftest/*"]},
+    package_data={"anyres_fast.csrc": ["*.cpp", "*.h", "kernels/*", "bindings/*", "selftest/*"],
+                  "anyres_fast.serve": ["static/*"]},
     install_requires=["torch>=2.4", "numpy", "pillow", "tqdm", "ninja", "pybind11", "safetensors>=0.4"],
     extras_require={
         "test": ["pytest", "scipy", "torchvision", "lpips", "matplotlib"],
         "train": ["torchvision", "lpips"],
         "plot": ["matplotlib"],
+        # `anyres-fast serve` (aiohttp) and `generate --format tiff` (tifffile)
+        "serve": ["aiohttp==3.14.5", "tifffile==2026.3.3"],
     },
     entry_points={"console_scripts": ["anyres-fast=anyres_fast.cli:main"]},
 )

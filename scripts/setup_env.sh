@@ -38,4 +38,28 @@ if [ ! -x "$venv/bin/anyres-fast" ] || ! (cd / && "$venv/bin/python" -c \
   rm -f "$log"
   echo "setup: installed $root into $venv (editable)"
 fi
+# The deep-zoom viewer of `anyres-fast serve`: OpenSeadragon from the npm registry at a pinned version,
+# unpacked into the cache (never committed) and served from there, so the page works offline.
+osd_version=6.1.1
+osd_dir=${ANYRES_FAST_VIEWER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/viewer/openseadragon-$osd_version}
+if [ ! -f "$osd_dir/openseadragon.min.js" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "openseadragon@$osd_version" >/dev/null)
+    tar xzf "$tmp/openseadragon-$osd_version.tgz" -C "$tmp"
+    mkdir -p "$(dirname "$osd_dir")" && rm -rf "$osd_dir"
+    cp -r "$tmp/package/build/openseadragon" "$osd_dir"
+    rm -rf "$tmp"
+    echo "setup: installed OpenSeadragon $osd_version into $osd_dir"
+  else
+    echo "setup: npm not found; anyres-fast serve needs OpenSeadragon $osd_version (install npm and rerun)" >&2
+  fi
+fi
+# Headless Chromium and its driver for the browser test of `anyres-fast serve` (Debian packages; only
+# when missing, and only where apt-get can run).
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing chromium and chromium-driver (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 echo "setup: ok ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -9,6 +9,7 @@
     anyres-fast outpaint ...         extend a photo to any width (InfinityGAN)
     anyres-fast inbetween ...        join two photos by generating what lies between them
     anyres-fast convert FILE.pkl --out DIR   a published network pickle to our save format
+    anyres-fast serve ...            a deep-zoom web viewer, tiles rendered on demand (docs/serve.md)
 
 Every command lives in its own module with `add_arguments(parser)` and `main(args) -> int`, listed in
 COMMANDS. User mistakes raise `anyres_fast.cli.args.CommandError` and end here as one line on stderr
@@ -36,6 +37,7 @@ COMMANDS = {
     "outpaint": ("anyres_fast.cli.outpaint", "extend a real photo to any width with InfinityGAN (inversion included)"),
     "inbetween": ("anyres_fast.cli.inbetween", "join two real photos by generating the space between them (InfinityGAN)"),
     "convert": ("anyres_fast.cli.convert", "a StyleGAN3 / anyres-gan network pickle to our save format (runs nothing from it)"),
+    "serve": ("anyres_fast.cli.serve", "a deep-zoom web viewer that renders tiles when they are first looked at"),
 }
 
 # An option value that starts with '-' but is a number or a list of numbers (`--zoom -10,0,64`):

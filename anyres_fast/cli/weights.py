@@ -51,6 +51,21 @@ class Weights:
     seed: Optional[int] = None
     path: Optional[str] = None
 
+    def files(self) -> list:
+        """The files `load` reads (empty for random weights): a pickle, a save_pretrained folder's
+        config and weights, or a run's newest checkpoint. For caches keyed by the weights' bytes."""
+        if self.kind == "pickle":
+            return [self.path]
+        if self.kind == "run":
+            from ..train.checkpoint import latest_checkpoint
+            newest = latest_checkpoint(self.path)
+            return [newest] if newest else []
+        if self.kind == "pretrained":
+            from ..models.pretrained import CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE
+            return [os.path.join(self.path, n) for n in (CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE)
+                    if os.path.isfile(os.path.join(self.path, n))]
+        return []
+
 
 def resolve(text: str, family: Optional[str] = None, flag: str = "--weights",
             needed_by: str = "this command") -> Weights:
