@@ -29,6 +29,8 @@ FIXED_RULE = {"modulated_conv2d": "ref", "style_fused_conv2d": "cuda"}
 
 _lock = threading.Lock()
 _tables: dict = {}  # path -> {device name -> {key -> entry}}
+_device_names: dict = {}  # device index -> name, queried once per process (names cannot change)
+_paths: dict = {}  # (build key, cache root settings) -> table path
 
 
 def autotune_enabled() -> bool:
@@ -40,8 +42,27 @@ def autotune_enabled() -> bool:
 
 
 def table_path() -> Path:
-    """Where the measured table lives: next to the extension build it was measured with."""
-    return _extension.build_dir() / TABLE_NAME
+    """Where the measured table lives: next to the extension build it was measured with.
+
+    Memoised per build key and cache-root setting: on the per-call path of impl="auto" this costs a
+    dict lookup (the build key itself is computed once per process, _extension.build_key).
+    """
+    memo = (_extension.build_key(), os.environ.get("ANYRES_FAST_CACHE"), os.environ.get("XDG_CACHE_HOME"))
+    path = _paths.get(memo)
+    if path is None:
+        path = _paths[memo] = _extension.build_dir() / TABLE_NAME
+    return path
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (the table's section), queried once per device index and process; "cpu" off GPU."""
+    if device.type != "cuda":
+        return "cpu"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    name = _device_names.get(index)
+    if name is None:
+        name = _device_names[index] = torch.cuda.get_device_name(index)
+    return name
 
 
 def _load(path: Path) -> dict:
@@ -99,7 +120,7 @@ def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return FIXED_RULE[op]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     path = table_path()
     with _lock:
         entry = _load(path).get(name, {}).get(key)
