@@ -68,6 +68,25 @@ def extension():
     return _extension.get(required=True)
 
 
+def aligned(t: torch.Tensor, alignment: int) -> torch.Tensor:
+    """t itself when its data pointer is a multiple of `alignment` bytes, else a contiguous copy (a fresh
+    allocation: PyTorch's allocators align those to at least 64 bytes).
+
+    Kernels that move 16-byte chunks (cp.async) or store 32-bit words fault with a sticky
+    misaligned-address error on a contiguous view with a storage offset; the bindings refuse such
+    pointers, and the ops pass their operands through this first.
+
+    Args:
+        t: a tensor.
+        alignment: bytes (a power of two).
+    Returns:
+        t, or its aligned contiguous copy.
+    """
+    if t.data_ptr() % alignment == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def current_stream(device: torch.device) -> int:
     """The current CUDA stream of device as the integer handle the bindings take."""
     return torch.cuda.current_stream(device).cuda_stream
