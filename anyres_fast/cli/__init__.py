@@ -1,6 +1,6 @@
 """The `anyres-fast` command line.
 
-    anyres-fast doctor [--build]     versions, GPU, extension status and build log path
+    anyres-fast doctor [--build] [--gpu]  versions, GPU, extension status, build log; kernel self-checks
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
     anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)

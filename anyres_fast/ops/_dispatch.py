@@ -3,8 +3,8 @@
 Every public op takes `impl="auto" | "cuda" | "ref"`:
   ref   pure PyTorch, any device, any float dtype (float64 for checking);
   cuda  the extension's kernel; raises OpUnsupported with the reason when it cannot run;
-  auto  cuda when the tensors are on a GPU, the extension is available and the configuration is
-        supported, else ref.
+  auto  cuda when the tensors are on a GPU, the extension is available, the configuration is
+        supported and the kernel passed its first-use self-check on that device (selfcheck.py), else ref.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def resolve_impl(op: str, impl: str, tensors: Iterable[Optional[torch.Tensor]],
         cuda_unsupported: returns None when the kernel covers this configuration, else a short reason;
             only called when all tensors are on a CUDA device.
     Returns:
-        "cuda" or "ref".
+        "cuda" or "ref" ("auto" gives "ref" for a kernel that failed its self-check on this device).
     Raises:
         ValueError: impl is not one of IMPLS.
         OpUnsupported: impl="cuda" with tensors off the GPU or an uncovered configuration.
@@ -60,12 +60,37 @@ def resolve_impl(op: str, impl: str, tensors: Iterable[Optional[torch.Tensor]],
             raise OpUnsupported(f"{op}: impl='cuda' cannot run this configuration: {reason}")
         return "ref"
     ext = _extension.get(required=(impl == "cuda"))
-    return "cuda" if ext is not None else "ref"
+    if ext is None:
+        return "ref"
+    if impl == "auto":
+        from . import selfcheck  # imports the op modules, which import this one
+        if not selfcheck.trusted(op, present[0].device, present[0].dtype):
+            return "ref"  # the kernel failed its first-use self-check here (it warned once)
+    return "cuda"
 
 
 def extension():
     """The loaded extension (only called after resolve_impl returned "cuda")."""
     return _extension.get(required=True)
+
+
+def aligned(t: torch.Tensor, alignment: int) -> torch.Tensor:
+    """t itself when its data pointer is a multiple of `alignment` bytes, else a contiguous copy (a fresh
+    allocation: PyTorch's allocators align those to at least 64 bytes).
+
+    Kernels that move 16-byte chunks (cp.async) or store 32-bit words fault with a sticky
+    misaligned-address error on a contiguous view with a storage offset; the bindings refuse such
+    pointers, and the ops pass their operands through this first.
+
+    Args:
+        t: a tensor.
+        alignment: bytes (a power of two).
+    Returns:
+        t, or its aligned contiguous copy.
+    """
+    if t.data_ptr() % alignment == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def current_stream(device: torch.device) -> int:

@@ -36,6 +36,8 @@ LOCK_TIMEOUT_S = float(os.environ.get("ANYRES_FAST_LOCK_TIMEOUT", 1800))
 _SOURCE_SUFFIXES = (".cpp", ".cu", ".cuh", ".h")  # all hashed; only .cpp/.cu compiled
 
 _state: dict = {"module": None, "error": None, "warned": False}
+# per-process memo of what cannot change while the process runs (see build_key)
+_cache: dict = {"sources": {}, "keys": {}}
 
 
 class ExtensionUnavailable(RuntimeError):
@@ -50,11 +52,12 @@ def mode() -> str:
 
 
 def source_dir() -> Path:
-    """csrc/ as installed (package data) or in a source checkout."""
-    installed = Path(__file__).resolve().parent.parent / "csrc"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "csrc"
+    """csrc/ as installed (package data) or in a source checkout (found once per process)."""
+    found = _cache.get("source_dir")
+    if found is None:
+        installed = Path(__file__).resolve().parent.parent / "csrc"
+        found = _cache["source_dir"] = installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "csrc"
+    return found
 
 
 def source_files() -> list[Path]:
@@ -65,14 +68,31 @@ def source_files() -> list[Path]:
     return files
 
 
+def _visible_archs() -> list[str]:
+    """Compute capabilities of the visible GPUs, queried once per process (they cannot change while it
+    runs: CUDA_VISIBLE_DEVICES is read when CUDA initialises)."""
+    if "visible_archs" not in _cache:
+        if torch.cuda.is_available():
+            _cache["visible_archs"] = sorted({"%d.%d" % torch.cuda.get_device_capability(i)
+                                              for i in range(torch.cuda.device_count())})
+        else:
+            _cache["visible_archs"] = list(DEFAULT_ARCHS)
+    return list(_cache["visible_archs"])
+
+
 def target_archs() -> list[str]:
+    """The archs to build for: ANYRES_FAST_ARCH, else the visible GPUs, else DEFAULT_ARCHS.
+
+    Returns:
+        list of "major.minor" strings.
+    Raises:
+        ValueError: ANYRES_FAST_ARCH is malformed.
+    """
     override = os.environ.get("ANYRES_FAST_ARCH")
     if override:
         archs = [a.strip() for a in override.replace(",", ";").split(";") if a.strip()]
-    elif torch.cuda.is_available():
-        archs = sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
     else:
-        archs = list(DEFAULT_ARCHS)
+        archs = _visible_archs()
     for a in archs:
         major, _, minor = a.partition(".")
         if not (major.isdigit() and minor.rstrip("a").isdigit()):
@@ -87,18 +107,46 @@ def _build_flags() -> dict:
     }
 
 
+def _source_digest(root: Path) -> str:
+    """SHA-256 over the relative paths and bytes of the sources under root, once per process and root
+    (refresh_sources() forgets it; build() does so before compiling)."""
+    digest = _cache["sources"].get(root)
+    if digest is None:
+        h = hashlib.sha256()
+        for p in source_files():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+        digest = _cache["sources"][root] = h.hexdigest()
+    return digest
+
+
+def refresh_sources() -> None:
+    """Forget the cached source digest and archs, so the next build_key() re-reads csrc/ (after editing
+    the sources in a running process; build() calls it)."""
+    _cache["sources"].clear()
+    _cache["keys"].clear()
+
+
 def build_key() -> str:
-    h = hashlib.sha256()
+    """The build cache key (docs/build.md §2), 16 hex digits.
+
+    The sources are hashed once per process (refresh_sources() to re-read them) and the visible GPUs
+    queried once, so calls after the first cost a dict lookup: the conv autotuner's table path is on
+    the per-call path of impl="auto".
+    """
     root = source_dir()
-    for p in source_files():
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    h.update(torch.__version__.encode())
-    h.update(str(torch.version.cuda).encode())
-    h.update(";".join(target_archs()).encode())
-    h.update(json.dumps(_build_flags(), sort_keys=True).encode())
-    h.update(sys.version.encode())
-    return h.hexdigest()[:16]
+    memo = (root, os.environ.get("ANYRES_FAST_ARCH"))
+    key = _cache["keys"].get(memo)
+    if key is None:
+        h = hashlib.sha256()
+        h.update(_source_digest(root).encode())
+        h.update(torch.__version__.encode())
+        h.update(str(torch.version.cuda).encode())
+        h.update(";".join(target_archs()).encode())
+        h.update(json.dumps(_build_flags(), sort_keys=True).encode())
+        h.update(sys.version.encode())
+        key = _cache["keys"][memo] = h.hexdigest()[:16]
+    return key
 
 
 def cache_root() -> Path:
@@ -201,6 +249,7 @@ def _import_library(path: Path):
 def build(force: bool = False):
     """Build (if needed) and import the extension; raises ExtensionUnavailable on failure.
     Works without a GPU: only running the kernels needs one."""
+    refresh_sources()  # a build compiles what is on disk now
     directory = build_dir()
     with _build_lock(directory):
         lib = _library_path(directory)

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from . import _extension
+from ..utils.files import write_json
 
 TABLE_NAME = "conv_choice.json"
 REPEATS = 5
@@ -29,6 +30,8 @@ FIXED_RULE = {"modulated_conv2d": "ref", "style_fused_conv2d": "cuda"}
 
 _lock = threading.Lock()
 _tables: dict = {}  # path -> {device name -> {key -> entry}}
+_device_names: dict = {}  # device index -> name, queried once per process (names cannot change)
+_paths: dict = {}  # (build key, cache root settings) -> table path
 
 
 def autotune_enabled() -> bool:
@@ -40,8 +43,27 @@ def autotune_enabled() -> bool:
 
 
 def table_path() -> Path:
-    """Where the measured table lives: next to the extension build it was measured with."""
-    return _extension.build_dir() / TABLE_NAME
+    """Where the measured table lives: next to the extension build it was measured with.
+
+    Memoised per build key and cache-root setting: on the per-call path of impl="auto" this costs a
+    dict lookup (the build key itself is computed once per process, _extension.build_key).
+    """
+    memo = (_extension.build_key(), os.environ.get("ANYRES_FAST_CACHE"), os.environ.get("XDG_CACHE_HOME"))
+    path = _paths.get(memo)
+    if path is None:
+        path = _paths[memo] = _extension.build_dir() / TABLE_NAME
+    return path
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (the table's section), queried once per device index and process; "cpu" off GPU."""
+    if device.type != "cuda":
+        return "cpu"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    name = _device_names.get(index)
+    if name is None:
+        name = _device_names[index] = torch.cuda.get_device_name(index)
+    return name
 
 
 def _load(path: Path) -> dict:
@@ -56,9 +78,7 @@ def _load(path: Path) -> dict:
 def _save(path: Path, table: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(str(path), table, indent=1)
     except OSError:
         pass  # a read-only cache only costs a re-measurement in the next process
 
@@ -99,7 +119,7 @@ def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return FIXED_RULE[op]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     path = table_path()
     with _lock:
         entry = _load(path).get(name, {}).get(key)

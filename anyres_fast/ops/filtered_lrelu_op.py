@@ -359,9 +359,13 @@ def _launch(x, b, fu_k, fd_k, out, signs, up, down, p0x, p0y, gain, slope, clamp
     bias = b.to(x.dtype).contiguous() if b is not None else x.new_empty((0,))
     # (CPU tensors only reach here in the tests, which plug in a host emulation of the kernel)
     stream = _dispatch.current_stream(x.device) if x.is_cuda else 0
+    # the write mode stores the record as 32-bit words: a view at an unaligned offset gets a temporary
+    record = signs if mode != SIGN_WRITE or signs.data_ptr() % 4 == 0 else torch.empty_like(signs)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        ext.filtered_lrelu(x, bias, fu_c, fd_c, fu_rev, fd_rev, out, signs, up, down, p0x, p0y, float(gain),
+        ext.filtered_lrelu(x, bias, fu_c, fd_c, fu_rev, fd_rev, out, record, up, down, p0x, p0y, float(gain),
                            float(slope), float(clamp), mode, sign_w, sx, sy, stream)
+    if record is not signs:
+        signs.copy_(record)
 
 
 def _forward_cuda(x, fu, fd, b, up, down, pads, gain, slope, clamp, flip_filter, write_signs):

@@ -27,7 +27,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch, conv_choice
+from . import _arch, _dispatch, conv_choice
 
 OP = "modulated_conv2d"
 FORMS = ("three_pass", "grouped")
@@ -300,7 +300,7 @@ def _cuda_forward(x, weight, styles, demodulate, padding, up, eps):
     y = torch.empty((b, o, output_size(h, kh, padding, up), output_size(w, kw, padding, up)),
                     device=x.device, dtype=x.dtype)
     with torch.cuda.device(x.device):
-        ext.modulated_conv2d_igemm(x, gemm_weight(weight), s32, d, y, _mode_forward(up), padding,
+        ext.modulated_conv2d_igemm(x, _dispatch.aligned(gemm_weight(weight), 16), s32, d, y, _mode_forward(up), padding,
                                    exact_fp32(), _dispatch.current_stream(x.device))
     return y
 
@@ -318,7 +318,8 @@ def _cuda_backward(grad, x, weight, styles, demodulate, padding, up, eps, y=None
     gxs = torch.empty_like(x)
     with torch.cuda.device(x.device):
         # The adjoint conv reads grad (B,O,..) modulated by d and writes (B,I,..) unscaled.
-        ext.modulated_conv2d_igemm(grad, gemm_weight(weight, adjoint=True), d, ones, gxs, _mode_adjoint(up),
+        ext.modulated_conv2d_igemm(grad, _dispatch.aligned(gemm_weight(weight, adjoint=True), 16), d, ones, gxs,
+                                   _mode_adjoint(up),
                                    padding, exact_fp32(), _dispatch.current_stream(x.device))
     # Big tensors stay in the input dtype (cuDNN accumulates in fp32); the small (B,I), (B,O), (O,I)
     # reductions and the demodulation terms are in (at least) float32.
@@ -353,10 +354,15 @@ def _mode_adjoint(up):
     return _TCONV_S1 if up == 1 else _CONV_S2
 
 
-def _cuda_unsupported(x, weight) -> str | None:
-    """None when the kernels cover this configuration (shared by style_fused_conv2d), else why not."""
+def _cuda_unsupported(x, weight, dual: bool = False) -> str | None:
+    """None when the kernels cover this configuration (shared by style_fused_conv2d; dual: the
+    two-accumulator form of its exact demodulation), else why not: dtype, sizes, and the device's
+    architecture and shared memory (anyres_fast/ops/_arch.py)."""
     if x.dtype not in _dispatch.CUDA_DTYPES:
         return f"dtype {x.dtype} (CUDA kernels take float32, float16, bfloat16)"
+    reason = _arch.igemm_unsupported(x.device, x.dtype, dual)
+    if reason is not None:
+        return reason
     o, i, kh, kw = weight.shape
     b, _, h, w = x.shape
     cp = -(-max(o, i) // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE

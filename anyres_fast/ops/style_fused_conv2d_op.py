@@ -200,8 +200,9 @@ def _cuda_forward(x, weight, style_map, padding, up, demod, eps):
                     device=x.device, dtype=x.dtype)
     exact = demod == "exact"
     with torch.cuda.device(x.device):
-        wg = gemm_weight(weight)
-        ext.style_fused_conv2d_igemm(x, wg, gemm_weight(weight, square=True) if exact else wg, smap, y,
+        wg = _dispatch.aligned(gemm_weight(weight), 16)  # cp.async reads 16-byte chunks of it
+        wsq = _dispatch.aligned(gemm_weight(weight, square=True), 16) if exact else wg
+        ext.style_fused_conv2d_igemm(x, wg, wsq, smap, y,
                                      _mode_forward(up), padding, exact, float(eps), exact_fp32(),
                                      _dispatch.current_stream(x.device))
     if demod == "pointwise":
@@ -252,7 +253,7 @@ def style_fused_conv2d(x, weight, style_map, padding=0, up=1, demod="exact", eps
     if demod not in DEMODS:
         raise ValueError(f"{OP}: demod must be one of {DEMODS}, got {demod!r}")
     _dispatch.check_same_device(OP, x=x, weight=weight, style_map=style_map)
-    which = _dispatch.resolve_impl(OP, impl, (x, weight, style_map), lambda: _cuda_unsupported(x, weight))
+    which = _dispatch.resolve_impl(OP, impl, (x, weight, style_map), lambda: _cuda_unsupported(x, weight, dual=demod == "exact"))
     if which == "cuda" and impl == "auto":  # custom kernel or cuDNN reference, whichever measured faster
         key = conv_choice.shape_key(OP, x, weight, padding, up, f"demod={demod}", exact_fp32())
         which = conv_choice.choose(OP, key, x.device,

@@ -1,7 +1,8 @@
 // Binding of the fused filtered_lrelu kernel: checks tensors, fills FilteredLReluParams, launches.
 // Called from anyres_fast/ops/filtered_lrelu_op.py (_launch), which prepares the filters (float32,
-// contiguous; *_reverse = read the taps reversed, i.e. convolve), allocates y (and a zeroed sign record
-// in write mode) and sets the device guard.
+// contiguous; *_reverse = read the taps reversed, i.e. convolve), allocates y (and, in write mode, an
+// uninitialised sign record: the kernel writes every word of it, row padding included) and sets the
+// device guard.
 #include "binding_registry.h"
 #include "kernels/filtered_lrelu.cuh"
 
@@ -115,6 +116,10 @@ void filtered_lrelu(const at::Tensor& x, const at::Tensor& b, const at::Tensor& 
     TORCH_CHECK(signs.size(2) <= kIntMax && signs.size(3) <= kIntMax / 4 && sign_w > 0 && sign_w <= 4 * signs.size(3),
                 "filtered_lrelu: sign record sizes do not match (width ", sign_w, ", ", signs.size(3),
                 " bytes per row)");
+    // write mode stores 32-bit words: a view at an odd offset would fault (sticky misaligned address)
+    TORCH_CHECK(sign_mode != anyres_fast::kSignWrite || reinterpret_cast<uintptr_t>(signs.data_ptr()) % 4 == 0,
+                "filtered_lrelu: signs must be 4-byte aligned in write mode (the kernel stores 32-bit words); got a "
+                "view at byte offset ", signs.storage_offset(), "; pass a fresh tensor");
     p.signs = signs.data_ptr<uint8_t>();
     p.sign_h = int(signs.size(2));
     p.sign_row_bytes = int(signs.size(3));

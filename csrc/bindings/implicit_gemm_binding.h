@@ -8,6 +8,15 @@
 
 namespace anyres_fast {
 
+// The kernel copies the GEMM-ready weights with 16-byte cp.async: a contiguous view with a storage offset
+// would fault with a sticky misaligned-address error, so it is refused here (the Python side passes
+// aligned copies: anyres_fast/ops/_dispatch.py aligned).
+inline void check_aligned16(const torch::Tensor& t, const char* op, const char* what) {
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, op, ": ", what,
+              " must be 16-byte aligned (the kernel copies 16-byte chunks with cp.async); got a view at byte offset ",
+              t.storage_offset() * t.element_size(), "; pass a fresh (or .clone()d) tensor");
+}
+
 // x (B, C, H_in, W_in), weight_gemm (M, kh, kw, Cp), out (B, M, H_out, W_out).
 inline ImplicitGemmShape igemm_shape(const torch::Tensor& x, const torch::Tensor& weight_gemm,
                                      const torch::Tensor& out, int64_t padding, int64_t mode) {

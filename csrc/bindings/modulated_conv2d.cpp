@@ -66,6 +66,7 @@ void igemm(const torch::Tensor& input, const torch::Tensor& weight_gemm, const t
   for (int64_t v : {b, c, m, input.size(2), input.size(3), out.size(2), out.size(3), weight_gemm.size(1),
                     weight_gemm.size(2), weight_gemm.size(3)})
     check_int32(v, "size");
+  anyres_fast::check_aligned16(weight_gemm, "modulated_conv2d", "weight_gemm");
   TORCH_CHECK(weight_gemm.size(3) == anyres_fast::padded_channels((int)c), "modulated_conv2d: weight_gemm must be (M, kh, kw, ",
               anyres_fast::padded_channels((int)c), ") for ", c, " input channels, got ", weight_gemm.sizes());
   TORCH_CHECK(out.size(0) == b && out.size(1) == m, "modulated_conv2d: out must be (B, ", m, ", H, W)");
@@ -91,6 +92,10 @@ void igemm(const torch::Tensor& input, const torch::Tensor& weight_gemm, const t
 ANYRES_FAST_BIND(modulated_conv2d) {
   m.def("modulated_conv2d_demod", &demod, "d = rsqrt(sum (W s)^2 + eps)", pybind11::arg("weight"),
         pybind11::arg("styles"), pybind11::arg("d"), pybind11::arg("eps"), pybind11::arg("stream"));
+  m.def("igemm_smem_bytes", &anyres_fast::implicit_gemm_smem_bytes,
+        "shared memory of one implicit-GEMM CTA (dtype code, exact_fp32, dual)", pybind11::arg("dtype"),
+        pybind11::arg("exact_fp32"), pybind11::arg("dual"));
+  m.def("igemm_min_arch", &anyres_fast::implicit_gemm_min_arch, "lowest arch (major*10+minor) of the GEMM");
   m.def("modulated_conv2d_igemm", &igemm, "implicit-GEMM modulated convolution", pybind11::arg("input"),
         pybind11::arg("weight_gemm"), pybind11::arg("pre"), pybind11::arg("post"), pybind11::arg("out"),
         pybind11::arg("mode"), pybind11::arg("padding"), pybind11::arg("exact_fp32"), pybind11::arg("stream"));

@@ -40,6 +40,8 @@ void igemm(const torch::Tensor& x, const torch::Tensor& weight_gemm, const torch
   TORCH_CHECK(weight_gemm.size(3) == anyres_fast::padded_channels((int)x.size(1)),
               "style_fused_conv2d: weight_gemm must be (O, kh, kw, ", anyres_fast::padded_channels((int)x.size(1)),
               ") for ", x.size(1), " input channels, got ", weight_gemm.sizes());
+  anyres_fast::check_aligned16(weight_gemm, "style_fused_conv2d", "weight_gemm");
+  if (exact) anyres_fast::check_aligned16(weight_sq_gemm, "style_fused_conv2d", "weight_sq_gemm");
   TORCH_CHECK(weight_sq_gemm.sizes() == weight_gemm.sizes(), "style_fused_conv2d: weight_sq_gemm must match weight_gemm");
   TORCH_CHECK(out.size(0) == x.size(0) && out.size(1) == weight_gemm.size(0), "style_fused_conv2d: out must be (B,O,H,W)");
   TORCH_CHECK(mode == 0 || mode == 3, "style_fused_conv2d: mode must be 0 (conv) or 3 (transposed up=2)");

@@ -38,6 +38,7 @@ namespace anyres_fast::emulation {
 inline uint3 thread_idx, block_idx;
 inline dim3 block_dim, grid_dim;
 inline unsigned char* shared_memory = nullptr;  // sized per launch, so sanitizers see overruns
+inline long misaligned_stores = 0;  // word stores to an address that is not 4-byte aligned (a GPU faults)
 }  // namespace anyres_fast::emulation
 #define threadIdx ::anyres_fast::emulation::thread_idx
 #define blockIdx ::anyres_fast::emulation::block_idx
@@ -372,7 +373,11 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
             if (li < d.aw && ax0 + li < p.sign_w) v |= unsigned(codes[li]) << (2 * e);
           }
         }
-        reinterpret_cast<uint32_t*>(plane + int64_t(ay0 + r) * p.sign_row_bytes)[word_begin + wi] = v;
+        uint32_t* word = reinterpret_cast<uint32_t*>(plane + int64_t(ay0 + r) * p.sign_row_bytes) + word_begin + wi;
+#ifdef ANYRES_FAST_HOST_EMULATION
+        if (reinterpret_cast<uintptr_t>(word) % 4 != 0) ++emulation::misaligned_stores;
+#endif
+        *word = v;
       });
     }
   }
@@ -533,6 +538,8 @@ bool params_ok(const FilteredLReluParams& p) {
   if (p.sign_mode != kSignNone && p.sign_mode != kSignWrite && p.sign_mode != kSignRead) return false;
   if (p.sign_mode != kSignNone) {
     if (!p.signs || p.sign_h < 1 || p.sign_w < 1 || p.sign_row_bytes * 4 < p.sign_w) return false;
+    // the write mode stores 32-bit words (rows are whole words, so the base decides)
+    if (p.sign_mode == kSignWrite && reinterpret_cast<uintptr_t>(p.signs) % 4 != 0) return false;
     if (!in_range(p.sign_ofs_x) || !in_range(p.sign_ofs_y)) return false;
   }
   if (p.sign_mode == kSignWrite) {

@@ -41,6 +41,7 @@ inline int skip_barrier_line = -1;  // mutation check: the __syncthreads on this
 inline std::set<int> barrier_lines;  // source lines of the barriers that all threads passed together
 inline unsigned max_block_threads = 0;
 inline long error_count = 0;
+inline long misaligned_stores = 0;  // filtered_lrelu's sign words stored off 4-byte alignment
 inline std::string first_error;
 
 inline void report(const std::string& message) {

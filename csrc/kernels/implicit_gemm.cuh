@@ -39,8 +39,21 @@
 
 #include "kernels/implicit_gemm_api.h"
 
+#include <atomic>
+
+// The GEMM needs sm_80: cp.async, and bf16 / TF32 WMMA fragments. A device pass for an older arch
+// (the extension also builds for sm_75) compiles the kernels as empty stubs, and the launcher refuses
+// such a device before launching anything (run_typed), as the Python side does (OpUnsupported).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define ANYRES_IGEMM_DEVICE_CODE 0
+#else
+#define ANYRES_IGEMM_DEVICE_CODE 1
+#endif
+
 namespace anyres_fast {
 namespace igemm {
+
+constexpr int kMinArch = 80;  // major * 10 + minor
 
 enum ConvMode : int { kConvS1 = 0, kConvS2 = 1, kTConvS1 = 2, kTConvS2 = 3 };
 enum class Math { kMma16, kTf32, kFma };
@@ -166,7 +179,7 @@ template <typename T, bool kDual> struct Smem {
 __device__ __forceinline__ void cp_async16(void* smem_dst, const void* global_src, bool valid) {
 #ifdef ANYRES_FAST_HOST_EMULATION
   igemm_emulation::cp_async16(smem_dst, global_src, valid ? 16 : 0);
-#else
+#elif ANYRES_IGEMM_DEVICE_CODE
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src), "r"(valid ? 16 : 0));
 #endif
@@ -174,7 +187,7 @@ __device__ __forceinline__ void cp_async16(void* smem_dst, const void* global_sr
 __device__ __forceinline__ void cp_async_commit() {
 #ifdef ANYRES_FAST_HOST_EMULATION
   igemm_emulation::cp_async_commit();
-#else
+#elif ANYRES_IGEMM_DEVICE_CODE
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
@@ -196,6 +209,7 @@ template <typename S> struct Wmma<S, Math::kMma16> {
   template <typename F> __device__ static void round(F&) {}
 };
 
+#if ANYRES_IGEMM_DEVICE_CODE
 template <> struct Wmma<float, Math::kTf32> {
   static constexpr int kK = 8;
   using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 8, nvcuda::wmma::precision::tf32,
@@ -208,6 +222,7 @@ template <> struct Wmma<float, Math::kTf32> {
     for (int t = 0; t < f.num_elements; ++t) f.x[t] = nvcuda::wmma::__float_to_tf32(f.x[t]);
   }
 };
+#endif  // ANYRES_IGEMM_DEVICE_CODE
 
 template <typename S, Math kMath>
 __device__ __forceinline__ void mma_tile(const S* As, const S* Bs, int wm, int wn,
@@ -255,6 +270,7 @@ __device__ __forceinline__ void fma_tile(const float* As, const float* Bs, int t
 
 template <typename T, Math kMath, bool kDual>
 __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ Problem p) {
+#if ANYRES_IGEMM_DEVICE_CODE
   using TL = Tile<T>;
   constexpr int kStage = Smem<T, kDual>::kStage;
   ANYRES_DYNAMIC_SMEM(smem);
@@ -420,6 +436,7 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ 
     if constexpr (kDual) v *= rsqrtf(Cs2[mb * kLdC + nb] + p.eps);
     out[o] = from_float<T>(v);
   }
+#endif  // ANYRES_IGEMM_DEVICE_CODE (below sm_80: an empty stub, never launched)
 }
 
 // ---- staging: NCHW × scale -> channels-last, padded channels ------------------------------------------------
@@ -486,15 +503,69 @@ __global__ void __launch_bounds__(kThreads) reduce_kernel(const float* __restric
   (kernel<<<grid, kThreads, smem, stream>>>(__VA_ARGS__), cudaGetLastError())
 #endif
 
-inline cudaError_t sm_count(int& sms) {
+// Shared memory of one GEMM CTA per configuration (the Python side mirrors this table:
+// anyres_fast/ops/_arch.py IGEMM_SMEM_BYTES, checked against it by the emulation tests).
+inline int gemm_smem_bytes(DType dtype, bool exact_fp32, bool dual) {
+  if (dtype == DType::f32) return dual ? Smem<float, true>::kTotal : Smem<float, false>::kTotal;
+  (void)exact_fp32;  // TF32 and FMA share the fp32 tiles
+  return dual ? Smem<__half, true>::kTotal : Smem<__half, false>::kTotal;
+}
+
+constexpr int kMaxDevices = 64;
+
+// What the launcher needs to know about a device, read once per device and process.
+struct DeviceLimits {
+  int arch = 0;       // major * 10 + minor
+  int max_smem = 0;   // cudaDevAttrMaxSharedMemoryPerBlockOptin
+  int sms = 0;
+};
+
+inline cudaError_t device_limits(DeviceLimits& out) {
 #ifdef ANYRES_FAST_HOST_EMULATION
-  sms = igemm_emulation::num_sms;
+  out.arch = igemm_emulation::arch;
+  out.max_smem = igemm_emulation::max_smem;
+  out.sms = igemm_emulation::num_sms;
   return cudaSuccess;
 #else
+  static std::atomic<int> arch[kMaxDevices], max_smem[kMaxDevices], sms[kMaxDevices];
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  return cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
+  if (arch[device].load(std::memory_order_acquire) == 0) {
+    int major = 0, minor = 0, smem = 0, count = 0;
+    if ((err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device)) != cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device)) != cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)) != cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
+      return err;
+    max_smem[device].store(smem, std::memory_order_relaxed);
+    sms[device].store(count, std::memory_order_relaxed);
+    arch[device].store(major * 10 + minor, std::memory_order_release);
+  }
+  out.arch = arch[device].load(std::memory_order_acquire);
+  out.max_smem = max_smem[device].load(std::memory_order_relaxed);
+  out.sms = sms[device].load(std::memory_order_relaxed);
+  return cudaSuccess;
+#endif
+}
+
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and device, not per launch.
+template <typename Kernel>
+cudaError_t allow_dynamic_smem(Kernel kernel, int bytes, std::atomic<unsigned long long>& done_devices) {
+#ifdef ANYRES_FAST_HOST_EMULATION
+  (void)kernel; (void)bytes; (void)done_devices;
+  return cudaSuccess;
+#else
+  if (bytes <= 48 * 1024) return cudaSuccess;
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const unsigned long long bit = 1ull << (device & 63);
+  if (done_devices.load(std::memory_order_acquire) & bit) return cudaSuccess;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess) done_devices.fetch_or(bit, std::memory_order_acq_rel);
+  return err;
 #endif
 }
 
@@ -515,12 +586,8 @@ template <typename T, Math kMath, bool kDual>
 cudaError_t launch_gemm(const Problem& p, const Plan& plan, cudaStream_t stream) {
   constexpr int smem = Smem<T, kDual>::kTotal;
   auto kernel = conv_kernel<T, kMath, kDual>;
-#ifndef ANYRES_FAST_HOST_EMULATION
-  if (smem > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (err != cudaSuccess) return err;
-  }
-#endif
+  static std::atomic<unsigned long long> attribute_set{0};  // one bit per device
+  if (cudaError_t err = allow_dynamic_smem(kernel, smem, attribute_set); err != cudaSuccess) return err;
   const int64_t gx = plan.n_tiles * plan.m_tiles;
   if (gx > 2147483647LL) return cudaErrorInvalidConfiguration;
   const dim3 grid(unsigned(gx), 1, unsigned(plan.classes * plan.splits));
@@ -544,10 +611,13 @@ inline bool shape_ok(const ImplicitGemmShape& s) {
 
 template <typename T, Math kMath, bool kDual, bool kPixelStyle>
 cudaError_t run_typed(const ImplicitGemmShape& s, const ImplicitGemmOperands& o, float eps, cudaStream_t stream) {
-  int sms = 0;
-  cudaError_t err = sm_count(sms);
+  DeviceLimits dev;
+  cudaError_t err = device_limits(dev);
   if (err != cudaSuccess) return err;
-  const Plan plan = make_plan(s, kDual, sms);
+  // refused by design (the Python side says why first): below sm_80 the kernels are stubs, and a
+  // configuration whose tiles exceed the device's shared memory cannot launch
+  if (dev.arch < kMinArch || Smem<T, kDual>::kTotal > dev.max_smem) return cudaErrorNotSupported;
+  const Plan plan = make_plan(s, kDual, dev.sms);
   if (plan.splits > 1 && (o.workspace == nullptr || o.workspace_floats < plan.workspace_floats))
     return cudaErrorInvalidValue;
   Problem p;
@@ -576,6 +646,10 @@ cudaError_t run(const ImplicitGemmShape& s, const ImplicitGemmOperands& o, DType
       (kPixelStyle ? o.pre_map == nullptr : o.pre == nullptr) ||
       (kDual && (o.weight_sq == nullptr || o.staged_sq == nullptr)))
     return cudaErrorInvalidValue;
+  // cp.async moves 16-byte chunks straight from the GEMM-ready weights and the staged input
+  auto misaligned = [](const void* q) { return q != nullptr && reinterpret_cast<uintptr_t>(q) % 16 != 0; };
+  if (misaligned(o.weight) || misaligned(o.weight_sq) || misaligned(o.staged) || misaligned(o.staged_sq))
+    return cudaErrorMisalignedAddress;
   switch (dtype) {
     case DType::f16: return run_typed<__half, Math::kMma16, kDual, kPixelStyle>(s, o, eps, stream);
     case DType::bf16: return run_typed<__nv_bfloat16, Math::kMma16, kDual, kPixelStyle>(s, o, eps, stream);
@@ -589,12 +663,12 @@ cudaError_t run(const ImplicitGemmShape& s, const ImplicitGemmOperands& o, DType
 // Scratch sizes for the binding (it allocates them with the torch allocator).
 inline cudaError_t scratch(const ImplicitGemmShape& s, bool dual, ImplicitGemmScratch& out) {
   if (!shape_ok(s)) return cudaErrorInvalidValue;
-  int sms = 0;
-  cudaError_t err = sm_count(sms);
+  DeviceLimits dev;
+  cudaError_t err = device_limits(dev);
   if (err != cudaSuccess) return err;
   out.channels_padded = padded_channels(s.channels);
   out.staged_elements = int64_t(s.batch) * s.h_in * s.w_in * out.channels_padded;
-  out.workspace_floats = make_plan(s, dual, sms).workspace_floats;
+  out.workspace_floats = make_plan(s, dual, dev.sms).workspace_floats;
   return cudaSuccess;
 }
 

@@ -48,4 +48,9 @@ struct ImplicitGemmScratch {
 // Defined in csrc/kernels/modulated_conv2d.cu. The split-K decision reads the current device's SM count.
 int implicit_gemm_scratch(const ImplicitGemmShape& shape, bool dual, ImplicitGemmScratch* out);
 
+// Shared memory (bytes) of one GEMM CTA for dtype (DType as int), fp32 mode and the dual accumulator,
+// and the lowest arch (major*10+minor) the GEMM runs on; anyres_fast/ops/_arch.py mirrors both.
+int implicit_gemm_smem_bytes(int dtype, bool exact_fp32, bool dual);
+int implicit_gemm_min_arch();
+
 }  // namespace anyres_fast

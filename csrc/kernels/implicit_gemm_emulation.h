@@ -53,6 +53,8 @@ namespace emu = ::anyres_fast::emulation;
 inline int smem_offset = 0;      // bytes added to the 128-byte aligned dynamic shared memory base
 inline int skip_wait_line = -1;  // mutation check: the cp.async wait on this source line does nothing
 inline int num_sms = 132;        // what cudaDevAttrMultiProcessorCount reports (split-K planning)
+inline int arch = 90;             // the emulated device's major*10+minor (the launcher refuses < 80)
+inline int max_smem = 232448;     // its cudaDevAttrMaxSharedMemoryPerBlockOptin (sm_90)
 
 // findings
 inline long wmma_calls = 0, cp_async_copies = 0;

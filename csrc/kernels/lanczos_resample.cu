@@ -21,9 +21,10 @@
 // result. The fused kernel (ANYRES_LAUNCH_CTA: phases of block-strided loops between __syncthreads) runs
 // each CTA as one thread, which is exact for such kernels; with -DANYRES_FAST_HOST_EMULATION_THREADS as
 // well, as its real number of threads taking turns at the barriers (host_emulation.h), which checks the
-// barriers. Float math matches the GPU's except the last bits of the double sin(): fmaf is fused on the
-// host too, the double _rn intrinsics are plain +, * (the test compiles with -ffp-contract=off, so
-// nothing else gets fused).
+// barriers. Float math matches the GPU's except the last bits of the double sin() and where the two
+// compilers contract a*b+c differently (fmaf is fused on the host too). The tap windows do not depend on
+// that: they use the explicitly rounded __dadd_rn/__dsub_rn/__dmul_rn, which round every step on both
+// (test_tap_windows_do_not_depend_on_fma_contraction builds this file with FMA contraction on).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -95,8 +96,11 @@ auto launch_cta(void (*kernel)(Params...), dim3 grid, unsigned block, size_t sme
 #define cudaGetLastError() cudaSuccess  // emulated launches cannot fail (no CUDA runtime linked)
 using std::max;
 using std::min;
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+// The _rn intrinsics round each result on the GPU whatever ptxas contracts; here the volatile store
+// does the same whatever g++ contracts (-ffp-contract=fast -mfma in the sweep test).
+inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }
+inline double __dsub_rn(double a, double b) { volatile double r = a - b; return r; }
+inline double __dmul_rn(double a, double b) { volatile double r = a * b; return r; }
 #else
 // kernel<<<grid, block, smem, stream>>>(args); the kernel comes last because template argument
 // lists hold commas.
@@ -160,11 +164,12 @@ __global__ void tables_kernel(const double* __restrict__ boxes, int64_t batch, i
     const double end = boxes[b * 4 + axis + 2];
     const double scale = (end - start) / t.out_size;
     const double fs = antialias ? fmax(scale, 1.0) : 1.0;
-    const double support = a * fs;
-    // Explicit roundings (no FMA contraction) so the tap windows match the float64 reference exactly.
+    // Every step rounded on its own, as the float64 reference computes it: ptxas would otherwise contract
+    // centre ± a·fs into one DFMA and move lo / count by one tap on some rows.
+    const double support = __dmul_rn(static_cast<double>(a), fs);
     const double centre = __dadd_rn(start, __dmul_rn(i + 0.5, scale));
-    const double lo_raw = floor(centre - support + 0.5);
-    const double hi_raw = floor(centre + support + 0.5);
+    const double lo_raw = floor(__dadd_rn(__dsub_rn(centre, support), 0.5));
+    const double hi_raw = floor(__dadd_rn(__dadd_rn(centre, support), 0.5));
     // Clamp in floating point first so huge boxes never overflow the int conversion.
     const double in = static_cast<double>(t.in_size);
     const int lo = static_cast<int>(fmin(fmax(lo_raw, 0.0), in));

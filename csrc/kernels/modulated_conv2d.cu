@@ -78,6 +78,12 @@ int modulated_conv2d_demod(const void* weight, const float* styles, float* energ
 
 #endif  // ANYRES_FAST_HOST_EMULATION
 
+int implicit_gemm_smem_bytes(int dtype, bool exact_fp32, bool dual) {
+  return igemm::gemm_smem_bytes(static_cast<DType>(dtype), exact_fp32, dual);
+}
+
+int implicit_gemm_min_arch() { return igemm::kMinArch; }
+
 int implicit_gemm_scratch(const ImplicitGemmShape& shape, bool dual, ImplicitGemmScratch* out) {
   if (out == nullptr) return (int)cudaErrorInvalidValue;
   return (int)igemm::scratch(shape, dual, *out);

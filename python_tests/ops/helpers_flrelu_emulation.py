@@ -37,6 +37,7 @@ extern "C" int emu_filtered_lrelu(const float* x, const int64_t* xs, const int* 
   p.sign_ofs_x = sd[3]; p.sign_ofs_y = sd[4];
   return anyres_fast::filtered_lrelu_launch(p, anyres_fast::DType::f32, nullptr);
 }
+extern "C" long emu_misaligned_stores() { return anyres_fast::emulation::misaligned_stores; }
 // The launcher's plan for kernel parameters v (see test_launch_plan_matches_the_launcher).
 extern "C" int emu_plan(const int* v, int max_smem, int64_t* out) {
   static float dummy[4];

@@ -17,6 +17,8 @@ def table(tmp_path, monkeypatch):
     monkeypatch.setenv("ANYRES_FAST_CACHE", str(tmp_path))
     monkeypatch.setenv("ANYRES_FAST_ARCH", "9.0")
     monkeypatch.setattr(cc, "_tables", {})
+    monkeypatch.setattr(cc, "_device_names", {}, raising=False)
+    monkeypatch.setattr(cc, "_paths", {}, raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     monkeypatch.setattr(cc, "_can_measure", lambda device: cc.autotune_enabled())
     times = {"cuda": 2.0, "ref": 1.0}
@@ -46,6 +48,42 @@ def test_first_use_measures_then_the_table_decides(table):
     assert cc.choose("modulated_conv2d", other, CUDA, **run) == "cuda"  # measured faster this time
     lines = "\n".join(cc.report_lines())
     assert str(cc.table_path()) in lines and "Fake GPU" in lines and "-> cuDNN" in lines and "-> custom" in lines
+
+
+def test_auto_bookkeeping_is_memoised(table, monkeypatch):
+    """The per-call path of impl="auto" (choose -> table_path -> build_key) hashes csrc/ and queries the
+    device once per process, not on every convolution (issue 28 item 1: it cost ~2 ms per call)."""
+    from anyres_fast.ops import _extension
+    monkeypatch.setattr(_extension, "_cache", {"sources": {}, "keys": {}}, raising=False)
+    monkeypatch.delenv("ANYRES_FAST_ARCH")  # the default archs come from a device query
+    calls = {"sources": 0, "name": 0, "capability": 0}
+    real_sources = _extension.source_files
+
+    def counting_sources():
+        calls["sources"] += 1
+        return real_sources()
+
+    def counting_capability(index=None):
+        calls["capability"] += 1
+        return (9, 0)
+
+    def counting_name(device=None):
+        calls["name"] += 1
+        return "Fake GPU"
+
+    monkeypatch.setattr(_extension, "source_files", counting_sources)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", counting_capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", counting_name)
+    key = "modulated_conv2d|float16|x2x8x16x16|w8x8x3x3|p1|up1|demodulate=True|tf32"
+    for _ in range(20):
+        assert cc.choose("modulated_conv2d", key, CUDA, run_cuda=lambda: "cuda", run_ref=lambda: "ref") == "ref"
+    assert calls == {"sources": 1, "name": 1, "capability": 1}
+    assert cc.table_path().exists()  # the memo points at the real table: it was written there
+    # what can change within a process still changes the path: the cache root setting
+    monkeypatch.setenv("ANYRES_FAST_CACHE", str(cc.table_path().parent.parent / "other"))
+    assert "other" in str(cc.table_path())
 
 
 def test_fixed_rule_until_measured(table, monkeypatch):

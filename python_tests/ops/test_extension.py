@@ -32,6 +32,8 @@ def test_key_changes_with_sources_and_archs(fresh_state, monkeypatch):
     monkeypatch.setattr(_extension, "source_dir", lambda: src)
     k1 = _extension.build_key()
     (src / "binding.cpp").write_text((src / "binding.cpp").read_text() + "\n// edit\n")
+    assert _extension.build_key() == k1  # sources are hashed once per process ...
+    _extension.refresh_sources()         # ... until refreshed (build() does this before compiling)
     assert _extension.build_key() != k1
 
 

@@ -1,5 +1,6 @@
 """filtered_lrelu on CPU: reference vs an independent definition, custom ops vs reference, gradients,
 opcheck, sign record, bad input."""
+import ctypes
 import itertools
 import math
 
@@ -425,6 +426,33 @@ def test_sign_record_every_word_written(emulated_kernel, monkeypatch):
         cols = (torch.arange(geo.sign_w) % down) < geo.fd_w
         got, ref = codes[..., :geo.sign_w][:, :, rows][..., cols], fl.unpack_signs(want, geo.sign_w)[:, :, rows][..., cols]
         assert (got != ref).double().mean().item() <= 1e-3
+
+
+def test_sign_record_view_at_an_odd_offset(emulated_kernel):
+    """A sign record that is a contiguous view with a storage offset (not 4-byte aligned): the kernel
+    stores 32-bit words, which fault on a GPU, so _launch writes through an aligned temporary and the
+    launcher itself refuses the pointer (issue 28 item 4). The emulation counts misaligned stores."""
+    lib = emulated_kernel.lib
+    lib.emu_misaligned_stores.restype = ctypes.c_long
+    gen = torch.Generator().manual_seed(3)
+    x, fu, fd = torch.randn(1, 2, 20, 21, generator=gen), torch.randn(12, generator=gen), torch.rand(12, generator=gen)
+    pads = (9, 8, 9, 8)
+    y_ref, want = fl._forward_cuda(x, fu, fd, None, 2, 2, pads, 1.0, 0.2, 0.5, False, True)
+    geo = fl.geometry(x.shape, fu, fd, 2, 2, pads)
+    storage = torch.full((want.numel() + 1,), 0xFF, dtype=torch.uint8)
+    signs = storage[1:].view(want.shape)  # contiguous, byte offset 1
+    assert signs.is_contiguous() and signs.data_ptr() % 4 != 0
+    y = torch.empty_like(y_ref)
+    before = lib.emu_misaligned_stores()
+    fl._launch(x, None, fl._kernel_filter(fu, False, x.device), fl._kernel_filter(fd, False, x.device), y, signs,
+               2, 2, pads[0], pads[2], 1.0, 0.2, 0.5, fl.SIGN_WRITE, geo.sign_w, 0, 0)
+    assert lib.emu_misaligned_stores() == before, "32-bit sign words stored at a misaligned address"
+    assert torch.equal(signs, want) and torch.equal(y, y_ref)
+    # the launcher refuses the misaligned record outright (what the binding also checks)
+    (fu_c, fu_rev), (fd_c, fd_rev) = fl._kernel_filter(fu, False, x.device), fl._kernel_filter(fd, False, x.device)
+    with pytest.raises(AssertionError, match="launcher returned"):
+        emulated_kernel.filtered_lrelu(x, x.new_empty((0,)), fu_c, fd_c, fu_rev, fd_rev, y, signs, 2, 2, pads[0],
+                                       pads[2], 1.0, 0.2, 0.5, fl.SIGN_WRITE, geo.sign_w, 0, 0, 0)
 
 
 def test_launch_plan_matches_the_launcher(emulated_kernel):

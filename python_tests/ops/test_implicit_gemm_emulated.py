@@ -78,6 +78,11 @@ static anyres_fast::ImplicitGemmShape shape_of(const int* d) {
   return s;
 }
 extern "C" int emu_set_num_sms(int n) { ige::num_sms = n; return 0; }
+extern "C" int emu_set_device(int arch, int max_smem) { ige::arch = arch; ige::max_smem = max_smem; return 0; }
+extern "C" int emu_igemm_smem_bytes(int dtype, int exact_fp32, int dual) {
+  return anyres_fast::implicit_gemm_smem_bytes(dtype, exact_fp32 != 0, dual != 0);
+}
+extern "C" int emu_igemm_min_arch() { return anyres_fast::implicit_gemm_min_arch(); }
 extern "C" int emu_scratch(const int* dims, int dual, int64_t* out) {
   anyres_fast::ImplicitGemmScratch sc;
   const int rc = anyres_fast::implicit_gemm_scratch(shape_of(dims), dual != 0, &sc);
@@ -201,6 +206,7 @@ class _EmulatedExtension:
         dims = self._dims(input, out, weight_gemm, padding, mode)
         cp, staged, _, workspace, wf = self._scratch(dims, False, input.dtype)
         assert weight_gemm.shape[3] == cp, "weight_gemm is not padded to the kernel's channel multiple"
+        assert weight_gemm.data_ptr() % 16 == 0, "the binding refuses a weight_gemm that is not 16-byte aligned"
         buf, body = _guarded_empty(tuple(out.shape), out.dtype)
         ptrs = (ctypes.c_void_p * 10)(*(_ptr(t).value for t in (input, pre, None, weight_gemm, None, post, body,
                                                                   staged, None, workspace)))
@@ -216,6 +222,8 @@ class _EmulatedExtension:
         dims = self._dims(x, out, weight_gemm, padding, mode)
         cp, staged, staged_sq, workspace, wf = self._scratch(dims, exact, x.dtype)
         assert weight_gemm.shape[3] == cp
+        assert weight_gemm.data_ptr() % 16 == 0 and (not exact or weight_sq_gemm.data_ptr() % 16 == 0), \
+            "the binding refuses GEMM-ready weights that are not 16-byte aligned"
         buf, body = _guarded_empty(tuple(out.shape), out.dtype)
         ptrs = (ctypes.c_void_p * 10)(*(_ptr(t).value for t in (x, None, style_map, weight_gemm,
                                                                   weight_sq_gemm if exact else None, None, body,
@@ -570,3 +578,60 @@ def test_stand_in_has_the_bindings_signature():
         declared = re.findall(r'pybind11::arg\("(\w+)"\)', decl.group(0))
         params = list(inspect.signature(getattr(_EmulatedExtension, name)).parameters)[1:]
         assert declared == params, name
+
+
+def test_shared_memory_table_matches_the_kernel_configurations(emulated):
+    """anyres_fast/ops/_arch.py's per-configuration shared memory (what _cuda_unsupported checks against
+    each architecture's opt-in maximum) equals the kernel's own Smem<T, dual>::kTotal, and the C++
+    launcher refuses exactly the configurations the Python side refuses (issue 28 item 2)."""
+    from anyres_fast.ops import _arch
+    lib = emulated.lib
+    assert lib.emu_igemm_min_arch() == _arch.IGEMM_MIN_ARCH[0] * 10 + _arch.IGEMM_MIN_ARCH[1]
+    for dtype, code in DTYPE_CODE.items():
+        for exact in (0, 1):
+            for dual in (False, True):
+                assert lib.emu_igemm_smem_bytes(code, exact, int(dual)) == _arch.igemm_smem_bytes(dtype, dual), \
+                    (dtype, exact, dual)
+    assert _arch.igemm_smem_bytes(torch.float32, True) == 110592  # the configuration of the issue
+    # the launcher's own refusal, per architecture of the table, for the fp32 two-accumulator conv
+    x = torch.randn(1, 4, 5, 5)
+    w = torch.randn(3, 4, 3, 3)
+    for (major, minor), smem in _arch.SMEM_OPTIN_BYTES.items():
+        lib.emu_set_device(major * 10 + minor, smem)
+        try:
+            refused = _arch.igemm_refusal((major, minor), smem, torch.float32, True) is not None
+            out = torch.empty(1, 3, 3, 3)
+            wg = mc.gemm_weight(w)
+            dims = emulated._dims(x, out, wg, 0, 0)
+            cp, staged, staged_sq, workspace, wf = emulated._scratch(dims, True, torch.float32)
+            ptrs = (ctypes.c_void_p * 10)(*(_ptr(t).value for t in (x, None, x, wg, wg, None, out, staged,
+                                                                      staged_sq, workspace)))
+            rc = lib.emu_style_fused_igemm(dims, ptrs, ctypes.c_int64(wf), 1, ctypes.c_float(1e-8), 0, 0)
+            assert (rc != 0) == refused, (major, minor, rc)
+        finally:
+            lib.emu_set_device(90, 232448)
+
+
+def test_gemm_weight_view_at_an_offset_is_realigned(cuda_path, monkeypatch):
+    """GEMM-ready weights that are contiguous views with a storage offset (not 16-byte aligned): cp.async
+    would fault on a GPU (the emulation reports it), so the ops pass an aligned copy (issue 28 item 4)."""
+    real = mc.gemm_weight
+
+    def offset_view(weight, adjoint=False, square=False):
+        gw = real(weight, adjoint, square)
+        view = torch.empty(gw.numel() + 1, dtype=gw.dtype)[1:].view(gw.shape)
+        view.copy_(gw)
+        assert view.is_contiguous() and view.data_ptr() % 16 != 0
+        return view
+
+    monkeypatch.setattr(mc, "gemm_weight", offset_view)
+    monkeypatch.setattr(sf, "gemm_weight", offset_view)
+    x, weight, styles = _inputs(1, 6, 5, 5, 6, 3, torch.float32, (1, 6), seed=11)
+    smap = torch.rand(1, 6, 5, 6, dtype=torch.float64) + 0.5
+    with _math("fma"):
+        y = mc._cuda_forward(x.float(), weight.float(), styles.float(), True, 1, 1, 1e-8)
+        cuda_path.check()
+        z = sf._cuda_forward(x.float(), weight.float(), smap.float(), 1, 1, "exact", 1e-8)
+        cuda_path.check()
+    assert rel_error(y, mc.modulated_conv2d_ref(x, weight, styles, True, 1, 1, 1e-8)) < 1e-5
+    assert rel_error(z, sf.style_fused_conv2d_ref(x, weight, smap, 1, 1, "exact", 1e-8)) < 1e-5

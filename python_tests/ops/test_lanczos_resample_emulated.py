@@ -398,3 +398,50 @@ def test_fused_forward_barriers(threaded, monkeypatch):
                 break  # caught: the other order need not run
         assert not all(e <= 1e-5 for e in errors), f"barrier on line {line} removed: errors {errors}"
     threaded.lib.emu_configure(0, -1)
+
+
+_WINDOWS_SOURCE = r'''
+extern "C" int emu_windows(const double* boxes, int64_t batch, int in_size, int out_size, int taps, int a,
+                           int32_t* lo, int32_t* count) {
+  std::vector<float> weights(size_t(batch) * out_size * taps);
+  lz::AxisTables t;
+  t.lo = lo; t.count = count; t.weights = weights.data();
+  t.in_size = in_size; t.out_size = out_size; t.taps = taps; t.k_major = false;
+  return lz::compute_tables(boxes, batch, 0, a, true, t, nullptr);
+}
+'''
+
+
+def test_tap_windows_do_not_depend_on_fma_contraction(tmp_path):
+    """The table kernel compiled with FMA contraction on (g++ -O2 -mfma -ffp-contract=fast, as ptxas contracts
+    a*b+c into DFMA) gives every output row the tap window [lo, lo + count) of the float64 formula of
+    docs/ops.md §3.1, each step rounded on its own (issue 28 item 3). Boxes with decimal starts and
+    scales put c_i ± a·f + 0.5 on exact integers, where one contraction moves the window by a tap."""
+    if "fma" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU has no FMA instructions to contract into")
+    lib = _build(tmp_path, ("-O2", "-mfma", "-ffp-contract=fast"), _WINDOWS_SOURCE).lib
+    out_size, in_size = 8, 400
+    j, m = torch.meshgrid(torch.arange(20, dtype=torch.float64), torch.arange(11, 61, dtype=torch.float64),
+                          indexing="ij")
+    start = 100 + j.flatten() * 0.05
+    end = start + out_size * (m.flatten() * 0.1)
+    boxes = torch.stack([start, torch.zeros_like(start), end, torch.ones_like(start)], 1).contiguous()
+    batch = boxes.shape[0]
+    mismatched = 0
+    for a in (1, 2, 3):
+        # the float64 formula, every operation rounded (torch runs them one by one)
+        scale = (end - start) / out_size
+        fs = scale.clamp_min(1.0)
+        centre = start[:, None] + (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale[:, None]
+        support = (a * fs)[:, None]
+        lo_want = torch.floor(centre - support + 0.5).clamp(0, in_size)
+        hi_want = torch.floor(centre + support + 0.5).clamp(0, in_size)
+        taps = 2 * math.ceil(a * float(fs.max())) + 1
+        count_want = (hi_want - lo_want).clamp(0, taps)
+        lo = torch.full((batch, out_size), -1, dtype=torch.int32)
+        count = torch.full((batch, out_size), -1, dtype=torch.int32)
+        rc = lib.emu_windows(ctypes.c_void_p(boxes.data_ptr()), ctypes.c_int64(batch), in_size, out_size, taps, a,
+                             ctypes.c_void_p(lo.data_ptr()), ctypes.c_void_p(count.data_ptr()))
+        assert rc == 0
+        mismatched += int(((lo != lo_want) | (count != count_want)).sum())
+    assert mismatched == 0, f"{mismatched} of {3 * batch * out_size} rows have another tap window"
