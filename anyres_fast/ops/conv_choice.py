@@ -29,7 +29,7 @@ REPEATS = 5
 FIXED_RULE = {"modulated_conv2d": "ref", "style_fused_conv2d": "cuda"}
 
 _lock = threading.Lock()
-_tables: dict = {}  # path -> {device name -> {key -> entry}}
+_tables: dict = {}  # path -> table (conv_choice.json: {device name -> {key -> entry}}; selfcheck.json)
 _device_names: dict = {}  # device index -> name, queried once per process (names cannot change)
 _paths: dict = {}  # (build key, cache root settings) -> table path
 
@@ -66,7 +66,9 @@ def device_name(device: torch.device) -> str:
     return name
 
 
-def _load(path: Path) -> dict:
+def load_table(path: Path) -> dict:
+    """The JSON table at `path`, read once per process and kept in memory (empty if unreadable); the
+    conv choice table and the self-check verdicts (selfcheck.py) both live in such files."""
     if path not in _tables:
         try:
             _tables[path] = json.loads(path.read_text())
@@ -75,12 +77,13 @@ def _load(path: Path) -> dict:
     return _tables[path]
 
 
-def _save(path: Path, table: dict) -> None:
+def save_table(path: Path, table: dict) -> None:
+    """Write a table loaded with load_table, atomically; a read-only cache is not an error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(str(path), table, indent=1)
     except OSError:
-        pass  # a read-only cache only costs a re-measurement in the next process
+        pass  # a read-only cache only costs a re-measurement (or re-check) in the next process
 
 
 def shape_key(op: str, x: torch.Tensor, weight: torch.Tensor, padding: int, up: int, variant: str,
@@ -122,7 +125,7 @@ def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch
     name = device_name(device)
     path = table_path()
     with _lock:
-        entry = _load(path).get(name, {}).get(key)
+        entry = load_table(path).get(name, {}).get(key)
     if entry is not None:
         return entry["choice"]
     if not _can_measure(device):
@@ -131,9 +134,9 @@ def choose(op: str, key: str, device: torch.device, run_cuda: Callable[[], torch
         cuda_ms, ref_ms = _time_ms(run_cuda), _time_ms(run_ref)
     entry = {"cuda_ms": round(cuda_ms, 4), "cudnn_ms": round(ref_ms, 4), "choice": "cuda" if cuda_ms <= ref_ms else "ref"}
     with _lock:
-        table = _load(path)
+        table = load_table(path)
         table.setdefault(name, {})[key] = entry
-        _save(path, table)
+        save_table(path, table)
     return entry["choice"]
 
 
@@ -147,7 +150,7 @@ def report_lines(limit: int = 20) -> list[str]:
              + ", ".join(f"{op} -> {'custom kernel' if c == 'cuda' else 'cuDNN three-pass'}"
                          for op, c in FIXED_RULE.items()),
              f"  table      {path}" + ("" if path.exists() else " (none measured yet)")]
-    table = _load(path) if path.exists() else {}
+    table = load_table(path) if path.exists() else {}
     rows = [(dev, key, e) for dev, entries in sorted(table.items()) for key, e in sorted(entries.items())]
     for dev, key, e in rows[:limit]:
         lines.append(f"  {dev}: {key}  custom {e['cuda_ms']:.3f} ms, cuDNN {e['cudnn_ms']:.3f} ms -> "

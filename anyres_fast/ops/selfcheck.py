@@ -21,7 +21,6 @@ Environment: ANYRES_FAST_SELFCHECK = on (default) | off (trust the kernels unche
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -31,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from ..utils.files import write_json
+from . import conv_choice
 
 FILE_NAME = "selfcheck.json"
 FACTOR = 8.0
@@ -44,7 +43,6 @@ SAME_KERNEL = {"teacher_warp": "lanczos_resample"}  # ops that run another op's 
 
 _lock = threading.Lock()
 _verdicts: dict = {}   # (device index, key) -> verdict dict
-_files: dict = {}      # path -> {device section -> {key -> verdict}}
 _warned: set = set()
 
 
@@ -197,32 +195,14 @@ def device_section(device: torch.device) -> str:
     """The file section of a device: its name and architecture ("cpu" off the GPU)."""
     if device.type != "cuda":
         return "cpu"
-    from . import _arch, conv_choice
+    from . import _arch
     major, minor = _arch.device_capability(device)
     return f"{conv_choice.device_name(device)}|sm_{major}{minor}"
 
 
 def file_path() -> Path:
     """selfcheck.json next to conv_choice.json (the extension build folder: one file per build key)."""
-    from . import conv_choice
     return conv_choice.table_path().parent / FILE_NAME
-
-
-def _load(path: Path) -> dict:
-    if path not in _files:
-        try:
-            _files[path] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            _files[path] = {}
-    return _files[path]
-
-
-def _save(path: Path, table: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(str(path), table, indent=1)
-    except OSError:
-        pass  # a read-only cache only costs a re-check in the next process
 
 
 def _index(device: torch.device) -> int:
@@ -258,15 +238,15 @@ def trusted(op: str, device: torch.device, dtype: torch.dtype) -> bool:
     if verdict is None:
         path, section = file_path(), device_section(device)
         with _lock:
-            verdict = _load(path).get(section, {}).get(key)
+            verdict = conv_choice.load_table(path).get(section, {}).get(key)
         if verdict is None:
             if not _can_run_now(device):
                 return False
             verdict = run_check(op, device, dtype)
             with _lock:
-                table = _load(path)
+                table = conv_choice.load_table(path)
                 table.setdefault(section, {})[key] = verdict
-                _save(path, table)
+                conv_choice.save_table(path, table)
         _verdicts[memo] = verdict
     if not verdict["ok"] and memo not in _warned:
         _warned.add(memo)
@@ -290,8 +270,8 @@ def report_rows(device: torch.device, dtypes=DTYPES) -> list[tuple[str, str, dic
             verdict = run_check(op, device, dtype)
             _verdicts[(_index(device), key)] = verdict
             with _lock:
-                table = _load(path)
+                table = conv_choice.load_table(path)
                 table.setdefault(section, {})[key] = verdict
-                _save(path, table)
+                conv_choice.save_table(path, table)
             rows.append((op, key, verdict))
     return rows

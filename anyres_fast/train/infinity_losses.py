@@ -132,6 +132,13 @@ def _pairs(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return x[0:n:2], x[1:n:2]
 
 
+def _latent_and_structure_pairs(local_latent: torch.Tensor, structure: torch.Tensor) -> tuple:
+    """The pairs (0, 1), (2, 3), ... of the local latents and of G_S's outputs, batches checked."""
+    if local_latent.shape[0] != structure.shape[0]:
+        raise ValueError(f"diversity_loss: z_l batch {local_latent.shape[0]} != z_S batch {structure.shape[0]}")
+    return _pairs(local_latent), _pairs(structure)
+
+
 def diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
                    eps: float = DIVERSITY_EPS, tiny: float = 1e-8) -> torch.Tensor:
     """Mode-seeking diversity loss on G_S outputs, ratio of L1 distances, finite everywhere.
@@ -155,10 +162,7 @@ def diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
     Raises:
         ValueError: fewer than 2 samples or mismatched batches.
     """
-    if local_latent.shape[0] != structure.shape[0]:
-        raise ValueError(f"diversity_loss: z_l batch {local_latent.shape[0]} != z_S batch {structure.shape[0]}")
-    za, zb = _pairs(local_latent)
-    xa, xb = _pairs(structure)
+    (za, zb), (xa, xb) = _latent_and_structure_pairs(local_latent, structure)
     d_z = (za - zb).abs().mean()
     d_x = (xa - xb).abs().mean()
     return d_z / (d_x + eps * d_z + tiny)
@@ -207,10 +211,7 @@ def angular_diversity_loss(local_latent: torch.Tensor, structure: torch.Tensor,
     Raises:
         ValueError: fewer than 2 samples or mismatched batches.
     """
-    if local_latent.shape[0] != structure.shape[0]:
-        raise ValueError(f"diversity_loss: z_l batch {local_latent.shape[0]} != z_S batch {structure.shape[0]}")
-    za, zb = _pairs(local_latent)
-    xa, xb = _pairs(structure)
+    (za, zb), (xa, xb) = _latent_and_structure_pairs(local_latent, structure)
     s_z = angular_similarity(za, zb).mean()
     s_x = angular_similarity(xa, xb).mean()
     return s_z / (s_x + eps * s_z + tiny)
