@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from anyres_fast.cli import doctor
-from anyres_fast.ops import _dispatch, _extension, selfcheck
+from anyres_fast.ops import _dispatch, _extension, conv_choice, selfcheck
 from anyres_fast.ops import modulated_conv2d_op as mc
 
 CPU = torch.device("cpu")
@@ -19,7 +19,7 @@ def cpu_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("ANYRES_FAST_CACHE", str(tmp_path))
     monkeypatch.setenv("ANYRES_FAST_ARCH", "9.0")
     monkeypatch.setattr(selfcheck, "_verdicts", {})
-    monkeypatch.setattr(selfcheck, "_files", {})
+    monkeypatch.setattr(conv_choice, "_tables", {})
     monkeypatch.setattr(selfcheck, "_warned", set())
     monkeypatch.setattr(_dispatch, "resolve_impl", lambda op, impl, tensors, cu=None: "ref" if impl == "ref" else "cuda")
     runs = []
