@@ -3,3 +3,4 @@ from .anyres import Generator, GeneratorConfig, layer_schedule, format_schedule,
 from .discriminator import Discriminator
 from .infinity import InfinityConfig, InfinityGenerator
 from .infinity_convert import convert_official_state_dict, from_official, load_official_checkpoint
+from . import published  # registers the network-pickle loader of Generator.from_pretrained

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -944,30 +943,6 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
         """
         return self.render(z, canvas, window=window, **kwargs)
 
-    @classmethod
-    def from_pretrained(cls, directory: str, map_location="cpu") -> "Generator":
-        """Load a save_pretrained folder (pretrained.Pretrained.from_pretrained), or the G_ema of a
-        published StyleGAN3 / anyres-gan network pickle (*.pkl), read by models/published.py without
-        executing anything from the file (docs/published_models.md); a pickle's G_ema is in eval mode.
-
-        Args:
-            directory: folder written by save_pretrained, or a network pickle file.
-            map_location: device for the weights.
-
-        Returns:
-            The Generator.
-
-        Raises:
-            FileNotFoundError, ValueError, TypeError: as pretrained.Pretrained.from_pretrained; for a
-                pickle, ValueError (published.PublishedModelError) naming what the file holds that we
-                cannot read.
-        """
-        if os.path.isfile(directory):
-            from .published import is_network_pickle, load_network_pickle
-            if is_network_pickle(directory):
-                G = load_network_pickle(directory, with_training_networks=False).G_ema
-                return G.to(map_location) if isinstance(map_location, (str, torch.device)) else G
-        return super().from_pretrained(directory, map_location)
 
 
 def read_pretrained_config(directory: str) -> GeneratorConfig:

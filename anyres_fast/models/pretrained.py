@@ -221,6 +221,22 @@ def model_format(directory: str) -> Optional[str]:
     return meta.get("format") if isinstance(meta, dict) else None
 
 
+# Loaders of single files other than our folders (published network pickles, models/published.py, which
+# registers itself when anyres_fast.models loads): (model class, accepts(path), load(path, map_location)).
+_FILE_LOADERS: list = []
+
+
+def register_file_loader(model_class, accepts: Callable, load: Callable) -> None:
+    """Let `model_class.from_pretrained(path)` read a file that `accepts(path)` recognises.
+
+    Args:
+        model_class: the class (and its subclasses) the loader builds.
+        accepts: path -> bool.
+        load: (path, map_location) -> a model_class instance.
+    """
+    _FILE_LOADERS.append((model_class, accepts, load))
+
+
 class Pretrained:
     """`save_pretrained` / `from_pretrained` for a model class with a `config` dataclass (to_dict /
     from_dict). The class sets FORMAT (its format tag) and CONFIG_CLASS."""
@@ -243,14 +259,17 @@ class Pretrained:
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location="cpu"):
-        """Load a folder written by save_pretrained; every key and shape must match (strict).
+        """Load a folder written by save_pretrained; every key and shape must match (strict). A file a
+        registered loader accepts (for Generator: a published StyleGAN3 / anyres-gan network pickle,
+        read without running anything from it; docs/published_models.md) is loaded by that loader.
 
         Args:
-            directory: folder with config.json and model.safetensors (or a legacy weights.pt).
+            directory: folder with config.json and model.safetensors (or a legacy weights.pt), or such
+                a file.
             map_location: device for the weights.
 
         Returns:
-            The model, in train mode as after construction.
+            The model, in train mode as after construction (a pickle's G_ema: eval mode).
 
         Raises:
             FileNotFoundError: the folder, config.json or the weights file is missing.
@@ -259,6 +278,10 @@ class Pretrained:
                 not fit the config (the message names missing / unexpected keys, shapes, both files).
             TypeError: a config value of the wrong type.
         """
+        if os.path.isfile(directory):
+            for model_class, accepts, load in _FILE_LOADERS:
+                if issubclass(model_class, cls) and accepts(directory):
+                    return load(directory, map_location)
         model, _ = load_pretrained(cls, directory, cls.FORMAT, cls.CONFIG_CLASS.from_dict,
                                    f"{cls.__name__}.from_pretrained", map_location)
         return model

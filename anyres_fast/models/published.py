@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .anyres import Generator, GeneratorConfig
-from .pretrained import state_dict_mismatch
+from .pretrained import register_file_loader, state_dict_mismatch
 from .discriminator import Discriminator
 
 
@@ -544,3 +544,11 @@ def cached_network_pickle(path, with_training_networks: bool = True) -> Publishe
     _CACHE.clear()
     _CACHE[(key, with_training_networks)] = load_network_pickle(path, with_training_networks=with_training_networks)
     return _CACHE[(key, with_training_networks)]
+
+
+def _load_g_ema(path, map_location="cpu") -> Generator:
+    G = load_network_pickle(path, with_training_networks=False).G_ema
+    return G.to(map_location) if isinstance(map_location, (str, torch.device)) else G
+
+
+register_file_loader(Generator, is_network_pickle, _load_g_ema)   # Generator.from_pretrained("x.pkl")

@@ -8,3 +8,4 @@ from .filtered_lrelu_op import filtered_lrelu, filtered_lrelu_ref
 from .style_fused_conv2d_op import style_fused_conv2d, style_fused_conv2d_ref
 from .lanczos_resample_op import lanczos_resample, lanczos_resample_ref
 from .teacher_warp_op import teacher_warp
+from . import selfcheck  # installs the first-use kernel self-check that impl="auto" consults

@@ -63,10 +63,22 @@ def resolve_impl(op: str, impl: str, tensors: Iterable[Optional[torch.Tensor]],
     if ext is None:
         return "ref"
     if impl == "auto":
-        from . import selfcheck  # imports the op modules, which import this one
-        if not selfcheck.trusted(op, present[0].device, present[0].dtype):
+        if _trust_gate is None:
+            raise RuntimeError(f"{op}: the kernel self-check (anyres_fast.ops.selfcheck) is not installed")
+        if not _trust_gate(op, present[0].device, present[0].dtype):
             return "ref"  # the kernel failed its first-use self-check here (it warned once)
     return "cuda"
+
+
+# The first-use self-check, installed by selfcheck.py when the ops package loads. It runs the op modules,
+# which import this module, so this module reaches it through the installed function, not an import.
+_trust_gate: Optional[Callable] = None
+
+
+def install_trust_gate(gate: Callable) -> None:
+    """Set the function impl="auto" asks before using a kernel: gate(op, device, dtype) -> bool."""
+    global _trust_gate
+    _trust_gate = gate
 
 
 def extension():

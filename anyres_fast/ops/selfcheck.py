@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from . import conv_choice
+from . import _dispatch, conv_choice
 
 FILE_NAME = "selfcheck.json"
 FACTOR = 8.0
@@ -275,3 +275,7 @@ def report_rows(device: torch.device, dtypes=DTYPES) -> list[tuple[str, str, dic
                 conv_choice.save_table(path, table)
             rows.append((op, key, verdict))
     return rows
+
+
+# impl="auto" asks `trusted` (looked up at call time, so a test may replace it).
+_dispatch.install_trust_gate(lambda op, device, dtype: trusted(op, device, dtype))
