@@ -11,6 +11,9 @@ if command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nv
   "$venv/bin/anyres-fast" doctor --build
   # static per-kernel counts for sm_90 (registers, occupancy, inner-loop instruction mix); no GPU needed
   "$venv/bin/python" benchmarks/kernel_report.py --skip-without-tools
+  # compile-only check of the architectures the extension is not built for here (Turing, Ampere
+  # consumer): every kernel builds, or is a stub refused by design (docs/build.md); about 30 s
+  "$venv/bin/python" scripts/arch_matrix.py --archs 75,86 --jobs 2
 else
   echo "run_tests: no nvcc on this machine: the extension build is not checked here"
   "$venv/bin/anyres-fast" doctor
