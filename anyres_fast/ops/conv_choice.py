@@ -1,6 +1,11 @@
-"""impl="auto" for the convolutions: the custom implicit-GEMM kernel or the cuDNN three-pass form, per shape.
+"""impl="auto" for the convolutions: the custom implicit-GEMM kernel or the cuDNN three-pass form, per shape
+class.
 
-The first time a shape is seen on a GPU, both paths are timed (CUDA events, a warm-up run then the best of
+A shape class is the call's dtype, channels, kernel size, padding, up, variant and fp32 mode exactly, with
+the batch and the two spatial sizes rounded up to powers of two: any-resolution training and tiled
+rendering meet many patch, tile and batch sizes, and timing every one would synchronise the GPU again and
+again, while the faster path changes with the order of magnitude of the work, not with a few pixels.
+The first time a shape class is seen on a GPU, both paths are timed (CUDA events, a warm-up run then the best of
 a few) and the faster one is recorded in a table stored next to the extension build
 (`<extension build dir>/conv_choice.json`, one section per GPU name), so later calls and later processes
 reuse it and auto never picks the path that was measured slower. Until a shape is measured (measuring
@@ -86,11 +91,19 @@ def save_table(path: Path, table: dict) -> None:
         pass  # a read-only cache only costs a re-measurement (or re-check) in the next process
 
 
+def shape_class(n: int) -> int:
+    """The power of two a batch or spatial size n >= 1 is rounded up to in a table key."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
 def shape_key(op: str, x: torch.Tensor, weight: torch.Tensor, padding: int, up: int, variant: str,
               exact_fp32: bool) -> str:
-    """The table key of one call: op, dtype, x and weight shapes, padding, up, variant, fp32 mode."""
+    """The table key of one call's shape class (module docstring): op, dtype, x's shape with batch and
+    spatial sizes rounded up to powers of two, weight shape, padding, up, variant, fp32 mode."""
     dt = str(x.dtype).replace("torch.", "")
-    return (f"{op}|{dt}|x{'x'.join(map(str, x.shape))}|w{'x'.join(map(str, weight.shape))}|p{padding}|up{up}|"
+    b, c, h, w = x.shape
+    x_class = (shape_class(b), c, shape_class(h), shape_class(w))
+    return (f"{op}|{dt}|x{'x'.join(map(str, x_class))}|w{'x'.join(map(str, weight.shape))}|p{padding}|up{up}|"
             f"{variant}|{'fp32' if exact_fp32 else 'tf32'}")
 
 

@@ -115,6 +115,33 @@ def test_auto_follows_the_choice(monkeypatch, choice):
     sf.style_fused_conv2d(x, w, torch.ones_like(x), padding=1, up=2)
     assert ran == [choice, choice]
     assert [op for op, _ in asked] == ["modulated_conv2d", "style_fused_conv2d"]
-    assert "x2x4x6x6" in asked[0][1] and "up2" in asked[1][1]
+    assert "x2x4x8x8" in asked[0][1] and "up2" in asked[1][1]  # 6x6 falls in the 8x8 class
     mc.modulated_conv2d(x, w, torch.ones(2, 4), padding=1, impl="cuda")
     assert len(asked) == 2 and ran[-1] == "cuda"
+
+
+def test_shapes_of_one_class_share_one_measurement(table):
+    """Batch and spatial sizes are rounded up to powers of two in the key (an independent rounding here):
+    a run meeting many patch/tile sizes measures once per class, not once per shape."""
+    times, measured = table
+    w = torch.empty(8, 8, 3, 3)
+
+    def key(b, h, w_):
+        return cc.shape_key("modulated_conv2d", torch.empty(b, 8, h, w_, dtype=torch.float16), w, 1, 1, "d", False)
+
+    def pow2(n):
+        p = 1
+        while p < n:
+            p *= 2
+        return p
+
+    for n in (1, 2, 3, 5, 64, 65, 100, 128, 129):
+        assert cc.shape_class(n) == pow2(n)
+    assert key(3, 33, 50) == key(4, 64, 64) != key(5, 64, 64)
+    assert key(4, 64, 64) != key(4, 65, 64) and key(4, 64, 64) != key(4, 64, 65)
+    run = dict(run_cuda=lambda: "cuda", run_ref=lambda: "ref")
+    for b, h, ww in ((3, 33, 50), (4, 64, 64), (4, 40, 61)):
+        cc.choose("modulated_conv2d", key(b, h, ww), CUDA, **run)
+    assert measured == ["cuda", "ref"]  # one class: measured once
+    cc.choose("modulated_conv2d", key(4, 65, 64), CUDA, **run)
+    assert len(measured) == 4  # the next class up is measured on its own
