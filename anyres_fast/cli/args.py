@@ -139,3 +139,26 @@ def parse_zoom(text: str) -> tuple:
     if len(vals) not in (3, 4) or any(v < 1 for v in vals[2:]):
         raise argparse.ArgumentTypeError(f"bad --zoom {text!r}: expected x0,y0,w or x0,y0,w,h with w, h >= 1")
     return vals
+
+
+def check_file_format(args: argparse.Namespace, patch: Optional[int] = None) -> bool:
+    """Whether --format asks for a tiled file (dzi, tiff); checks --tile-size for it.
+
+    Args:
+        args: parsed options (format, tile_size).
+        patch: the any-resolution patch size p (tiles must be multiples of it), or None.
+
+    Returns:
+        True for dzi / tiff.
+
+    Raises:
+        CommandError: a tile size outside 16..4096, or not a multiple of p.
+    """
+    if args.format == "png":
+        return False
+    if not 16 <= args.tile_size <= 4096:
+        raise CommandError(f"--tile-size {args.tile_size}: must be in 16..4096")
+    if patch is not None and args.tile_size % patch:
+        raise CommandError(f"--tile-size {args.tile_size}: must be a multiple of the patch size {patch} "
+                           f"(tiles on the image's patch grid), e.g. {max(1, args.tile_size // patch) * patch}")
+    return True

@@ -20,9 +20,10 @@ import os
 
 import torch
 
+from ..serve.export import FORMATS as FILE_FORMATS, write_pyramid
 from ..utils.files import save_png
 from . import weights as weights_arg
-from .args import parse_seeds, parse_zoom
+from .args import check_file_format, parse_seeds, parse_zoom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
                         help="dtype of StyleGAN3's high-resolution layers on CUDA (default fp16)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--format", choices=("png",) + FILE_FORMATS, default="png",
+                        help="png (default): one PNG per seed; dzi: a Deep Zoom pyramid; tiff: a tiled "
+                             "pyramidal BigTIFF (dzi and tiff are written tile by tile, for images too large "
+                             "to hold; docs/serve.md)")
+    parser.add_argument("--tile-size", type=positive_int, default=256,
+                        help="--format dzi/tiff: tile side (default 256; a multiple of the any-resolution "
+                             "patch size)")
     from . import generate_infinity
     generate_infinity.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Render one PNG per seed.
+    """Render one PNG (or a dzi / tiff pyramid) per seed.
 
     Args:
         args: the parsed options (see add_arguments).
@@ -101,14 +109,17 @@ def main(args: argparse.Namespace) -> int:
     if cfg.c_dim > 0 and (args.class_idx is None or args.class_idx >= cfg.c_dim):
         got = "missing" if args.class_idx is None else f"got {args.class_idx}"
         raise CommandError(f"--class: this model is conditional, pass --class in [0, {cfg.c_dim}) ({got})")
+    tiled = check_file_format(args, p)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.precision]
     try:
-        # The uint8 canvas plus Pillow's height x width x channels copy of it, and the tiles in flight.
+        # The uint8 canvas plus Pillow's height x width x channels copy of it, and the tiles in flight
+        # (for dzi/tiff one file tile at a time is the canvas).
+        held_w, held_h = (min(width, args.tile_size), min(height, args.tile_size)) if tiled else (width, height)
         _render.check_render_memory(
-            num_images=1, width=width, height=height, tile=p, channels=cfg.img_channels,
+            num_images=1, width=held_w, height=held_h, tile=p, channels=cfg.img_channels,
             tile_batch=args.tile_batch, device=device, out_dtype=torch.uint8,
             device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg), half is not None and device.type == "cuda"),
-            extra_host_bytes=width * height * cfg.img_channels)
+            extra_host_bytes=held_w * held_h * cfg.img_channels)
     except _render.MemoryLimitError as exc:
         flag = f"--size {args.size}" if args.zoom is None else f"--zoom {','.join(map(str, args.zoom))}"
         raise CommandError(f"{flag}: {exc}") from None
@@ -119,15 +130,25 @@ def main(args: argparse.Namespace) -> int:
     if G.c_dim > 0:
         c = torch.zeros(1, G.c_dim)
         c[0, args.class_idx] = 1
+    x0, y0 = (args.zoom[0], args.zoom[1]) if args.zoom is not None else (0, 0)
     for seed in args.seeds:
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
-        img = G.render(z, args.size, c=c, window=args.zoom, tile_batch=args.tile_batch, device=device,
-                       truncation_psi=args.truncation, truncation_cutoff=args.truncation_cutoff,
-                       force_fp32=half is None, half_dtype=half or torch.float16,
-                       progress=not args.no_progress, out_dtype=torch.uint8)
+
+        def render(window, progress):
+            return G.render(z, args.size, c=c, window=window, tile_batch=args.tile_batch, device=device,
+                            truncation_psi=args.truncation, truncation_cutoff=args.truncation_cutoff,
+                            force_fp32=half is None, half_dtype=half or torch.float16,
+                            progress=progress, out_dtype=torch.uint8)
+
         name = f"seed{seed:04d}_{args.size}"
         if args.zoom is not None:
             name += "_zoom" + "_".join(str(v) for v in args.zoom)
+        if tiled:   # window tiles on the same p-grid as the whole image (tile size a multiple of p)
+            path = write_pyramid(args.format, lambda x, y, w, h: render((x0 + x, y0 + y, w, h), False)[0].permute(1, 2, 0).numpy(),
+                              width, height, os.path.join(out, name), args.tile_size, not args.no_progress)
+            print(f"wrote {path} ({width}x{height}, {args.format})")
+            continue
+        img = render(args.zoom, not args.no_progress)
         path = os.path.join(out, name + ".png")
         save_png(path, img[0])
         print(f"wrote {path} ({img.shape[3]}x{img.shape[2]})")

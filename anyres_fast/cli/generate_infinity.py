@@ -20,7 +20,7 @@ import os
 import torch
 
 from ..models import tiling as _render
-from .args import CommandError, parse_device, prepare_out_dir
+from .args import CommandError, check_file_format, parse_device, prepare_out_dir
 from . import weights as weights_arg
 from .args import parse_seeds
 from ..utils.distributed import init_distributed
@@ -98,11 +98,15 @@ def main(args: argparse.Namespace, weights=None) -> int:
                 raise CommandError(f"--centres {x:g},{y:g}: outside the {args.width}x{args.height} image")
         if args.fusion_kernel % 2 == 0:
             raise CommandError(f"--fusion-kernel {args.fusion_kernel}: must be odd")
+    tiled = check_file_format(args)
     device = parse_device(args.device)
     # Activations in --precision on CUDA; the CPU always runs float32.
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision] \
         if device.type == "cuda" else torch.float32
     rank = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and tiled:
+        raise CommandError(f"--format {args.format}: one process only (torchrun shares out the patches of "
+                           f"one PNG; a pyramid is written tile by tile)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:      # torchrun: share the patches out to the ranks
         device, rank, _ = init_distributed(str(device))
     out_dir = prepare_out_dir(args.out) if not rank else args.out
@@ -114,21 +118,35 @@ def main(args: argparse.Namespace, weights=None) -> int:
         z_g = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in fuse])
         style = [(x + args.left, y + top) for x, y in centres]
     with _render.sharding(rank is not None):
-        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir)
+        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir, tiled)
     return 0
 
 
-def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir) -> None:
+def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir, tiled=False) -> None:
+    from ..serve.export import write_pyramid
+
     z_g = z_fused
     for seed in args.seeds:
         if fuse is None:
             z_g = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
-        img = G.render(z_g, args.height, args.width, top=top, left=args.left, patch_batch=args.patch_batch,
-                       seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
-                       fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=not args.no_progress)
-        if img is None:                     # another rank: rank 0 assembles and writes
+
+        def render(height, width, row, col, progress):
+            # The canvas is addressed by absolute pixel, so a tile at (row, col) of the image is the
+            # render of that window (the style centres stay in canvas pixels).
+            img = G.render(z_g, height, width, top=top + row, left=args.left + col, patch_batch=args.patch_batch,
+                           seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
+                           fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=progress)
+            return None if img is None else (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # truncating, as StyleGAN
+
+        base = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "")
+        if tiled:
+            path = write_pyramid(args.format, lambda x, y, w, h: render(h, w, y, x, False).permute(1, 2, 0).numpy(),
+                              args.width, args.height, os.path.join(out_dir, base), args.tile_size,
+                              not args.no_progress)
+            print(f"wrote {path} ({args.width}x{args.height}, {args.format})")
             continue
-        u8 = (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)   # StyleGAN's conversion (truncating)
-        name = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "") + ".png"
-        path = save_png(os.path.join(out_dir, name), u8)
+        u8 = render(args.height, args.width, 0, 0, not args.no_progress)
+        if u8 is None:                      # another rank: rank 0 assembles and writes
+            continue
+        path = save_png(os.path.join(out_dir, base + ".png"), u8)
         print(f"wrote {path} ({args.width}x{args.height})")

@@ -5,7 +5,7 @@
 - `cache`: the on-disk tile cache.
 - `app`: the aiohttp application (page, viewer files, DZI descriptor, tiles).
 - `viewer`: where the OpenSeadragon files live.
-- `pyramid`: streaming writers of Deep Zoom folders and tiled pyramidal BigTIFF files.
+- `export`: tile-by-tile writers of Deep Zoom pyramids and tiled pyramidal BigTIFF files (`generate --format`).
 
 Imports models, never cli. docs/serve.md describes the protocol, the cache and the file formats.
 """
