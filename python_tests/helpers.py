@@ -194,3 +194,17 @@ def small_infinity(seed: int = 0, **kw):
             if name.endswith("noise_strength") or name.endswith(".bias") and "affine" not in name:
                 p.normal_(0, 0.5)
     return G
+
+
+def run_cli(argv, capsys):
+    """`anyres-fast ARGV` through anyres_fast.cli.main: (exit code, stdout, stderr); argparse's own exits
+    count as exit codes. capsys: pytest's fixture (cleared first)."""
+    from anyres_fast import cli
+
+    capsys.readouterr()
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err

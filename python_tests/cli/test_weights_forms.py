@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from anyres_fast import Generator, cli
+from anyres_fast import Generator
 from anyres_fast.cli import weights as weights_arg
 from anyres_fast.train import Trainer, TrainOptions
 from anyres_fast.train.anyres_recipe import AnyresRecipe
 from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig
-from helpers import ScriptedTiny, micro_config, write_images
+from helpers import ScriptedTiny, micro_config, run_cli as run, write_images
 from published_pickles import write_pickle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -61,16 +61,6 @@ def forms(tmp_path_factory):
                 anyres={"random": ANYRES_RANDOM, "pretrained": str(root / "anyres_saved"), "run": p2,
                         "pickle": pickle_path},
                 infinity={"random": INFINITY_RANDOM, "pretrained": str(root / "infinity_saved"), "run": inf_run})
-
-
-def run(argv, capsys):
-    capsys.readouterr()
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exc:
-        rc = exc.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def command_line(command, family, weights, forms, out):

@@ -6,15 +6,16 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from anyres_fast import cli
 from anyres_fast.serve import export
 from anyres_fast.serve.tiles import num_levels
+from helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,12 +81,8 @@ def test_a_tile_of_the_wrong_shape_is_an_error(tmp_path):
 
 
 def _run(argv, capsys):
-    capsys.readouterr()
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exc:
-        rc = exc.code
-    return rc, capsys.readouterr()
+    rc, out, err = run_cli(argv, capsys)
+    return rc, SimpleNamespace(out=out, err=err)
 
 
 def test_generate_tiff_and_dzi_equal_the_png_of_the_same_command(tmp_path, capsys):
