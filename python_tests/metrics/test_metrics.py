@@ -309,9 +309,14 @@ def test_pytorch_fid_detector_loads_a_state_dict_file_with_weights_only(tmp_path
     state = random_pytorch_fid_state(seed=0)
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(state, path)
-    det = load_detector(str(path))
+    with pytest.warns(UserWarning, match="differs from the published"):
+        det = load_detector(str(path))
     assert det.kind == "pytorch-fid" and det.path == str(path)
-    assert det.verified is False                     # random weights: the sha256 prefix in the name differs
+    assert det.verified is False and det.describe()["sha256_matches_published"] is False   # random weights
+    renamed = tmp_path / "my_inception.pth"           # the check is on the bytes, not the name
+    torch.save(state, renamed)
+    with pytest.warns(UserWarning, match="differs from the published"):
+        assert load_detector(str(renamed)).describe()["sha256_matches_published"] is False
     img = torch.randint(0, 256, (1, 3, 40, 52), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     feats = det(img)
     assert feats.shape == (1, 2048) and torch.isfinite(feats).all()
