@@ -7,7 +7,7 @@
     torchrun --nproc-per-node 8 -m anyres_fast train --phase fixed ...   # 8 GPUs (or CPU processes)
 
 --tiny trains a small model that runs on a 2-core CPU in minutes (any-resolution: 64 px, implies
---lpips random; InfinityGAN: 29-px patches). Phase patch needs torchvision's AlexNet weights for LPIPS
+--lpips random; InfinityGAN: 29-px patches), for TINY_KIMG thousand images unless --kimg says otherwise. Phase patch needs torchvision's AlexNet weights for LPIPS
 in the torch cache unless --lpips random. InfinityGAN reals are p x p crops of the images centre-
 cropped and resized to the full training size (197 for p = 101). See docs/training.md and
 docs/infinitygan_training.md.
@@ -21,6 +21,9 @@ import os
 
 from .args import (CommandError, finite_float, nonnegative_float, nonnegative_int, parse_device, positive_float,
                    positive_int, prepare_out_dir)
+
+# --tiny means minutes on a 2-core CPU: 1000 images (250 steps at its batch of 4), not the full length.
+TINY_KIMG = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "(phase patch): initialisation and frozen teacher")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, stats, samples)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    parser.add_argument("--kimg", type=positive_float, default=None, help="length in thousands of real images (default 25000)")
+    parser.add_argument("--kimg", type=positive_float, default=None,
+                        help=f"length in thousands of real images (default 25000 any-resolution, 12800 InfinityGAN, "
+                             f"{TINY_KIMG:g} with --tiny)")
     parser.add_argument("--batch", type=positive_int, default=None, help="global batch size (default 32; 4 with --tiny)")
     parser.add_argument("--batch-gpu", type=positive_int, default=None, help="samples per forward pass (default: batch / processes)")
     parser.add_argument("--config", choices=("T", "R"), default="T", help="StyleGAN3 config (default T)")
@@ -131,7 +136,7 @@ def anyres_options(args: argparse.Namespace) -> tuple:
                             teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
                             scale_min=args.scale_min, xflip=not args.no_xflip, blur_sigma=args.blur_sigma,
                             blur_fade_kimg=args.blur_fade_kimg)
-    return cfg, trainer_options(args, batch, default_kimg=25000)
+    return cfg, trainer_options(args, batch, default_kimg=TINY_KIMG if args.tiny else 25000)
 
 
 def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
@@ -174,7 +179,7 @@ def infinity_options(args: argparse.Namespace) -> tuple:
                               xflip=not args.no_xflip, diversity=args.diversity)
     if args.gamma is not None:
         cfg.r1_gamma = args.gamma
-    return cfg, trainer_options(args, batch, default_kimg=12800)
+    return cfg, trainer_options(args, batch, default_kimg=TINY_KIMG if args.tiny else 12800)
 
 
 def _check_batch(args: argparse.Namespace, batch: int) -> int:

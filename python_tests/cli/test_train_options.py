@@ -54,3 +54,14 @@ def test_resume_rebuilds_the_saved_config_and_options(tmp_path):
         assert train_cmd.run_model(str(run)) == model
         got_cfg, got_opts = train_cmd.resumed_options(args, cls)
         assert got_cfg == cfg and got_opts.kimg == 9 and got_opts.resume and got_opts.batch == 4
+
+
+def test_tiny_runs_are_short_unless_kimg_is_given(photos, tmp_path):
+    """--tiny means minutes: its default length is TINY_KIMG for both models, the full one without it."""
+    lr = ["--phase", "fixed", "--lr-data", photos, "--out", str(tmp_path / "a")]
+    inf = ["--model", "infinity", "--data", photos, "--out", str(tmp_path / "b")]
+    assert train_cmd.anyres_options(parse(lr + ["--tiny"]))[1].kimg == train_cmd.TINY_KIMG == 1.0
+    assert train_cmd.infinity_options(parse(inf + ["--tiny"]))[1].kimg == 1.0
+    assert train_cmd.anyres_options(parse(lr))[1].kimg == 25000
+    assert train_cmd.infinity_options(parse(inf))[1].kimg == 12800
+    assert train_cmd.anyres_options(parse(lr + ["--tiny", "--kimg", "3"]))[1].kimg == 3.0
