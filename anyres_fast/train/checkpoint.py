@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+import zipfile
 from typing import Optional
 
 import torch
@@ -38,9 +40,36 @@ def list_checkpoints(run_dir: str) -> list:
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:
-    """Path of the newest complete checkpoint, or None."""
+    """Path of the newest intact checkpoint, or None.
+
+    A checkpoint whose zip directory cannot be read (truncated by a copy or a full disk outside our
+    atomic writes, or otherwise damaged) is skipped with one warning naming it, so resume and
+    `generate --weights RUN` fall back to the previous one. Only the archive's directory is read, not
+    the tensors.
+    """
     found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
+    for _, path in reversed(found):
+        problem = _damage(path)
+        if problem is None:
+            return path
+        if path not in _warned_damaged:    # callers ask several times per command; say it once
+            _warned_damaged.add(path)
+            warnings.warn(f"{path} is damaged ({problem}); using the previous checkpoint", stacklevel=2)
+    return None
+
+
+_warned_damaged: set = set()
+
+
+def _damage(path: str) -> Optional[str]:
+    """Why a checkpoint file cannot be a complete torch.save archive, or None when its directory reads."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not z.namelist():
+                return "an empty archive"
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def save_checkpoint(run_dir: str, step: int, state: dict, keep: int = 3) -> str:
