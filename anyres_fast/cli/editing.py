@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..utils.files import save_image, write_json
+from ..utils.images import to_rgb8
 from . import weights as weights_arg
 from .args import CommandError, nonnegative_int, parse_seeds, positive_int
 
@@ -45,7 +46,7 @@ def read_image(path: str, flag: str):
     try:
         with Image.open(path) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+            arr = np.asarray(to_rgb8(im), dtype=np.float32)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise CommandError(f"{flag} {path!r}: cannot read the image ({exc})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None] / 127.5 - 1

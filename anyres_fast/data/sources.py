@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image
 
 from ..utils.files import write_json
+from ..utils.images import to_rgb8, upright_size
 
 Image.MAX_IMAGE_PIXELS = 933_120_000   # large native-resolution photos are the point of the HR set
-CACHE_FORMAT = "anyres_fast.listing/1"
+CACHE_FORMAT = "anyres_fast.listing/2"   # 2: sizes after the EXIF orientation (utils/images.py)
 LABELS_FILE = "dataset.json"
 
 
@@ -125,7 +126,7 @@ class ImageSource:
                 return BadFile(name, "empty file (0 bytes)")
             with Image.open(io.BytesIO(data)) as im:
                 im.load()           # full decode: catches truncated and corrupt files
-                w, h = im.size
+                w, h = upright_size(im)
         except Image.UnidentifiedImageError:
             return BadFile(name, "not an image Pillow can read (unknown or corrupt format)")
         except Exception as exc:  # any decoder error means: skip and report, never stop the run
@@ -218,7 +219,7 @@ class ImageSource:
     def load_rgb(self, index: int) -> Image.Image:
         """Image `index` as a decoded RGB Pillow image."""
         with Image.open(io.BytesIO(self.read_bytes(self.listing.names[index]))) as im:
-            return im.convert("RGB")
+            return to_rgb8(im)
 
     def label(self, index: int) -> np.ndarray:
         """Label vector (c_dim,) float32 (empty without labels)."""

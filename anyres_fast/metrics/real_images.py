@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..data import HRPatchDataset, ImageSource, KeySampler
 from ..data.sources import scan_image_files
+from ..utils.images import to_rgb8
 
 Image.MAX_IMAGE_PIXELS = 933_120_000        # large HR photos are legitimate input here
 
@@ -48,7 +49,7 @@ class ImageListing:
                 data = z.read(self.files[i])
             with Image.open(io.BytesIO(data)) as im:
                 im.load()
-                return im.convert("RGB")
+                return to_rgb8(im)
         return open_rgb(self.path(i))
 
     def __len__(self) -> int:
@@ -92,7 +93,7 @@ def open_rgb(path: str) -> Image.Image:
     """Open an image fully decoded as RGB (raises OSError/ValueError on unreadable files)."""
     with Image.open(path) as im:
         im.load()
-        return im.convert("RGB")
+        return to_rgb8(im)
 
 
 def square_box(width: int, height: int, crop: str, rng: Optional[np.random.Generator]) -> tuple:
