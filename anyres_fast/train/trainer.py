@@ -15,7 +15,9 @@ import hashlib
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -370,6 +372,7 @@ class Trainer:
                            desc=os.path.basename(os.path.abspath(o.out)) or "train", leave=True,
                            bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
         stats, acc, t_tick, steps_here = {}, {}, time.perf_counter(), 0
+        interrupt = _Interrupt(ctx.world == 1)
         try:
             while ctx.nimg < total and (o.max_steps is None or steps_here < o.max_steps):
                 step_stats = ctx.mean_over_ranks(self.recipe.train_step(ctx, ctx.step))
@@ -398,7 +401,13 @@ class Trainer:
                             writer.flush()
                 if (o.snap and ctx.step % o.snap == 0) or done:
                     self.save()
+                elif interrupt.requested:
+                    self.save()
+                if interrupt.requested:
+                    self.log(f"interrupted: checkpoint of step {ctx.step} written; --resume continues from it")
+                    raise KeyboardInterrupt
         finally:
+            interrupt.restore()
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -419,6 +428,28 @@ class Trainer:
         if self.ctx.world > 1:
             torch.distributed.barrier()
         return path
+
+
+class _Interrupt:
+    """Ctrl-C (SIGINT) during training: the first one lets the step in progress finish, then the loop
+    writes a checkpoint and stops (KeyboardInterrupt); a second one stops at once, as Python's default.
+    Only for one process in the main thread: under torchrun every rank gets the signal at a slightly
+    different step and a checkpoint needs all of them (there Ctrl-C stops without one; docs/training.md)."""
+
+    def __init__(self, active: bool):
+        self.requested, self._installed, self._previous = False, False, None
+        if active and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._first)
+            self._installed = True
+
+    def _first(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # the second Ctrl-C interrupts at once
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            self._installed = False
 
 
 def _redraw_plots(out: str) -> None:
