@@ -277,7 +277,12 @@ def build_pytorch_fid(state_dict: dict) -> torch.nn.Module:
 
 def load_pytorch_fid(path: str, device="cpu") -> Detector:
     """pytorch-fid's FID Inception with the weights file at `path` (torch.load(weights_only=True))."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to read the user's file is about the file
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a detector file: neither TorchScript ({NVIDIA_FILE}) nor a torch state "
+                         f"dict ({PYTORCH_FID_FILE}); torch.load says {type(exc).__name__}: {first}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict ({PYTORCH_FID_FILE}), got {type(state).__name__}")
     try:

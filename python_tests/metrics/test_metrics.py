@@ -326,3 +326,12 @@ def test_pytorch_fid_detector_loads_a_state_dict_file_with_weights_only(tmp_path
     assert torch.equal(loaded["blocks.3.2.branch_pool.conv.weight"], state["Mixed_7c.branch_pool.conv.weight"])
     with pytest.raises(ValueError, match="TorchScript"):
         load_detector(str(path), kind="nvidia")
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"PK\x03\x04truncated zip", b""])
+def test_a_garbage_detector_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "inception.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a detector file|not a TorchScript|expected a state dict") as info:
+        load_detector(str(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
