@@ -18,7 +18,9 @@ with exit code 2; `--debug` (before or after the command name) shows the traceba
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import re
 import sys
 import traceback
@@ -92,6 +94,10 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list) -> list:
     return out
 
 
+# Write failures the user fixes on their side (space, quota, permissions), not bugs of ours.
+_USER_FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv=None) -> int:
     """Run one `anyres-fast` command.
 
@@ -120,6 +126,10 @@ def main(argv=None) -> int:
     except Exception as exc:  # a bug, not a user mistake: one line, the traceback on request
         if debug:
             traceback.print_exc()
+        if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE_ERRNOS:
+            # a full disk, a quota, a read-only or forbidden folder: our writers name the path
+            print(f"{prog}: {exc.strerror if exc.strerror and os.sep in exc.strerror else exc}", file=sys.stderr)
+            return 2
         print(f"{prog}: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "(phase patch): initialisation and frozen teacher")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, stats, samples)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--force-new", action="store_true",
+                        help="--out holds a run: move it aside to OUT.old-<time> (nothing is deleted) and start anew")
     parser.add_argument("--kimg", type=positive_float, default=None,
                         help=f"length in thousands of real images (default 25000 any-resolution, 12800 InfinityGAN, "
                              f"{TINY_KIMG:g} with --tiny)")
@@ -131,8 +133,7 @@ def anyres_options(args: argparse.Namespace) -> tuple:
                             hr_data=os.path.abspath(args.hr_data) if args.hr_data else None,
                             teacher=os.path.abspath(args.teacher) if args.teacher else None, resolution=resolution,
                             config=args.config, tiny=args.tiny, lpips=lpips_mode,
-                            cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
-                            r1_gamma=2.0 if args.gamma is None else args.gamma,
+                            cache_dir=_cache_dir(args), r1_gamma=2.0 if args.gamma is None else args.gamma,
                             teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
                             scale_min=args.scale_min, xflip=not args.no_xflip, blur_sigma=args.blur_sigma,
                             blur_fade_kimg=args.blur_fade_kimg)
@@ -145,7 +146,15 @@ def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
     return TrainOptions(out=os.path.abspath(args.out), seed=args.seed, batch=batch, batch_gpu=args.batch_gpu,
                         kimg=args.kimg if args.kimg is not None else default_kimg, tick=args.tick, snap=args.snap,
                         keep=args.keep, workers=args.workers, device=args.device, precision=args.precision,
-                        progress=not args.no_progress, max_steps=args.max_steps, plots=args.plots)
+                        progress=not args.no_progress, max_steps=args.max_steps, plots=args.plots,
+                        force_new=args.force_new)
+
+
+def _cache_dir(args: argparse.Namespace) -> str:
+    """The listing cache as the run stores it: inside the run ("cache", relative, so it moves with the
+    run) unless --cache-dir names a folder elsewhere."""
+    from ..train.run_folder import relative_to_run
+    return relative_to_run(args.out, args.cache_dir or os.path.join(args.out, "cache"))
 
 
 def infinity_options(args: argparse.Namespace) -> tuple:
@@ -175,8 +184,7 @@ def infinity_options(args: argparse.Namespace) -> tuple:
                            f"(the discriminator's minibatch-std group for batch {batch}) or below it")
     _check_device_and_out(args)
     cfg = InfinityTrainConfig(data=os.path.abspath(data), patch=patch, tiny=args.tiny,
-                              cache_dir=os.path.abspath(args.cache_dir or os.path.join(args.out, "cache")),
-                              xflip=not args.no_xflip, diversity=args.diversity)
+                              cache_dir=_cache_dir(args), xflip=not args.no_xflip, diversity=args.diversity)
     if args.gamma is not None:
         cfg.r1_gamma = args.gamma
     return cfg, trainer_options(args, batch, default_kimg=TINY_KIMG if args.tiny else 12800)
@@ -204,32 +212,115 @@ def run_model(out: str) -> str:
     try:
         with open(os.path.join(out, "training_options.json")) as f:
             return "infinity" if json.load(f).get("config", {}).get("model") == "infinity" else "anyres"
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return "anyres"
 
 
+# Options that may differ on --resume (they change how the run continues, not what it trains); every
+# other option given with --resume must equal the run's own value (docs/training.md, "Resuming").
+RESUME_MAY_CHANGE = ("kimg", "max_steps", "tick", "snap", "keep", "workers", "device", "plots", "no_progress")
+# option -> (section of training_options.json, key, how the option's value is stored there)
+_STORED_AS = {
+    "phase": ("config", "phase", None), "lr_data": ("config", "lr_data", os.path.abspath),
+    "hr_data": ("config", "hr_data", os.path.abspath), "teacher": ("config", "teacher", os.path.abspath),
+    "data": ("config", "data", os.path.abspath), "patch": ("config", "patch", None),
+    "resolution": ("config", "resolution", None), "config": ("config", "config", None),
+    "tiny": ("config", "tiny", None), "lpips": ("config", "lpips", None), "gamma": ("config", "r1_gamma", float),
+    "teacher_lambda": ("config", "teacher_lambda", float), "scale_max": ("config", "scale_max", float),
+    "scale_min": ("config", "scale_min", float), "no_xflip": ("config", "xflip", lambda v: not v),
+    "blur_sigma": ("config", "blur_sigma", float), "blur_fade_kimg": ("config", "blur_fade_kimg", float),
+    "diversity": ("config", "diversity", None), "seed": ("options", "seed", None),
+    "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
+    "precision": ("options", "precision", None),
+}
+
+
+def _given_options(args: argparse.Namespace) -> dict:
+    """The options of `args` that differ from the parser's defaults (those the user gave)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args(["--out", "."]))
+    return {k: v for k, v in vars(args).items()
+            if k in defaults and k not in ("out", "resume") and v != defaults[k]}
+
+
+def _resume_conflicts(args: argparse.Namespace, saved: dict) -> list:
+    """'--flag value (the run has ...)' for every given option the run being resumed does not share."""
+    conflicts = []
+    for name, value in _given_options(args).items():
+        if name in RESUME_MAY_CHANGE:
+            continue
+        flag = "--" + name.replace("_", "-")
+        shown = flag if isinstance(value, bool) else f"{flag} {value}"
+        if name == "model":
+            have = run_model(args.out)
+            if value != have:
+                conflicts.append(f"{shown} (the run trains --model {have})")
+            continue
+        if name == "cache_dir":
+            have = saved.get("config", {}).get("cache_dir")
+            if os.path.abspath(value) != os.path.abspath(os.path.join(args.out, have or "")):
+                conflicts.append(f"{shown} (the run's cache is {have})")
+            continue
+        if name == "force_new":
+            conflicts.append(f"{flag} (it starts a new run; --resume continues this one)")
+            continue
+        section, key, stored = _STORED_AS.get(name, (None, None, None))
+        if section is None:
+            conflicts.append(f"{shown} (cannot change on resume)")
+            continue
+        have = saved.get(section, {}).get(key)
+        want = stored(value) if stored is not None and value is not None else value
+        if want != have:
+            conflicts.append(f"{shown} (the run has {key} = {have})")
+    return conflicts
+
+
 def resumed_options(args: argparse.Namespace, config_class) -> tuple:
-    """(training config, TrainOptions) of the run in --out, as it was started; --kimg and --max-steps may
-    change, progress bars follow --no-progress.
+    """(training config, TrainOptions) of the run in --out, as it was started. The run is the folder
+    --out, wherever it is now (copied or renamed runs resume in place); the options of
+    RESUME_MAY_CHANGE apply, any other option given must agree with the run.
 
     Raises:
-        CommandError: no checkpoint in the run.
+        CommandError: no checkpoint in the run, an unreadable training_options.json, or options that
+            conflict with the run.
     """
     from ..train.checkpoint import latest_checkpoint
     from ..train.trainer import TrainOptions
 
     if latest_checkpoint(args.out) is None:
         raise CommandError(f"--resume: no checkpoint in {os.path.join(args.out, 'checkpoints')}")
-    with open(os.path.join(args.out, "training_options.json")) as f:
-        saved = json.load(f)
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    cfg_d = {k: v for k, v in saved["config"].items() if k in fields}
-    cfg_d["betas"] = tuple(cfg_d["betas"])
-    cfg = config_class(**cfg_d)
-    opts = TrainOptions(**saved["options"])
-    opts.resume = True
-    for name in ("kimg", "max_steps"):
-        if getattr(args, name) is not None:
+    path = os.path.join(args.out, "training_options.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        fields = {f.name for f in dataclasses.fields(config_class)}
+        cfg_d = {k: v for k, v in saved["config"].items() if k in fields}
+        if "betas" in cfg_d:
+            cfg_d["betas"] = tuple(cfg_d["betas"])
+        cfg = config_class(**cfg_d)
+        option_fields = {f.name for f in dataclasses.fields(TrainOptions)}
+        opts = TrainOptions(**{k: v for k, v in saved["options"].items() if k in option_fields})
+    except OSError as exc:
+        raise CommandError(f"--resume: cannot read {path} ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        what = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else \
+            f"{type(exc).__name__}: {exc}"
+        raise CommandError(f"--resume: {path} is damaged or not a training_options.json ({what})") from None
+    conflicts = _resume_conflicts(args, saved)
+    if conflicts:
+        may = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
+        raise CommandError(f"--resume: {'; '.join(conflicts)}; on resume only {may} may change")
+    from ..train.run_folder import relative_to_run
+    if getattr(cfg, "cache_dir", None) and opts.out not in (".", ""):
+        # runs started before paths were stored relative: the cache inside the run moves with it
+        cfg.cache_dir = relative_to_run(opts.out, cfg.cache_dir)
+    opts.out = os.path.abspath(args.out)   # the run is where it is now, not where it was started
+    if args.device is not None:
+        parse_device(args.device)
+    opts.resume, opts.force_new = True, False
+    for name in ("kimg", "max_steps", "tick", "snap", "keep", "workers", "device", "plots"):
+        if name in _given_options(args):
             setattr(opts, name, getattr(args, name))
     opts.progress = not args.no_progress
     return cfg, opts
@@ -245,8 +336,11 @@ def main(args: argparse.Namespace) -> int:
         CommandError: bad arguments, unusable data, a teacher that does not fit.
     """
     from ..models.perceptual import LPIPSWeightsMissing
+    from ..train.run_folder import RunFolderError
     from ..train.trainer import Trainer
 
+    if args.resume and args.force_new:
+        raise CommandError("--force-new: not with --resume (one starts a new run, the other continues this one)")
     model = run_model(args.out) if args.resume else args.model
     if model == "infinity":
         from ..train.infinity_recipe import InfinityRecipe as recipe_class
@@ -256,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
         cfg, opts = anyres_options(args)
     try:
         stats = Trainer(recipe_class(cfg), opts).run()
-    except (FileNotFoundError, LPIPSWeightsMissing) as exc:
+    except (FileNotFoundError, LPIPSWeightsMissing, RunFolderError) as exc:
         raise CommandError(str(exc)) from None
     except ValueError as exc:   # unusable data, a teacher of another configuration, a bad batch split
         if model == "infinity" and ("InfinityGenerator" in str(exc) or "Discriminator" in str(exc)):

@@ -223,13 +223,23 @@ class InversionRecord:
         """Read a saved record (weights_only=True: plain tensors, numbers and strings only).
 
         Raises:
-            ValueError: not an inversion record.
+            OSError: the file cannot be read.
+            ValueError: not an inversion record, or a damaged one (the message is one line).
         """
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
+        except Exception as exc:   # torch's zip/unpickling errors: several lines, several types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{path}: not a readable inversion record ({first})") from None
         if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
             raise ValueError(f"{path}: not an InfinityGAN inversion record (format {RECORD_FORMAT})")
-        return cls(d["z_g"], d["ws"], d["z_l"], list(d["noises"]), d["coords"], Canvas.from_dict(d["canvas"]),
-                   d["settings"], d["history"], d["generator"], d.get("psnr", []), d.get("sources", []))
+        try:
+            return cls(d["z_g"], d["ws"], d["z_l"], list(d["noises"]), d["coords"], Canvas.from_dict(d["canvas"]),
+                       d["settings"], d["history"], d["generator"], d.get("psnr", []), d.get("sources", []))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path}: a damaged inversion record ({type(exc).__name__}: {exc})") from None
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -26,6 +26,7 @@ from ..models import Discriminator, Generator, GeneratorConfig, perceptual
 from ..utils.files import save_png, to_uint8
 from . import losses
 from .checkpoint import latest_checkpoint, load_checkpoint, model_from_run
+from .run_folder import resolve_in_run
 from .trainer import Context, Recipe
 
 # A configuration that trains both phases on a 2-core CPU in minutes (quality is not the point).
@@ -41,7 +42,7 @@ class AnyresTrainConfig:
     phase: "fixed" or "patch". lr_data / hr_data: image folders or zips. teacher: phase-1 run folder
     (phase patch). resolution: p. config: "T" or "R". tiny: the small CPU configuration.
     g_kwargs / d_kwargs: extra Generator / Discriminator arguments. lpips: "alex" or "random".
-    cache_dir: listing cache folder. Learning rates, betas, R1 gamma/interval, EMA, teacher lambda,
+    cache_dir: listing cache folder (a relative path is inside the run folder). Learning rates, betas, R1 gamma/interval, EMA, teacher lambda,
     patch probability and scale bounds as published (reference values in the defaults). blur_sigma /
     blur_fade_kimg: StyleGAN3's blur of D's inputs (stylegan3-r's schedule by default for config R in
     phase fixed; phase patch starts from a trained run, where StyleGAN3 also turns the blur off).
@@ -132,16 +133,17 @@ class AnyresRecipe(Recipe):
         self.lpips_net = None
 
     # -- build --------------------------------------------------------------------------------------
-    def _sources(self):
+    def _sources(self, ctx: Context):
         cfg, p = self.cfg, self.cfg.resolution
         cond = True   # labels are used when the source has a dataset.json
-        lr = ImageSource(cfg.lr_data, cache_dir=cfg.cache_dir, min_size=cfg.min_size or max(8, p // 2),
+        cache_dir = resolve_in_run(ctx.options.out, cfg.cache_dir)
+        lr = ImageSource(cfg.lr_data, cache_dir=cache_dir, min_size=cfg.min_size or max(8, p // 2),
                          use_labels=cond)
         hr = None
         if cfg.phase == "patch":
             if not cfg.hr_data:
                 raise ValueError("phase patch needs --hr-data")
-            hr = ImageSource(cfg.hr_data, cache_dir=cfg.cache_dir, min_size=max(cfg.min_size or 0, p),
+            hr = ImageSource(cfg.hr_data, cache_dir=cache_dir, min_size=max(cfg.min_size or 0, p),
                              use_labels=cond)
             if hr.c_dim != lr.c_dim:
                 raise ValueError(f"labels: the LR set has {lr.c_dim} classes, the HR set {hr.c_dim}")
@@ -149,7 +151,7 @@ class AnyresRecipe(Recipe):
 
     def build(self, ctx: Context) -> None:
         cfg, p = self.cfg, self.cfg.resolution
-        self.lr_source, self.hr_source = self._sources()
+        self.lr_source, self.hr_source = self._sources(ctx)
         self.c_dim = self.lr_source.c_dim
         self._datasets = {"lr": LRDataset(self.lr_source, p, random_crop=cfg.random_crop, xflip=cfg.xflip,
                                           seed=ctx.seed)}

@@ -30,6 +30,7 @@ from ..utils.files import save_image
 from . import infinity_losses as L
 from .losses import r1_penalty
 from .checkpoint import model_from_run
+from .run_folder import resolve_in_run
 from .trainer import Context, Recipe
 
 PATCH_SIZES = (101, 197, 389)
@@ -136,7 +137,7 @@ class InfinityRecipe(Recipe):
         self.gcfg = generator_config(cfg)
         p = self.gcfg.patch_size
         self.full = cfg.full or full_size_for(p)
-        self.source = ImageSource(cfg.data, cache_dir=cfg.cache_dir, min_size=p)
+        self.source = ImageSource(cfg.data, cache_dir=resolve_in_run(ctx.options.out, cfg.cache_dir), min_size=p)
         self._datasets = {"real": InfinityPatchDataset(self.source, p, self.full, xflip=cfg.xflip, seed=ctx.seed)}
         self.G = InfinityGenerator(self.gcfg).to(ctx.device)
         d_kw = dict(TINY_D) if cfg.tiny else {}

@@ -30,6 +30,7 @@ from ..data import KeySampler
 from ..utils.distributed import init_distributed
 from ..utils.files import write_json
 from . import checkpoint as ckpt
+from .run_folder import RunFolderError, RunFolderLock, move_aside, run_contents, trim_stats
 
 
 @dataclass
@@ -45,6 +46,8 @@ class TrainOptions:
     from the newest checkpoint of `out`. progress: show the tqdm bar. max_steps: stop after this many
     steps in this process (None: run to kimg), used to stop and resume. plots: after every snapshot,
     redraw <out>/plots/*.png (train.plots.plot_run; needs matplotlib, a failure only warns).
+    force_new: `out` already holds a run and this is not a resume: move that run aside to
+    `<out>.old-<time>` and start afresh (without it such a folder is refused; train.run_folder).
     """
     out: str
     seed: int = 0
@@ -61,6 +64,14 @@ class TrainOptions:
     progress: bool = True
     max_steps: Optional[int] = None
     plots: bool = False
+    force_new: bool = False
+
+    def stored(self) -> dict:
+        """These options as a run stores them: `out` is "." (a run is identified by where it is, so a
+        copied or renamed run resumes in its new place); force_new applies to one start only."""
+        d = dataclasses.asdict(self)
+        d.update(out=".", force_new=False)
+        return d
 
 
 class Recipe:
@@ -293,7 +304,7 @@ class Trainer:
         r = self.recipe
         state = {
             "format": "anyres_fast.checkpoint/1", "step": self.ctx.step, "nimg": self.ctx.nimg,
-            "options": dataclasses.asdict(self.options), "config": r.config(),
+            "options": self.options.stored(), "config": r.config(),
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in r.modules().items()},
             "optimizers": {k: o.state_dict() for k, o in r.optimizers().items()},
             "recipe": r.state_dict(),
@@ -321,12 +332,48 @@ class Trainer:
         _set_rng_state(rngs[self.ctx.rank] if len(rngs) == self.ctx.world else rngs[0])
 
     def run(self) -> dict:
+        """Train until `kimg` (or `max_steps`); returns the last tick's stats ({} when nothing was left).
+
+        Raises:
+            RunFolderError: the run folder is in use by another training, or holds a run and this is
+                neither a resume nor `force_new`.
+        """
         o = self.options
         device, rank, world = init_distributed(o.device)
-        self.ctx = ctx = Context(o, device, rank, world)
+        self.ctx = Context(o, device, rank, world)
+        lock = self._claim_run_folder() if rank == 0 else None
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_run_folder(self) -> RunFolderLock:
+        """Lock the run folder (one writer); refuse or move aside a run a new training would overwrite."""
+        o = self.options
+        os.makedirs(o.out, exist_ok=True)
+        lock = RunFolderLock(o.out)
+        found = [] if o.resume else run_contents(o.out)
+        if not found:
+            lock.mark()
+            return lock
+        if not o.force_new:
+            lock.release()
+            shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            raise RunFolderError(f"{o.out}: already holds a training run ({shown}); continue it with --resume, "
+                                 f"or start over with --force-new (the old run is moved aside, not deleted)")
+        old = move_aside(o.out)
+        os.makedirs(o.out)
+        new_lock = RunFolderLock(o.out)
+        new_lock.mark()
+        lock.release()
+        self.log_fn(f"{o.out}: the run that was here is now {old}")
+        return new_lock
+
+    def _run(self) -> dict:
+        o, ctx = self.options, self.ctx
+        device, rank, world = ctx.device, ctx.rank, ctx.world
         self._data_start = {}
-        if rank == 0:
-            os.makedirs(o.out, exist_ok=True)
         torch.manual_seed(_seed_of(o.seed, "build"))   # same initial weights on every rank
         np.random.seed(_seed_of(o.seed, "numpy", rank) & 0xFFFFFFFF)
         random.seed(_seed_of(o.seed, "python", rank))
@@ -350,13 +397,19 @@ class Trainer:
                 _write_json(os.path.join(o.out, "data_report.json"), report)
                 skipped = sum(v.get("skipped", 0) for v in report.values())
                 names = [f"{k}:{f['name']}" for k, v in report.items() for f in v.get("skipped_files", [])]
-                self.log(f"data: skipped {skipped} bad file(s)" + (f": {', '.join(names[:10])}"
-                         + (" ..." if len(names) > 10 else "") if names else "")
-                         + f" (details in {os.path.join(o.out, 'data_report.json')})")
+                if skipped:
+                    self.log(f"data: skipped {skipped} bad file(s)" + (f": {', '.join(names[:10])}"
+                             + (" ..." if len(names) > 10 else "") if names else "")
+                             + f" (details in {os.path.join(o.out, 'data_report.json')})")
             _write_json(os.path.join(o.out, "training_options.json"),
-                        {"options": dataclasses.asdict(o), "config": self.recipe.config(), "world": world})
+                        {"options": o.stored(), "config": self.recipe.config(), "world": world})
         if resumed_from:
-            self.log(f"resumed from {resumed_from} at step {ctx.step} ({ctx.nimg / 1000:.3f} kimg)")
+            dropped = trim_stats(o.out, ctx.step) if rank == 0 else 0
+            self.log(f"resumed from {resumed_from} at step {ctx.step} ({ctx.nimg / 1000:.3f} kimg)"
+                     + (f"; {dropped} stats line(s) of later steps dropped (they are trained again)" if dropped else ""))
+            if ctx.nimg >= int(round(o.kimg * 1000)):
+                self.log(f"nothing to train: the run is at {ctx.nimg / 1000:g} kimg, --kimg is {o.kimg:g}")
+                return {}
         return self._loop()
 
     def _loop(self) -> dict:
@@ -381,8 +434,9 @@ class Trainer:
                 steps_here += 1
                 for k, v in step_stats.items():
                     acc.setdefault(k, []).append(v)
-                if bar is not None:
-                    bar.update(round(o.batch / 1000, 6))
+                if bar is not None:   # set, not summed: float sums of batch/1000 overshoot the total
+                    bar.n = min(bar.total, round(ctx.nimg / 1000, 6))
+                    bar.update(0)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in list(step_stats.items())[:4]}, refresh=False)
                 done = ctx.nimg >= total or (o.max_steps is not None and steps_here >= o.max_steps)
                 if ctx.step % max(1, o.tick) == 0 or done:
@@ -392,8 +446,7 @@ class Trainer:
                                  sec_per_kimg=(now - t_tick) / max(1e-9, len(next(iter(acc.values()), [1])) * o.batch / 1000))
                     acc, t_tick = {}, now
                     if ctx.rank == 0:
-                        with open(os.path.join(o.out, "stats.jsonl"), "a") as f:
-                            f.write(json.dumps(stats) + "\n")
+                        _append_line(os.path.join(o.out, "stats.jsonl"), json.dumps(stats))
                         if writer is not None:
                             for k, v in stats.items():
                                 if k not in ("step", "kimg"):
@@ -467,6 +520,14 @@ def _tensorboard(out: str):
     except Exception:   # tensorboard not installed: stats.jsonl only
         return None
     return SummaryWriter(os.path.join(out, "tensorboard"))
+
+
+def _append_line(path: str, line: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError as exc:   # a full disk: name the file (the checkpoints are written atomically)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _write_json(path: str, obj) -> None:
