@@ -3,6 +3,7 @@ photos, the LPIPS check, and inverting + rendering + reporting (docs/infinitygan
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from ..utils.files import save_image, write_json
@@ -62,6 +63,27 @@ def check_lpips(mode: str) -> None:
         raise CommandError(f"--lpips {mode}: {exc}") from None
 
 
+def check_inversion_memory(G, canvas, device, lpips_net) -> None:
+    """Refuse at once, with the numbers, a photo whose inversion cannot fit the available memory.
+
+    Raises:
+        CommandError: the estimate (infinity_inversion.estimate_inversion_bytes) exceeds what is free.
+    """
+    from ..models import infinity_inversion as inv
+    from ..models import tiling
+
+    need = inv.estimate_inversion_bytes(G, canvas, device, lpips_net)
+    have = tiling.available_host_memory() if device.type != "cuda" else tiling.available_device_memory(device)
+    if have is None or need <= have:
+        return
+    px = sum(r.height * r.width for r in canvas.regions)
+    factor = math.sqrt(have / need) * 0.9
+    sizes = ", ".join(f"{r.width}x{r.height}" for r in canvas.regions)
+    raise CommandError(f"inverting the photo(s) ({sizes}, {px / 1e6:.1f} MP) needs an estimated "
+                       f"{tiling.format_bytes(need)} on {device}, {tiling.format_bytes(have)} is available; downscale the "
+                       f"photo(s) by about {factor:.2f} (each side) or use a device with more memory")
+
+
 def run_edit(args, G, canvas, targets, sources: list, prefix: str, seam_cols: list, device) -> dict:
     """Invert (or load --record), render every seed, write PNGs, the record and report.json.
 
@@ -83,7 +105,10 @@ def run_edit(args, G, canvas, targets, sources: list, prefix: str, seam_cols: li
     else:
         settings = inv.InversionSettings(steps=args.steps, pixel=args.pixel, lpips=args.lpips,
                                          init_seed=args.init_seed)
-        record = inv.invert(G, canvas, targets, settings, device=device, progress=not args.no_progress)
+        lpips_net = inv.build_lpips(settings.lpips, device) if settings.lpips_weight > 0 else None
+        check_inversion_memory(G, canvas, device, lpips_net)
+        record = inv.invert(G, canvas, targets, settings, device=device, progress=not args.no_progress,
+                            lpips_net=lpips_net)
         record.sources = sources
     record_path = record.save(os.path.join(args.out, "inversion.pt"))
     report = {"record": record_path, "size": [canvas.width, canvas.height], "inversion_psnr": record.psnr,

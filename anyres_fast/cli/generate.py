@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 
@@ -115,11 +116,14 @@ def main(args: argparse.Namespace) -> int:
         # The uint8 canvas plus Pillow's height x width x channels copy of it, and the tiles in flight
         # (for dzi/tiff one file tile at a time is the canvas).
         held_w, held_h = (min(width, args.tile_size), min(height, args.tile_size)) if tiled else (width, height)
-        _render.check_render_memory(
+        tile_batch = _render.fitting_tile_batch(
             num_images=1, width=held_w, height=held_h, tile=p, channels=cfg.img_channels,
             tile_batch=args.tile_batch, device=device, out_dtype=torch.uint8,
             device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg), half is not None and device.type == "cuda"),
             extra_host_bytes=held_w * held_h * cfg.img_channels)
+        if tile_batch < args.tile_batch:
+            print(f"anyres-fast generate: {tile_batch} tile(s) per pass instead of --tile-batch {args.tile_batch}, "
+                  f"to fit the available memory", file=sys.stderr)
     except _render.MemoryLimitError as exc:
         flag = f"--size {args.size}" if args.zoom is None else f"--zoom {','.join(map(str, args.zoom))}"
         raise CommandError(f"{flag}: {exc}") from None
@@ -135,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
 
         def render(window, progress):
-            return G.render(z, args.size, c=c, window=window, tile_batch=args.tile_batch, device=device,
+            return G.render(z, args.size, c=c, window=window, tile_batch=tile_batch, device=device,
                             truncation_psi=args.truncation, truncation_cutoff=args.truncation_cutoff,
                             force_fp32=half is None, half_dtype=half or torch.float16,
                             progress=progress, out_dtype=torch.uint8)

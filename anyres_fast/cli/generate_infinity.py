@@ -109,6 +109,7 @@ def main(args: argparse.Namespace, weights=None) -> int:
                            f"one PNG; a pyramid is written tile by tile)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:      # torchrun: share the patches out to the ranks
         device, rank, _ = init_distributed(str(device))
+    _check_host_memory(args, weights.config, device, tiled)
     out_dir = prepare_out_dir(args.out) if not rank else args.out
 
     G = weights_arg.load(weights, device)
@@ -120,6 +121,21 @@ def main(args: argparse.Namespace, weights=None) -> int:
     with _render.sharding(rank is not None):
         _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir, tiled)
     return 0
+
+
+def _check_host_memory(args, cfg, device, tiled: bool) -> None:
+    """Before building anything: the image this command holds at once fits the available memory (a
+    PNG: the float32 canvas, its uint8 copy and Pillow's; a pyramid: one file tile)."""
+    held_w, held_h = (min(args.width, args.tile_size), min(args.height, args.tile_size)) if tiled \
+        else (args.width, args.height)
+    channels = getattr(cfg, "img_channels", 3)
+    try:
+        _render.check_render_memory(num_images=1, width=held_w, height=held_h, tile=1, channels=channels,
+                                    tile_batch=args.patch_batch, device=device,
+                                    extra_host_bytes=2 * held_w * held_h * channels)
+    except _render.MemoryLimitError as exc:
+        hint = "" if tiled else "; or write it tile by tile with --format dzi or --format tiff"
+        raise CommandError(f"--width {args.width} --height {args.height}: {exc}{hint}") from None
 
 
 def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir, tiled=False) -> None:

@@ -842,6 +842,9 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
     z_g = z_g.to(device=device, dtype=torch.float32)
     ws = G.styles(z_g)                                                    # (K, num_ws, z_dim)
     rank, _ = _render.shard_world()
+    if rank == 0:   # the float32 host image: stop before allocating it when it cannot fit
+        _render.check_render_memory(num_images=1, width=width, height=height, tile=G.patch_size,
+                                    channels=G.img_channels, tile_batch=patch_batch, device=device)
     out = torch.empty(1, G.img_channels, height, width) if rank == 0 else None
 
     # Noise that a zero strength multiplies away is not drawn (one read of the strengths per call).

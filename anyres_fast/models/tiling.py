@@ -9,6 +9,7 @@ assembles the result in a host (CPU) tensor. Only `tile_batch` tiles live on the
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -92,7 +93,8 @@ def available_device_memory(device: torch.device) -> Optional[int]:
     return torch.cuda.mem_get_info(device)[0]
 
 
-def _gib(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """`1.5 GiB` or `12.0 MiB`, for messages about memory."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
@@ -123,14 +125,40 @@ def check_render_memory(*, num_images: int, width: int, height: int, tile: int, 
     what = f"a {width}x{height} canvas ({num_images} image(s), {channels} channels, {str(out_dtype).replace('torch.', '')})"
     limit = available_host_memory()
     if limit is not None and host > limit:
-        raise MemoryLimitError(f"{what} needs an estimated {_gib(host)} of host memory, {_gib(limit)} is available; "
+        raise MemoryLimitError(f"{what} needs an estimated {format_bytes(host)} of host memory, {format_bytes(limit)} is available; "
                                f"render a smaller size or a window of the canvas")
     dev = in_flight if device.type == "cuda" else 0
     limit = available_device_memory(device)
     if limit is not None and dev > limit:
-        raise MemoryLimitError(f"{what}: {tile_batch} tile(s) in flight need an estimated {_gib(dev)} on {device}, "
-                               f"{_gib(limit)} is free; use a smaller tile_batch")
+        raise MemoryLimitError(f"{what}: {tile_batch} tile(s) in flight need an estimated {format_bytes(dev)} on {device}, "
+                               f"{format_bytes(limit)} is free; use a smaller tile_batch")
     return {"host": host, "device": dev}
+
+
+def fitting_tile_batch(*, tile_batch: int, **memory) -> int:
+    """The largest tile batch <= `tile_batch` whose render fits the available memory: on a busy machine
+    a render goes on with fewer tiles in flight instead of stopping (halving down to 1).
+
+    Args:
+        tile_batch: the requested tiles per pass.
+        memory: the other arguments of `check_render_memory`.
+
+    Returns:
+        The tile batch to use.
+
+    Raises:
+        MemoryLimitError: even one tile in flight does not fit (the canvas itself is too large, or one
+            tile's activations exceed the device); the message is that of `check_render_memory`.
+    """
+    batch = tile_batch
+    while True:
+        try:
+            check_render_memory(tile_batch=batch, **memory)
+            return batch
+        except MemoryLimitError:
+            if batch == 1:
+                raise
+            batch = max(1, batch // 2)
 
 
 def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, height: int, tile: int,
@@ -150,16 +178,21 @@ def render_canvas(render_tiles: RenderTiles, *, num_images: int, width: int, hei
         CPU tensor (num_images, channels, height, width) of out_dtype.
 
     Raises:
-        ValueError: bad tile_batch or out_dtype. MemoryLimitError: the estimate exceeds available memory.
+        ValueError: bad tile_batch or out_dtype. MemoryLimitError: the estimate exceeds available memory
+            even with one tile per pass (a smaller tile batch is used, with a warning, when that fits).
         RuntimeError: render_tiles returned the wrong shape.
     """
     if isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1:
         raise ValueError(f"render: tile_batch must be a positive int, got {tile_batch!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     to_output(torch.zeros(1), out_dtype)        # reject a bad out_dtype before allocating
-    check_render_memory(num_images=num_images, width=width, height=height, tile=tile, channels=channels,
-                        tile_batch=tile_batch, device=device, out_dtype=out_dtype,
-                        device_bytes_per_tile=device_bytes_per_tile)
+    fitted = fitting_tile_batch(num_images=num_images, width=width, height=height, tile=tile, channels=channels,
+                                tile_batch=tile_batch, device=device, out_dtype=out_dtype,
+                                device_bytes_per_tile=device_bytes_per_tile)
+    if fitted < tile_batch:
+        warnings.warn(f"render: {fitted} tile(s) per pass instead of {tile_batch}, to fit the available memory",
+                      stacklevel=2)
+        tile_batch = fitted
     items = [(b, tx, ty) for b in range(num_images) for ty in tile_offsets(height, tile)
              for tx in tile_offsets(width, tile)]
     if shard_world()[1] > 1:

@@ -3,6 +3,7 @@ nothing lost (the previous checkpoint stays intact)."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -81,3 +82,33 @@ def test_a_full_disk_during_training_names_the_file_and_keeps_the_previous_check
         assert f.read() == good_bytes
     assert load_checkpoint(good)["step"] == 1
     assert not [n for n in os.listdir(os.path.join(run, "checkpoints")) if n.startswith(".tmp-")]
+
+
+def test_an_infinitygan_canvas_that_cannot_fit_is_refused_at_once_with_the_numbers(tmp_path, capsys):
+    from anyres_fast.models import tiling
+    from anyres_fast.models.infinity import InfinityGenerator
+
+    t0 = time.perf_counter()
+    rc, _, err = run_cli(["generate", "--model", "infinity", "--weights", "random:preset=tiny", "--width", "200000",
+                          "--height", "200000", "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "needs an estimated 670.6 GiB" in err and "--format dzi" in err   # 3 x 4e10 x (4 + 1 + 1) bytes
+    assert time.perf_counter() - t0 < 60 and not (tmp_path / "o").exists()  # before anything is built
+    G = InfinityGenerator(patch_size=29, z_dim=4, local_dim=1, mapping_layers=1, channel_base=16, channel_max=2)
+    with pytest.raises(tiling.MemoryLimitError, match="needs an estimated"):
+        G.render(torch.zeros(1, 4), 100_000, 100_000, progress=False)
+
+
+def test_a_photo_too_large_to_invert_is_refused_at_once_with_the_numbers(tmp_path, capsys, monkeypatch):
+    from anyres_fast.models import tiling
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (600, 400), (10, 200, 30)).save(big)
+    monkeypatch.setattr(tiling, "available_host_memory", lambda: 50 * 2**20)     # a busy machine: 50 MiB free
+    t0 = time.perf_counter()
+    rc, _, err = run_cli(["outpaint", "--weights", "random:preset=tiny", "--image", str(big), "--width", "700",
+                          "--lpips", "random", "--no-progress", "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "600x400" in err and "needs an estimated" in err and "50.0 MiB is available" in err
+    assert "downscale" in err and time.perf_counter() - t0 < 60
+    assert not (tmp_path / "o" / "inversion.pt").exists()

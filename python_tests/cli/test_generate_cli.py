@@ -104,3 +104,52 @@ def test_seed_and_zoom_parsing():
     assert generate.parse_zoom("1,2,3") == (1, 2, 3)
     with pytest.raises(argparse.ArgumentTypeError):
         generate.parse_zoom("1,2,0")
+
+
+def test_under_memory_pressure_a_smaller_tile_batch_is_used_and_only_the_impossible_refused(
+        tmp_path, capsys, monkeypatch):
+    """A busy machine (little available memory, simulated): the render goes on with fewer tiles per pass,
+    giving the same picture; a request that cannot fit even one tile at a time is refused with the numbers."""
+    from anyres_fast.models import tiling
+
+    estimates = {}
+    real_check = tiling.check_render_memory
+
+    def recording(**kw):
+        est = real_check(**kw)
+        estimates.setdefault(kw["tile_batch"], est["host"])
+        return est
+
+    monkeypatch.setattr(tiling, "available_host_memory", lambda: None)     # first: no limit, record estimates
+    monkeypatch.setattr(tiling, "check_render_memory", recording)
+    argv = ["--weights", TINY, "--seeds", "3", "--size", "150", "--device", "cpu", "--no-progress"]
+    assert run(argv + ["--out", str(tmp_path / "free")]) == 0
+    assert 8 in estimates
+    monkeypatch.setattr(tiling, "check_render_memory", real_check)
+    for t in (1, 2):
+        estimates[t] = real_check(**{**_generate_memory_args(), "tile_batch": t})["host"]
+    assert estimates[1] < estimates[2] < estimates[8]
+    capsys.readouterr()
+
+    monkeypatch.setattr(tiling, "available_host_memory", lambda: (estimates[2] + estimates[1]) // 2)
+    assert run(argv + ["--out", str(tmp_path / "busy")]) == 0
+    assert "1 tile(s) per pass instead of --tile-batch 8" in capsys.readouterr().err
+    free = np.asarray(Image.open(tmp_path / "free" / "seed0003_150.png"), dtype=np.int16)
+    busy = np.asarray(Image.open(tmp_path / "busy" / "seed0003_150.png"), dtype=np.int16)
+    assert np.abs(free - busy).max() <= 1           # the same picture (batched GEMMs may round apart)
+
+    monkeypatch.setattr(tiling, "available_host_memory", lambda: estimates[1] - 1)
+    assert run(argv + ["--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--size 150" in err and "needs an estimated" in err and len(err.strip().splitlines()) == 1
+
+
+def _generate_memory_args():
+    """check_render_memory's arguments for the TINY model at --size 150 as `generate` computes them."""
+    from anyres_fast.cli.weights import resolve
+    from anyres_fast.models.anyres import estimate_tile_bytes, layer_schedule
+
+    cfg = resolve(TINY, "anyres").config
+    return dict(num_images=1, width=150, height=150, tile=cfg.resolution, channels=cfg.img_channels,
+                device=torch.device("cpu"), out_dtype=torch.uint8,
+                device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg)), extra_host_bytes=150 * 150 * 3)
