@@ -127,3 +127,54 @@ def test_bad_cyclic_widths_get_clear_errors():
         G.render(torch.randn(2, G.z_dim), 8, 24, cyclic_width=24, style_centres=[(0, 0), (9, 3)], progress=False)
     with pytest.raises(ValueError, match="float64 model"):
         G.render(z, 8, 24, cyclic_width=24, dtype=torch.float64, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The cyclic inversion canvas (inbetween --cyclic)
+
+def test_inversion_ring_is_the_generate_ring():
+    """A cyclic inversion canvas holding the seeded canvas's ring values renders what G.render renders."""
+    from anyres_fast.models import infinity_inversion as inv
+
+    G = small()
+    s = 2 ** G.depth
+    Hh, Wc, t = 40, 64, -3                                  # output 40 x 64, first z_S row -3 of the seeded canvas
+    cv = inv.plan_canvas(G, Hh, Wc, [(0, 0, Hh, Wc)], cyclic=True)
+    L, R, (zh, zw) = cv.ring, G.ss_margin, cv.zs
+    assert L == Wc // s and cv.to_dict()["ring"] == L
+    # The seeded canvas's inputs over more than one turn; ring column m is canvas latent column m.
+    z_l, coords, noises = G.canvas_inputs(7, t, 0, zh, 3 * L, ring=L)
+    ring_noise = [n[..., :st * L] for n, st in zip(noises, (sp.step for sp in G.texture_synthesizer.specs))]
+    z_g = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(2))
+    rec = inv.InversionRecord(z_g, G.styles(z_g), z_l[..., R:R + L], ring_noise, coords[..., R:R + L], cv, {}, {},
+                              G.config.to_dict())
+    got = inv.render(G, rec, seed=123)                       # the region covers everything: no fresh values
+    want = G.render(z_g, Hh, Wc, top=s * t, left=0, seed=7, cyclic_width=Wc, progress=False)
+    assert got.shape == want.shape and want.std() > 0.05
+    assert (got - want).abs().max().item() <= 1e-5
+    # A record from the ordinary canvas is another canvas (the ring is part of what --record checks).
+    assert inv.plan_canvas(G, Hh, Wc, [(0, 0, Hh, Wc)]).to_dict() != cv.to_dict()
+
+
+def test_cyclic_inversion_closes_the_ring_with_one_photo():
+    from anyres_fast.models import infinity_inversion as inv
+
+    G = small()
+    g = torch.Generator().manual_seed(0)
+    target = (torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(24, 24), mode="bilinear",
+                                              align_corners=False) * 2 - 1)
+    cv = inv.plan_canvas(G, 24, 64, [(0, 0, 24, 24)], cyclic=True)
+    rec = inv.invert(G, cv, [target], inv.InversionSettings(steps=8, lpips_weight=0), progress=False)
+    assert rec.z_l.shape[-1] == cv.ring and rec.coords.shape[-1] == cv.ring
+    for n, sp in zip(rec.noises, G.texture_synthesizer.specs):
+        assert n.shape[-1] == sp.step * cv.ring
+    a, b = inv.render(G, rec, seed=0), inv.render(G, rec, seed=1)
+    assert abs(inv.psnr(a[..., :24], target) - rec.psnr[0]) < 1e-6
+    torch.testing.assert_close(a[..., :24], b[..., :24], atol=1e-5, rtol=0)   # the photo: the same for every seed
+    assert (a[..., 30:40] - b[..., 30:40]).abs().mean() > 0.01                  # between its two sides: new
+    # The new content's right end reads the photo's latents across the ring: the columns just left of the
+    # seam depend on the record's window, i.e. differ from a canvas whose photo latents are redrawn.
+    z_l, noises = inv.mixed_inputs(G, rec, 0)
+    fresh, fresh_noises, _ = inv.canvas_inputs(G, cv, 0)
+    other = inv.render_region(G, cv, inv.whole(cv), rec.z_g, rec.ws, fresh, fresh_noises, rec.coords)
+    assert (a[..., -3:] - other[..., -3:]).abs().max() > 0.01
