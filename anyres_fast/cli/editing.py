@@ -111,8 +111,8 @@ def run_edit(args, G, canvas, targets, sources: list, prefix: str, seam_cols: li
                             lpips_net=lpips_net)
         record.sources = sources
     record_path = record.save(os.path.join(args.out, "inversion.pt"))
-    report = {"record": record_path, "size": [canvas.width, canvas.height], "inversion_psnr": record.psnr,
-              "outputs": []}
+    report = {"record": record_path, "size": [canvas.width, canvas.height], "cyclic": bool(canvas.ring),
+              "inversion_psnr": record.psnr, "outputs": []}
     for seed in args.seeds:
         image = inv.render(G, record, seed, device=device)
         path = save_image(os.path.join(args.out, f"{prefix}_seed{seed:04d}.png"), image)

@@ -84,6 +84,9 @@ def main(args: argparse.Namespace) -> int:
     if weights.family == "infinity":
         from . import generate_infinity
         return generate_infinity.main(args, weights)
+    if getattr(args, "cyclic", False):
+        raise CommandError("--cyclic: a canvas that wraps is InfinityGAN's (--model infinity); these weights are "
+                           "an any-resolution generator")
     if args.size is None:
         raise CommandError("--size is required for an any-resolution generator")
     check_extension_environment()

@@ -3,14 +3,17 @@
     anyres-fast generate --model infinity --weights random --seeds 0-3 --height 512 --width 2048 --out out/
     anyres-fast generate --model infinity --weights DIR --seeds 0 --height 256 --width 1024 \\
         --fuse 5,9 --centres "100,128;900,128" --fusion-kernel 127 --patch-batch 16 --out out/
+    anyres-fast generate --model infinity --weights DIR --seeds 0 --height 256 --width 2224 --cyclic --out out/
 
 Each seed S is one canvas: z_l, coordinates and noise come from S and z_g from S (or, with --fuse, one z_g
 per listed seed, placed at the --centres, given as x,y pixels of the output image). The image is the
 window whose top-left corner sits at canvas pixel (--left, --top); --top defaults to -height/2 so the
 horizon (vertical coordinate 0) runs through the middle. --weights: an InfinityGAN training run (its
 newest G_ema), a save_pretrained folder, or `random[:key=value,...]` (keys of InfinityConfig, e.g.
-random:patch_size=197, plus seed=N and preset=tiny). Under
-torchrun the patches are shared out to the ranks and rank 0 writes the PNGs.
+random:patch_size=197, plus seed=N and preset=tiny). With --cyclic the canvas wraps horizontally every
+--width pixels (a 360-degree panorama: the last column continues into the first; --width a multiple of
+2^depth and at least one patch; docs/infinitygan.md, "Cyclic canvas"). Under torchrun the patches are
+shared out to the ranks and rank 0 writes the PNGs.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import os
 
 import torch
 
+from ..models import infinity_canvas as _canvas
 from ..models import tiling as _render
 from .args import CommandError, check_file_format, parse_device, prepare_out_dir
 from . import weights as weights_arg
@@ -35,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=positive_int, default=None, help="image width in pixels")
     g.add_argument("--top", type=int, default=None, help="canvas row of the image's first row (default -height/2)")
     g.add_argument("--left", type=int, default=0, help="canvas column of the image's first column (default 0)")
+    g.add_argument("--cyclic", action="store_true",
+                   help="wrap the canvas every --width pixels: a 360-degree panorama whose last column continues "
+                        "into the first (--width a multiple of 2^depth, at least one patch)")
     g.add_argument("--patch-batch", type=positive_int, default=8, help="patches per forward pass (default 8)")
     g.add_argument("--fuse", default=None, help="seeds of the style latents to fuse, e.g. 5,9")
     g.add_argument("--centres", default=None, help="one x,y pixel per --fuse seed, e.g. '100,50;400,50'")
@@ -98,6 +105,16 @@ def main(args: argparse.Namespace, weights=None) -> int:
                 raise CommandError(f"--centres {x:g},{y:g}: outside the {args.width}x{args.height} image")
         if args.fusion_kernel % 2 == 0:
             raise CommandError(f"--fusion-kernel {args.fusion_kernel}: must be odd")
+    cyclic_width = None
+    if getattr(args, "cyclic", False):
+        if fuse is not None:
+            raise CommandError("--cyclic with --fuse: style fusion is not available on a cyclic canvas")
+        cfg = weights.config
+        try:
+            _canvas.ring_columns(args.width, 2 ** cfg.depth, cfg.patch_size, "--cyclic --width")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        cyclic_width = args.width
     tiled = check_file_format(args)
     device = parse_device(args.device)
     # Activations in --precision on CUDA; the CPU always runs float32.
@@ -119,7 +136,8 @@ def main(args: argparse.Namespace, weights=None) -> int:
         z_g = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in fuse])
         style = [(x + args.left, y + top) for x, y in centres]
     with _render.sharding(rank is not None):
-        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir, tiled)
+        _write_all(args, G, fuse, z_g if fuse is not None else None, style, top, device, dtype, out_dir, tiled,
+                   cyclic_width)
     return 0
 
 
@@ -138,7 +156,7 @@ def _check_host_memory(args, cfg, device, tiled: bool) -> None:
         raise CommandError(f"--width {args.width} --height {args.height}: {exc}{hint}") from None
 
 
-def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir, tiled=False) -> None:
+def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir, tiled=False, cyclic_width=None) -> None:
     from ..serve.export import write_pyramid
 
     z_g = z_fused
@@ -151,10 +169,12 @@ def _write_all(args, G, fuse, z_fused, style, top, device, dtype, out_dir, tiled
             # render of that window (the style centres stay in canvas pixels).
             img = G.render(z_g, height, width, top=top + row, left=args.left + col, patch_batch=args.patch_batch,
                            seed=seed, style_centres=style, fusion_kernel=args.fusion_kernel,
-                           fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=progress)
+                           fusion_demod=args.fusion_demod, device=device, dtype=dtype, progress=progress,
+                           cyclic_width=cyclic_width)
             return None if img is None else (img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # truncating, as StyleGAN
 
-        base = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "")
+        base = f"seed{seed:04d}_{args.width}x{args.height}" + ("_fused" if fuse else "") + \
+            ("_cyclic" if cyclic_width else "")
         if tiled:
             path = write_pyramid(args.format, lambda x, y, w, h: render(h, w, y, x, False).permute(1, 2, 0).numpy(),
                               args.width, args.height, os.path.join(out_dir, base), args.tile_size,

@@ -189,12 +189,16 @@ def torgb_style_indices(depth: int) -> List[int]:
 # ----------------------------------------------------------------------------------------------------
 # Coordinates
 
-def coordinate_grid(cfg: InfinityConfig, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def coordinate_grid(cfg: InfinityConfig, rows: torch.Tensor, cols: torch.Tensor,
+                    ring: Optional[int] = None) -> torch.Tensor:
     """[tanh(v), cos(a), sin(a)] on the outer product of latent rows x cols (canvas frame).
 
     Args:
         rows: (H,) or (B, H) latent row positions (z_l canvas index, may be fractional).
         cols: (W,) or (B, W) latent column positions.
+        ring: None, or the latent columns L of a cyclic canvas: the angle then makes exactly one turn
+            every L columns (2 pi / L per column instead of 2 pi / (T - 1)), computed from cols mod L so
+            that columns L apart get bit-identical coordinates (docs/infinitygan.md, "Cyclic canvas").
     Returns:
         (B, 3, H, W) float32 (B = 1 for 1-D inputs).
     """
@@ -204,12 +208,24 @@ def coordinate_grid(cfg: InfinityConfig, rows: torch.Tensor, cols: torch.Tensor)
         cols = cols[None]
     c0 = _pixel_offset(cfg.depth)
     v = cfg.vert_step * (rows.double() - c0)                          # 0 at canvas pixel row 0
-    a = math.pi * (2.0 * (cols.double() - c0) / (cfg.hori_period - 1) - 1.0)   # -pi at canvas pixel column 0
+    a = horizontal_angle(cfg, cols, ring)
     b, h, w = max(rows.shape[0], cols.shape[0]), rows.shape[1], cols.shape[1]
     vt = torch.tanh(v).float()[:, :, None].expand(b, h, w)
     ca = torch.cos(a).float()[:, None, :].expand(b, h, w)
     sa = torch.sin(a).float()[:, None, :].expand(b, h, w)
     return torch.stack([vt, ca, sa], dim=1).contiguous()
+
+
+def horizontal_angle(cfg: InfinityConfig, cols: torch.Tensor, ring: Optional[int] = None) -> torch.Tensor:
+    """The angle a (float64) of latent columns: -pi at canvas pixel column 0 (column c0 of z_l).
+
+    Ordinary canvas: 2 pi / (T - 1) per column (the training frequency; period T - 1 = 139 columns).
+    Cyclic canvas of L columns: 2 pi / L per column, periodic in L; for L = T - 1 both agree modulo 2 pi.
+    """
+    c0 = _pixel_offset(cfg.depth)
+    if ring is None:
+        return math.pi * (2.0 * (cols.double() - c0) / (cfg.hori_period - 1) - 1.0)
+    return math.pi * (2.0 * (torch.remainder(cols.double(), ring) - c0) / ring - 1.0)
 
 
 def _pixel_offset(depth: int) -> float:
@@ -493,9 +509,11 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
         return [torch.randn(batch, 1, h, w, generator=generator, device=device) for h, w in self.noise_shapes(zl_hw)]
 
     # -- coordinates -------------------------------------------------------------------------------
-    def coords(self, height: int, width: int, top=0, left=0, *, batch: int = 1, device=None) -> torch.Tensor:
+    def coords(self, height: int, width: int, top=0, left=0, *, batch: int = 1, device=None,
+               ring: Optional[int] = None) -> torch.Tensor:
         """Coordinates of a z_l patch whose first sample sits at latent (row, col) = (top, left) of the
-        canvas frame (values may be fractional or per-sample (B,) tensors: training offsets).
+        canvas frame (values may be fractional or per-sample (B,) tensors: training offsets); ring: the
+        latent columns of a cyclic canvas (`coordinate_grid`), None for the ordinary canvas.
 
         Returns:
             (batch, 3, height, width) float32 [tanh(v), cos(a), sin(a)].
@@ -504,7 +522,7 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
         left = torch.as_tensor(left, dtype=torch.float64, device=device).reshape(-1, 1)
         rows = top + torch.arange(height, dtype=torch.float64, device=device)[None]
         cols = left + torch.arange(width, dtype=torch.float64, device=device)[None]
-        c = coordinate_grid(self.config, rows, cols)
+        c = coordinate_grid(self.config, rows, cols, ring)
         return c.expand(batch, -1, -1, -1).contiguous() if c.shape[0] == 1 else c
 
     def training_coords(self, batch: int, *, generator: Optional[torch.Generator] = None,
@@ -662,13 +680,15 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
 
     # -- the canvas -------------------------------------------------------------------------------
     def canvas_inputs(self, seed: int, zs_top, zs_left, zs_h: int, zs_w: int, *, device=None,
-                      dtype: torch.dtype = torch.float32,
-                      skip_noise: Optional[Sequence[bool]] = None) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+                      dtype: torch.dtype = torch.float32, skip_noise: Optional[Sequence[bool]] = None,
+                      ring: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
         """The slice of the canvas of `seed` that drives z_S rows zs_top + [0, zs_h) x cols zs_left + [0, zs_w).
 
         Args:
             seed: canvas seed in [0, 2^63). zs_top, zs_left: int or (B,) int tensors (one per patch).
             zs_h, zs_w: z_S size of every patch.
+            ring: None, or L: a cyclic canvas whose columns wrap every L latent columns (z_l, coordinates)
+                and every step_k * L samples (noise of G_T conv k), i.e. every 2^depth * L pixels.
         Returns:
             z_l (B, local_dim, zs_h + 2R, zs_w + 2R), coords (B, 3, same), noises [(B, 1, h_i, w_i)], the inputs
             of `forward` for pixels 2^depth * zs_top + [0, output_size(zs_h)) (and likewise for columns).
@@ -679,8 +699,8 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
         left = torch.as_tensor(zs_left, dtype=torch.int64, device=device).reshape(-1)
         ar = lambda n: torch.arange(n, dtype=torch.int64, device=device)[None]
         rows, cols = top[:, None] - R + ar(zs_h + 2 * R), left[:, None] - R + ar(zs_w + 2 * R)
-        z_l = _canvas.canvas_normal(seed, _canvas.STREAM_ZL, self.local_dim, rows, cols, dtype)
-        coords = coordinate_grid(self.config, rows, cols).to(dtype)
+        z_l = _canvas.canvas_normal(seed, _canvas.STREAM_ZL, self.local_dim, rows, _canvas.wrap(cols, ring), dtype)
+        coords = coordinate_grid(self.config, rows, cols, ring).to(dtype)
         noises = []
         hs, ws = self.layer_sizes(zs_h)[1:], self.layer_sizes(zs_w)[1:]
         for spec, h, w in zip(self.texture_synthesizer.specs, hs, ws):
@@ -689,6 +709,7 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
                 continue
             # Output sample i of conv k sits at canvas index step_k * zs_top + i (docs/infinitygan.md).
             r, c = spec.step * top[:, None] + ar(h), spec.step * left[:, None] + ar(w)
+            c = _canvas.wrap(c, None if ring is None else spec.step * ring)
             noises.append(_canvas.canvas_normal(seed, 1 + spec.index, 1, r, c, dtype))
         return z_l, coords, noises
 
@@ -742,7 +763,7 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
     def render(self, z_g: torch.Tensor, height: int, width: int, *, top: int = 0, left: int = 0,
                  patch_batch: int = 1, seed: int = 0, style_centres=None, fusion_kernel: int = 127,
                  fusion_demod: str = "exact", device=None, dtype: torch.dtype = torch.float32,
-                 progress: bool = True) -> Optional[torch.Tensor]:
+                 progress: bool = True, cyclic_width: Optional[int] = None) -> Optional[torch.Tensor]:
         """The window [top, top + height) x [left, left + width) of the unbounded canvas of `seed`.
 
         Patches of ts_input latents (the training patch) at a stride of ts_input - 5 latents are generated
@@ -757,15 +778,19 @@ class InfinityGenerator(pretrained.Pretrained, torch.nn.Module):
             style_centres: (K, 2) (x, y) canvas pixels, inside the window, one per z_g row.
             fusion_kernel: odd mean-filter size of the nearest-centre map. fusion_demod: "exact"/"pointwise".
             device: where to run (default: the model's device; must be it). dtype: float32 or bfloat16/float16
-                for the activations. progress: tqdm bar.
+                for the activations (float64 for a float64 model, tests). progress: tqdm bar.
+            cyclic_width: None, or the width in pixels of a cyclic canvas (a multiple of 2^depth, at least
+                one patch): columns wrap every cyclic_width pixels, so column cyclic_width - 1 continues
+                into column 0 and the window may start anywhere and be any width (docs/infinitygan.md).
         Returns:
-            (1, img_channels, height, width) float32 CPU tensor; None on ranks other than 0 when sharded.
+            (1, img_channels, height, width) float32 CPU tensor (float64 for dtype float64); None on ranks
+            other than 0 when sharded.
         Raises:
             ValueError / TypeError: bad sizes, latents (shape, NaN), centres, kernel, device.
         """
         return _generate(self, z_g, height, width, top=top, left=left, patch_batch=patch_batch, seed=seed,
                          style_centres=style_centres, fusion_kernel=fusion_kernel, fusion_demod=fusion_demod,
-                         device=device, dtype=dtype, progress=progress)
+                         device=device, dtype=dtype, progress=progress, cyclic_width=cyclic_width)
 
     generate = render       # the earlier name; Generator.render is the same operation for the other family
 
@@ -801,7 +826,7 @@ def _check_latent(name: str, t, shape, finite: bool = False) -> None:
 
 
 def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batch, seed, style_centres,
-              fusion_kernel, fusion_demod, device, dtype, progress):
+              fusion_kernel, fusion_demod, device, dtype, progress, cyclic_width=None):
     def positive(name, v):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"InfinityGenerator.generate: {name} must be an int >= 1, got {v!r}")
@@ -813,8 +838,16 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
             raise ValueError(f"InfinityGenerator.generate: {name} must be an int (pixels), got {v!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
         raise ValueError(f"InfinityGenerator.generate: seed must be an int in [0, 2^63), got {seed!r}")
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"InfinityGenerator.generate: dtype must be float32, bfloat16 or float16, got {dtype}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16) and not (
+            dtype == torch.float64 and next(G.parameters()).dtype == torch.float64):
+        raise ValueError(f"InfinityGenerator.generate: dtype must be float32, bfloat16 or float16 (float64 for a "
+                         f"float64 model), got {dtype}")
+    ring = None
+    if cyclic_width is not None:
+        ring = _canvas.ring_columns(cyclic_width, 2 ** G.depth, G.patch_size, "InfinityGenerator.generate: cyclic_width")
+        if style_centres is not None:
+            # The nearest-centre map lives on the unbounded plane; it would cut the ring at its seam.
+            raise ValueError("InfinityGenerator.generate: style fusion (style_centres) is not available on a cyclic canvas")
     _check_latent("z_g", z_g, (None, G.z_dim), finite=True)
     k = z_g.shape[0]
     if style_centres is None and k != 1:
@@ -839,13 +872,15 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
     zs, scale = G.ts_input, 2 ** G.depth
     plan = _canvas.plan_window(top, left, height, width, zs=zs, patch=G.patch_size, scale=scale)
     patches = plan.patches
-    z_g = z_g.to(device=device, dtype=torch.float32)
+    z_g = z_g.to(device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     ws = G.styles(z_g)                                                    # (K, num_ws, z_dim)
     rank, _ = _render.shard_world()
-    if rank == 0:   # the float32 host image: stop before allocating it when it cannot fit
+    host_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    if rank == 0:   # the host image: stop before allocating it when it cannot fit
         _render.check_render_memory(num_images=1, width=width, height=height, tile=G.patch_size,
-                                    channels=G.img_channels, tile_batch=patch_batch, device=device)
-    out = torch.empty(1, G.img_channels, height, width) if rank == 0 else None
+                                    channels=G.img_channels, tile_batch=patch_batch, device=device,
+                                    out_dtype=host_dtype)
+    out = torch.empty(1, G.img_channels, height, width, dtype=host_dtype) if rank == 0 else None
 
     # Noise that a zero strength multiplies away is not drawn (one read of the strengths per call).
     skip = [bool(c.noise_strength.detach().cpu() == 0) for c in G.texture_synthesizer.convs]
@@ -853,7 +888,7 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
     def compute(r):
         starts = torch.tensor([patches[i] for i in r], dtype=torch.int64)
         z_l, coords, noises = G.canvas_inputs(seed, starts[:, 0], starts[:, 1], zs, zs, device=device, dtype=dtype,
-                                              skip_noise=skip)
+                                              skip_noise=skip, ring=ring)
         if centres is None:
             b = z_l.shape[0]
             z_s = G.structure_synthesizer(z_g.expand(b, -1), z_l, coords)
@@ -863,7 +898,7 @@ def _generate(G: InfinityGenerator, z_g, height, width, *, top, left, patch_batc
                          for py, px in starts.tolist()]
             maps = [torch.stack(m, dim=0) for m in zip(*per_patch)]
             img = G.fused_patch(z_g, ws, maps, z_l, coords, noises, demod=fusion_demod)
-        return img.to(torch.float32)
+        return img.to(host_dtype)
 
     def place(r, host):
         for i, n in enumerate(r):

@@ -5,12 +5,16 @@ drives canvas pixels 2^D s + [0, P). The local latent z_l, every G_T noise map a
 functions of the absolute canvas index and the seed (a counter-based hash, no stored state), so a
 patch's inputs are its slice of the canvas-wide inputs and any window of the canvas can be generated
 without generating or storing anything else.
+
+A cyclic canvas (docs/infinitygan.md, "Cyclic canvas") puts the columns on a ring of L latent columns:
+every column index is taken modulo the ring (L for z_l and the coordinates, step_k * L for the noise of
+G_T conv k) before it is hashed, so the image repeats every 2^D L pixels exactly.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -65,6 +69,38 @@ def canvas_normal(seed: int, stream: int, channels: int, rows: torch.Tensor, col
     u2 = (_mix(h ^ 0x1B56C4E9) >> 8).to(torch.float32) * (2.0 ** -24)          # [0, 1)
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
     return z.to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ring of a cyclic canvas
+
+def wrap(index: torch.Tensor, period: Optional[int]) -> torch.Tensor:
+    """Column indices on a ring of `period` samples (index mod period, in [0, period)); unchanged for None."""
+    return index if period is None else torch.remainder(index, period)
+
+
+def ring_columns(width, scale: int, patch: int, what: str = "cyclic_width") -> int:
+    """Latent columns L of a cyclic canvas `width` pixels wide (width = scale * L).
+
+    Args:
+        width: ring width in pixels. scale: 2^depth, pixels per latent column. patch: patch size in pixels.
+        what: how the caller names the width in the error.
+    Returns:
+        L = width // scale.
+    Raises:
+        ValueError: width not an int, not a multiple of scale (the ring must hold whole latent columns,
+            or the noise and latents could not repeat with the image), or below one patch.
+    """
+    if isinstance(width, bool) or not isinstance(width, int):
+        raise ValueError(f"{what} must be an int (pixels), got {width!r}")
+    if width < patch:
+        raise ValueError(f"{what} {width}: a cyclic canvas must be at least one {patch}-pixel patch wide")
+    if width % scale:
+        lo = width // scale * scale
+        near = f"{lo} or {lo + scale}" if lo >= patch else f"{lo + scale}"
+        raise ValueError(f"{what} {width}: a cyclic canvas must be a multiple of {scale} pixels (2^depth, one "
+                         f"latent column of this model), e.g. {near}")
+    return width // scale
 
 
 # ----------------------------------------------------------------------------------------------------

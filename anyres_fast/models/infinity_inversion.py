@@ -17,6 +17,13 @@ with the published schedule: Adam, lr 0.1 for the G_T side (W+, noise) and 0.01 
 window (the part of the canvas its pixels depend on) matter; everything outside is redrawn per seed
 when the canvas is rendered, which is what makes outpainting and inbetweening multi-modal.
 
+A cyclic canvas (`plan_canvas(..., cyclic=True)`, docs/infinitygan.md "Cyclic canvas") keeps its
+columns on a ring of L = width / 2^depth latent columns: z_l and the coordinates are stored L columns
+wide and every noise map step_k * L wide, and each region (and the whole output) reads its columns
+modulo the ring, so the output's last column continues into its first. One photo at the left edge then
+closes the ring from both sides (the cyclic panoramas of the paper's Fig. 8: inbetweening with the same
+image on both sides).
+
 The result is an `InversionRecord` (plain tensors and settings, saved with torch.save and read with
 `torch.load(weights_only=True)`), which `render` and the outpaint / inbetween commands accept.
 """
@@ -30,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.files import atomic_write
+from . import infinity_canvas as _canvas
 from .perceptual import build_lpips
 
 RECORD_FORMAT = "anyres_fast.models.infinity_inversion/1"
@@ -77,38 +85,44 @@ class Canvas:
 
     zs: z_S size (rows, cols) of the whole canvas (its G_T output is at least height x width, cropped
     at the top-left); coord_top/left: canvas-frame latent position of z_l[0, 0] (the canvas is centred
-    on the frame's origin, where the training coordinates are centred)."""
+    on the frame's origin, where the training coordinates are centred); ring: 0, or the latent columns L
+    of a cyclic canvas (width = 2^depth L; its z_l column j is ring column (j - R) mod L)."""
     height: int
     width: int
     regions: List[Region]
     zs: tuple = (0, 0)
     coord_top: float = 0.0
     coord_left: float = 0.0
+    ring: int = 0
 
     def to_dict(self) -> dict:
         return {"height": self.height, "width": self.width, "zs": list(self.zs), "coord_top": self.coord_top,
-                "coord_left": self.coord_left, "regions": [dict(r.__dict__) for r in self.regions]}
+                "coord_left": self.coord_left, "regions": [dict(r.__dict__) for r in self.regions],
+                "ring": self.ring}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Canvas":
         return cls(int(d["height"]), int(d["width"]), [Region(**r) for r in d["regions"]], tuple(d["zs"]),
-                   float(d["coord_top"]), float(d["coord_left"]))
+                   float(d["coord_top"]), float(d["coord_left"]), int(d.get("ring", 0)))
 
 
-def plan_canvas(G, height: int, width: int, boxes: Sequence[tuple]) -> Canvas:
+def plan_canvas(G, height: int, width: int, boxes: Sequence[tuple], cyclic: bool = False) -> Canvas:
     """The canvas for an output of height x width with known regions at boxes (top, left, h, w).
 
     Args:
         G: an InfinityGenerator.
         height, width: output size in pixels (>= 1).
         boxes: (top, left, h, w) of each known region, inside the output.
+        cyclic: wrap the columns on a ring of `width` pixels (a multiple of 2^depth, >= one patch).
 
     Returns:
         Canvas.
 
     Raises:
-        ValueError: a box outside the output.
+        ValueError: a box outside the output; a cyclic width that is not a whole number of latent
+            columns or is below one patch (infinity_canvas.ring_columns).
     """
+    ring = _canvas.ring_columns(width, 2 ** G.depth, G.patch_size, "width") if cyclic else 0
     regions = []
     for top, left, h, w in boxes:
         if top < 0 or left < 0 or top + h > height or left + w > width or h < 1 or w < 1:
@@ -122,18 +136,26 @@ def plan_canvas(G, height: int, width: int, boxes: Sequence[tuple]) -> Canvas:
     c0 = 2.0 * (2 ** G.depth - 1) / 2 ** G.depth          # latent position of canvas pixel 0 (docs/infinitygan.md)
     top = c0 - (zh + 2 * R - 1) / 2
     left = c0 - (zw + 2 * R - 1) / 2
-    return Canvas(height, width, regions, (zh, zw), float(top), float(left))
+    return Canvas(height, width, regions, (zh, zw), float(top), float(left), ring)
 
 
 def canvas_inputs(G, canvas: Canvas, seed: int, device=None) -> tuple:
     """Random z_l (1, C, zh + 2R, zw + 2R) and noise maps of the whole canvas from `seed`, and its
-    coordinates (1, 3, zh + 2R, zw + 2R)."""
+    coordinates (1, 3, zh + 2R, zw + 2R). Cyclic canvas: L columns for z_l and the coordinates (ring
+    column m is canvas latent column m), step_k * L for the noise of G_T conv k."""
     R = G.ss_margin
     zh, zw = canvas.zs
     g = torch.Generator().manual_seed(int(seed))
-    z_l = torch.randn(1, G.local_dim, zh + 2 * R, zw + 2 * R, generator=g)
-    noises = G.make_noises(1, (zh + 2 * R, zw + 2 * R), generator=g)
-    coords = G.coords(zh + 2 * R, zw + 2 * R, canvas.coord_top, canvas.coord_left)
+    if canvas.ring:
+        L = canvas.ring
+        z_l = torch.randn(1, G.local_dim, zh + 2 * R, L, generator=g)
+        hs = G.layer_sizes(zh)[1:]
+        noises = [torch.randn(1, 1, h, st * L, generator=g) for st, h in zip(_steps(G), hs)]
+        coords = G.coords(zh + 2 * R, L, canvas.coord_top, 0.0, ring=L)
+    else:
+        z_l = torch.randn(1, G.local_dim, zh + 2 * R, zw + 2 * R, generator=g)
+        noises = G.make_noises(1, (zh + 2 * R, zw + 2 * R), generator=g)
+        coords = G.coords(zh + 2 * R, zw + 2 * R, canvas.coord_top, canvas.coord_left)
     return z_l.to(device), [n.to(device) for n in noises], coords.to(device)
 
 
@@ -141,23 +163,51 @@ def _steps(G) -> list:
     return [s.step for s in G.texture_synthesizer.specs]
 
 
-def window_slices(G, r: Region) -> tuple:
-    """(z_l / coordinate slice, [noise slice per conv]) of a region's window."""
+def window_slices(G, r: Region, ring: int = 0) -> tuple:
+    """(z_l / coordinate index, [noise index per conv]) of a region's window: (rows, cols) pairs of
+    slices; on a cyclic canvas (ring L) the columns are int64 ring indices instead (z_l array column j
+    is ring column (j - R) mod L, noise column i of conv k is i mod step_k L)."""
     R = G.ss_margin
-    zl = (slice(r.a_y, r.a_y + r.n_y + 2 * R), slice(r.a_x, r.a_x + r.n_x + 2 * R))
     hs = G.layer_sizes(r.n_y)[1:]
     ws = G.layer_sizes(r.n_x)[1:]
-    noise = [(slice(st * r.a_y, st * r.a_y + h), slice(st * r.a_x, st * r.a_x + w))
-             for st, h, w in zip(_steps(G), hs, ws)]
+    rows = slice(r.a_y, r.a_y + r.n_y + 2 * R)
+    noise_rows = [slice(st * r.a_y, st * r.a_y + h) for st, h in zip(_steps(G), hs)]
+    if not ring:
+        zl = (rows, slice(r.a_x, r.a_x + r.n_x + 2 * R))
+        noise = [(nr, slice(st * r.a_x, st * r.a_x + w)) for nr, st, w in zip(noise_rows, _steps(G), ws)]
+        return zl, noise
+    zl = (rows, _canvas.wrap(r.a_x - R + torch.arange(r.n_x + 2 * R), ring))
+    noise = [(nr, _canvas.wrap(st * r.a_x + torch.arange(w), st * ring))
+             for nr, st, w in zip(noise_rows, _steps(G), ws)]
     return zl, noise
+
+
+def _take(t: torch.Tensor, index: tuple) -> torch.Tensor:
+    rows, cols = index
+    t = t[..., rows, :]
+    return t[..., cols] if isinstance(cols, slice) else t.index_select(-1, cols.to(t.device))
+
+
+def _put(dst: torch.Tensor, src: torch.Tensor, index: tuple) -> None:
+    rows, cols = index
+    if isinstance(cols, slice):
+        dst[..., rows, cols] = src[..., rows, cols]
+    else:
+        cols = cols.to(dst.device)
+        dst[:, :, rows, cols] = src[:, :, rows, cols]
 
 
 def render_region(G, canvas: Canvas, r: Region, z_g, ws, z_l, noises, coords) -> torch.Tensor:
     """G's output on one region (1, 3, h, w), computed from its window only."""
-    zl_sl, noise_sl = window_slices(G, r)
-    out = G.synthesis(z_g, z_l[(..., *zl_sl)], ws, coords[(..., *zl_sl)],
-                      [n[(..., *sl)] for n, sl in zip(noises, noise_sl)])
+    zl_ix, noise_ix = window_slices(G, r, canvas.ring)
+    out = G.synthesis(z_g, _take(z_l, zl_ix), ws, _take(coords, zl_ix),
+                      [_take(n, ix) for n, ix in zip(noises, noise_ix)])
     return out[..., r.off_y:r.off_y + r.height, r.off_x:r.off_x + r.width]
+
+
+def whole(canvas: Canvas) -> Region:
+    """The region of the whole output (its window is the whole canvas)."""
+    return Region(0, 0, canvas.height, canvas.width, 0, 0, canvas.zs[0], canvas.zs[1], 0, 0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -405,7 +455,8 @@ def invert(G, canvas: Canvas, targets: Sequence[torch.Tensor], settings: Optiona
     # z_l positions some region depends on (the prior applies there; the rest is redrawn at render time).
     used = torch.zeros(z_l.shape[2:], dtype=torch.bool, device=device)
     for r in canvas.regions:
-        used[window_slices(G, r)[0]] = True
+        rows, cols = window_slices(G, r, canvas.ring)[0]
+        used[rows, cols if isinstance(cols, slice) else cols.to(device)] = True
     history = {k: [] for k in ("total", "pixel", "lpips", "zg_prior", "zl_prior", "w_prior", "noise_reg")}
     bar = tqdm(range(st.steps), desc="inversion", unit="step", disable=not progress, leave=False)
     for step in bar:
@@ -469,10 +520,10 @@ def mixed_inputs(G, record: InversionRecord, seed: int) -> tuple:
     z_l = z_l.clone()
     noises = [n.clone() for n in noises]
     for r in record.canvas.regions:
-        zl_sl, noise_sl = window_slices(G, r)
-        z_l[(..., *zl_sl)] = record.z_l[(..., *zl_sl)]
-        for n, src, sl in zip(noises, record.noises, noise_sl):
-            n[(..., *sl)] = src[(..., *sl)]
+        zl_ix, noise_ix = window_slices(G, r, record.canvas.ring)
+        _put(z_l, record.z_l, zl_ix)
+        for n, src, ix in zip(noises, record.noises, noise_ix):
+            _put(n, src, ix)
     return z_l, noises
 
 
@@ -489,10 +540,9 @@ def render(G, record: InversionRecord, seed: int, device=None) -> torch.Tensor:
         raise ValueError("this inversion record was made with another generator configuration")
     device = device or next(G.parameters()).device
     z_l, noises = mixed_inputs(G, record, seed)
-    out = G.synthesis(record.z_g.to(device), z_l.to(device), record.ws.to(device), record.coords.to(device),
-                      [n.to(device) for n in noises])
-    c = record.canvas
-    return out[..., :c.height, :c.width].float().cpu()
+    out = render_region(G, record.canvas, whole(record.canvas), record.z_g.to(device), record.ws.to(device),
+                        z_l.to(device), [n.to(device) for n in noises], record.coords.to(device))
+    return out.float().cpu()
 
 
 def seam_stats(image: torch.Tensor, seam_col: int, inside_cols: Sequence[int]) -> dict:
