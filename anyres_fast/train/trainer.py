@@ -341,6 +341,8 @@ class Trainer:
         o = self.options
         device, rank, world = init_distributed(o.device)
         self.ctx = Context(o, device, rank, world)
+        if o.resume and ckpt.latest_checkpoint(o.out) is None:   # before anything is written there
+            raise ValueError(f"--resume: no checkpoint in {ckpt.checkpoint_dir(o.out)}")
         lock = self._claim_run_folder() if rank == 0 else None
         try:
             return self._run()

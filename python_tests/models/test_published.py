@@ -243,15 +243,9 @@ def test_phase_patch_trains_with_a_pickle_as_teacher(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert not os.path.exists(marker)
     # Resuming needs no pickle: the generator and discriminator settings are in the run's files.
-    # (Through the Trainer: `anyres-fast train --resume` has a NameError in cli/train.py on this tree.)
     os.remove(teacher)
-    import json
-    from anyres_fast.train import Trainer, TrainOptions
-    from anyres_fast.train.anyres_recipe import AnyresConfig, AnyresRecipe
-    saved = json.load(open(tmp_path / "run" / "training_options.json"))
-    fields = set(AnyresConfig.__dataclass_fields__)
-    cfg = AnyresConfig(**{k: tuple(v) if k == "betas" else v for k, v in saved["config"].items() if k in fields})
-    Trainer(AnyresRecipe(cfg), TrainOptions(**{**saved["options"], "resume": True, "max_steps": 3})).run()
+    rc = cli.main(["train", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
     state = load_checkpoint(latest_checkpoint(str(tmp_path / "run")))
     gen = state["config"]["generator"]
     assert gen["scale_branch"] and gen["scale_branch_style"] == "fourier" and gen["channel_base"] == 256
