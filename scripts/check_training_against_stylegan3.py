@@ -206,7 +206,7 @@ def compare_pipelines(root: str, ps=(0.0, 0.2, 1.0)) -> list:
 
 
 def published_run(root: str, G, D, draws: list, batch: int, cfg: AnyresConfig, blur_sigma: float,
-                  blur_fade_kimg: float) -> list:
+                  blur_fade_kimg: float, shift_draws: bool = False) -> list:
     """Run the published loss through the published training phases on the recorded draws; returns
     the per-step states of G, D and G_ema (and, with augmentation, the p of each step)."""
     loss_mod = import_published(root, "loss")
@@ -232,6 +232,8 @@ def published_run(root: str, G, D, draws: list, batch: int, cfg: AnyresConfig, b
     for step, d in enumerate(draws):
         if pipe is not None:
             pipe.states = list(d["aug"])
+            if shift_draws:     # the control: each D pass gets the next pass's random numbers
+                pipe.states = pipe.states[1:] + pipe.states[:1]
         p_step = float(pipe.pipe.p) if pipe is not None else 0.0
         reals = d["reals"]
         cs = d["c"] or [torch.zeros(r.shape[0], 0, dtype=r.dtype) for r in reals]
@@ -315,6 +317,9 @@ def main() -> int:
     parser.add_argument("--ada-kimg", type=float, default=0.1,
                         help="--aug ada: ADA's speed on both sides (default 0.1: p moves by 0.16 every 4 "
                              "steps at batch 4, so that it moves within a short check; published 500)")
+    parser.add_argument("--control-shift-draws", action="store_true",
+                        help="control for --aug: give each published D pass the random numbers of the next "
+                             "one (the differences must then be large)")
     parser.add_argument("--per-sample-styles", action="store_true",
                         help="make the published copy pre-normalise styles per sample, as ours does")
     args = parser.parse_args()
@@ -341,7 +346,8 @@ def main() -> int:
             if args.aug != "noaug":
                 print("bgc pipeline, float64, same RNG state: max |published - ours| "
                       + ", ".join(f"p={p:g}: {d:.2e}" for p, d in compare_pipelines(root)))
-            theirs = published_run(root, G_pub, D_pub, rec.draws, args.batch, cfg, blur_sigma, blur_fade)
+            theirs = published_run(root, G_pub, D_pub, rec.draws, args.batch, cfg, blur_sigma, blur_fade,
+                                   shift_draws=args.control_shift_draws)
         finally:
             torch.set_default_dtype(torch.float32)
     finally:
