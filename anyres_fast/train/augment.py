@@ -109,12 +109,14 @@ class AugmentPipe:
         images = images.to(dtype)
         draw = _Draws(images.shape[0], dtype, images.device if generator is None else generator.device, generator)
         p_t = torch.tensor(float(p), dtype=dtype, device=draw.device)
-        G_inv = self._geometric_matrix(draw, p_t, images.shape[3], images.shape[2])
-        if G_inv is not None and p > 0:
-            images = warp(images, G_inv)
-        C = self._colour_matrix(draw, p_t, images.shape[1])
-        if C is not None and p > 0:
-            images = apply_colour_matrix(images, C.to(images.device))
+        # In float32 even under --precision fp16/bf16 (autocast would run the filters in half precision).
+        with torch.autocast(images.device.type, enabled=False):
+            G_inv = self._geometric_matrix(draw, p_t, images.shape[3], images.shape[2])
+            if G_inv is not None and p > 0:
+                images = warp(images, G_inv)
+            C = self._colour_matrix(draw, p_t, images.shape[1])
+            if C is not None and p > 0:
+                images = apply_colour_matrix(images, C.to(images.device))
         return images
 
     # -- the random parameters, in the published order ---------------------------------------------
