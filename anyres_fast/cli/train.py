@@ -268,7 +268,9 @@ _STORED_AS = {
     "teacher_lambda": ("config", "teacher_lambda", float), "scale_max": ("config", "scale_max", float),
     "scale_min": ("config", "scale_min", float), "no_xflip": ("config", "xflip", lambda v: not v),
     "blur_sigma": ("config", "blur_sigma", float), "blur_fade_kimg": ("config", "blur_fade_kimg", float),
-    "diversity": ("config", "diversity", None), "seed": ("options", "seed", None),
+    "diversity": ("config", "diversity", None), "aug": ("config", "aug", None),
+    "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float),
+    "p": ("config", "aug_p", float), "seed": ("options", "seed", None),
     "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
     "precision": ("options", "precision", None),
 }

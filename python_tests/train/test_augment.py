@@ -273,24 +273,24 @@ class _StubRecipe(AnyresRecipe):
         self.augment_pipe = counting
 
     def train_step(self, ctx, step):
-        self.D.sign = 1.0 if step < 8 else -1.0
+        self.D.sign = 1.0 if step < 4 else -1.0
         return super().train_step(ctx, step)
 
 
 def test_p_rises_while_D_overfits_and_falls_back_after(tmp_path):
     lr = write_images(str(tmp_path / "lr"), [(64, 64)] * 4)
     cfg = micro_config(phase="fixed", lr_data=lr, cache_dir=str(tmp_path / "cache"), aug="ada", ada_kimg=0.1,
-                       r1_interval=2)
+                       ada_interval=2, r1_interval=2)
     rec = _StubRecipe(cfg)
     Trainer(rec, TrainOptions(out=str(tmp_path / "run"), batch=4, kimg=1, workers=0, snap=0, tick=1,
-                              progress=False, max_steps=16, device="cpu")).run()
+                              progress=False, max_steps=8, device="cpu")).run()
     p = [json.loads(line)["Progress/augment"] for line in open(tmp_path / "run" / "stats.jsonl")]
-    step = float(np.float32(4 * 4 / 100))
-    want = [0.0] * 4 + [step] * 4 + [2 * step] * 4 + [step] * 4
+    step = float(np.float32(4 * 2 / 100))          # batch * interval / (ada_kimg * 1000)
+    want = [0.0] * 2 + [step] * 2 + [2 * step] * 2 + [step] * 2
     assert p == pytest.approx(want, abs=1e-6)
     assert rec.ada.p == 0.0
     # every image D saw went through the pipeline: G, D fake, D real, and R1 on even steps
-    assert len(rec.calls) == 16 * 3 + 8
+    assert len(rec.calls) == 8 * 3 + 4
 
 
 # -- exact resume ---------------------------------------------------------------------------------------
@@ -358,5 +358,10 @@ def test_augmentation_flags_reach_the_config_and_the_run_record(tmp_path):
     run = tmp_path / "run"
     save_checkpoint(str(run), 1, {"step": 1})
     (run / "training_options.json").write_text(json.dumps({"config": rec.config(), "options": {"out": str(run)}}))
+    fields = ("aug", "augpipe", "aug_target", "aug_p", "ada_interval", "ada_kimg")
     got, _ = train_cmd.resumed_options(parser.parse_args(["--out", str(run), "--resume"]), type(cfg))
-    assert got == cfg
+    assert [getattr(got, f) for f in fields] == [getattr(cfg, f) for f in fields]
+    same, _ = train_cmd.resumed_options(parser.parse_args(["--out", str(run), "--resume", "--aug", "ada"]), type(cfg))
+    assert [getattr(same, f) for f in fields] == [getattr(cfg, f) for f in fields]
+    with pytest.raises(train_cmd.CommandError, match=r"--aug fixed \(the run has aug = ada\)"):
+        train_cmd.resumed_options(parser.parse_args(["--out", str(run), "--resume", "--aug", "fixed"]), type(cfg))
