@@ -373,20 +373,20 @@ class AnyresRecipe(Recipe):
             img = self.augment_pipe(img, self.ada.p, generator=rng)
         return img
 
-    def aug_generator(self, ctx: Optional[Context], tag: str, chunk: int) -> Optional[torch.Generator]:
+    def aug_generator(self, ctx: Optional[Context], tag: str, chunk: dict) -> Optional[torch.Generator]:
         """The augmentation's generator for one D pass of one chunk: counter-based (seed, step, tag,
-        global chunk), so resume and any process count draw the same; None without ctx or augmentation."""
+        global chunk index; train_step stores the index as chunk["chunk_index"]), so a resumed run and
+        any number of processes (at the same --batch-gpu) draw the same; None without ctx or augmentation."""
         if ctx is None or self.augment_pipe is None:
             return None
-        return ctx.generator(f"aug/{tag}", chunk)
+        return ctx.generator(f"aug/{tag}", int(chunk.get("chunk_index", 0)))
 
-    def loss_G(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None, k: int = 0) -> tuple:
-        """Per-sample generator loss (B,) and stats for one chunk (index k) of reals (their transforms)
-        and latents z."""
+    def loss_G(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
+        """Per-sample generator loss (B,) and stats for one chunk of reals (their transforms) and latents z."""
         c = c_fake = self._fake_c(chunk)
         with ctx.autocast() if ctx else _null():
             fake = self.G(z, c_fake, **self.frame(chunk))
-            logits = self.D(self.d_input(fake, self.aug_generator(ctx, "G", k)), c_fake)
+            logits = self.D(self.d_input(fake, self.aug_generator(ctx, "G", chunk)), c_fake)
         loss = losses.g_nonsaturating(_loss_dtype(logits))
         stats = {"G/loss_adv": loss.mean().item()}
         if self.teacher is not None and self.cfg.teacher_lambda > 0:
@@ -400,26 +400,26 @@ class AnyresRecipe(Recipe):
         stats["G/loss_total"] = loss.mean().item()
         return loss, stats
 
-    def loss_Dmain(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None, k: int = 0) -> tuple:
-        """Per-sample logistic D loss (B,) for one chunk (index k); G's EMAs (w_avg, magnitudes) are
-        updated here; ADA observes the real logits."""
+    def loss_Dmain(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
+        """Per-sample logistic D loss (B,) for one chunk; G's EMAs (w_avg, magnitudes) are updated here;
+        ADA observes the real logits."""
         c, c_fake = self._c(chunk), self._fake_c(chunk)
         with torch.no_grad(), (ctx.autocast() if ctx else _null()):
             fake = self.G(z, c_fake, update_emas=True, **self.frame(chunk))
         with ctx.autocast() if ctx else _null():
-            fake_logits = self.D(self.d_input(fake, self.aug_generator(ctx, "Dfake", k)), c_fake)
-            real_logits = self.D(self.d_input(chunk["image"], self.aug_generator(ctx, "Dreal", k)), c)
+            fake_logits = self.D(self.d_input(fake, self.aug_generator(ctx, "Dfake", chunk)), c_fake)
+            real_logits = self.D(self.d_input(chunk["image"], self.aug_generator(ctx, "Dreal", chunk)), c)
         if self.ada is not None:
             self.ada.observe(real_logits)
         loss = losses.d_logistic(_loss_dtype(real_logits), _loss_dtype(fake_logits))
         return loss, {"D/loss": loss.mean().item(), "D/real": real_logits.mean().item(),
                       "D/fake": fake_logits.mean().item()}
 
-    def loss_Dreg(self, chunk: dict, ctx: Optional[Context] = None, k: int = 0) -> tuple:
+    def loss_Dreg(self, chunk: dict, ctx: Optional[Context] = None) -> tuple:
         """Per-sample lazy R1 loss (B,): |grad D(x)|^2 * gamma/2 * interval (fp32), the gradient
         w.r.t. the reals before augmentation (as StyleGAN3); ADA observes the logits."""
         real = chunk["image"].detach().requires_grad_(True)
-        logits = self.D(self.d_input(real, self.aug_generator(ctx, "Dr1", k)), self._c(chunk), force_fp32=True)
+        logits = self.D(self.d_input(real, self.aug_generator(ctx, "Dr1", chunk)), self._c(chunk), force_fp32=True)
         if self.ada is not None:
             self.ada.observe(logits)
         pen = losses.r1_penalty(real, logits)
@@ -431,7 +431,7 @@ class AnyresRecipe(Recipe):
         kind = "lr"
         if self.cfg.phase == "patch" and ctx.uniform("batch_kind") < self.cfg.patch_probability:
             kind = "hr"
-        chunks = ctx.next_batch(kind)
+        chunks = [dict(ch, chunk_index=k) for k, ch in enumerate(ctx.next_batch(kind))]   # k: aug_generator
         if self.c_dim > 0:       # one label draw per phase, as the published loop draws one per phase
             chunks_g = [dict(ch, fake_c=self.fake_labels(ctx, kind, ch["image"].shape[0], "G", k))
                         for k, ch in enumerate(chunks)]
@@ -460,7 +460,7 @@ class AnyresRecipe(Recipe):
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         run("G", list(self.G.parameters()), self.opt_G,
-            lambda k, ch: self.loss_G(ch, ctx.randn((ch["image"].shape[0], zd), "z_G", k), ctx, k), chunks_g)
+            lambda k, ch: self.loss_G(ch, ctx.randn((ch["image"].shape[0], zd), "z_G", k), ctx), chunks_g)
         self.G.requires_grad_(False)
         self.D.requires_grad_(True)
         # G's running statistics (magnitude EMAs, w_avg) move in the D pass. Every chunk starts from the
@@ -474,7 +474,7 @@ class AnyresRecipe(Recipe):
         def dmain(k, ch):
             for b, s0 in zip(emas, start):
                 b.copy_(s0)
-            out = self.loss_Dmain(ch, ctx.randn((ch["image"].shape[0], zd), "z_D", k), ctx, k)
+            out = self.loss_Dmain(ch, ctx.randn((ch["image"].shape[0], zd), "z_D", k), ctx)
             for t, b in zip(total, emas):
                 t += b
             return out
@@ -483,7 +483,7 @@ class AnyresRecipe(Recipe):
         for b, t in zip(emas, ctx.mean_over_ranks_tensors([t / len(chunks) for t in total])):
             b.copy_(t)
         if step % self.cfg.r1_interval == 0:
-            run("Dreg", list(self.D.parameters()), self.opt_D, lambda k, ch: self.loss_Dreg(ch, ctx, k))
+            run("Dreg", list(self.D.parameters()), self.opt_D, lambda k, ch: self.loss_Dreg(ch, ctx))
         self.D.requires_grad_(False)
         self.update_ema(ctx.nimg, ctx.batch)
         if self.ada is not None:

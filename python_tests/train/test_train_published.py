@@ -101,8 +101,8 @@ def test_fake_labels_follow_the_dataset_not_the_reals(tmp_path):
 
     seen = []
     rec2 = AnyresRecipe(micro_config(phase="fixed", lr_data=lr, cache_dir=str(tmp_path / "cache")))
-    rec2.loss_G = lambda chunk, z, ctx=None, k=0: (seen.append((chunk["fake_c"].clone(), chunk["c"].clone()))
-                                                   or AnyresRecipe.loss_G(rec2, chunk, z, ctx, k))
+    rec2.loss_G = lambda chunk, z, ctx=None: (seen.append((chunk["fake_c"].clone(), chunk["c"].clone()))
+                                              or AnyresRecipe.loss_G(rec2, chunk, z, ctx))
     Trainer(rec2, _opts(tmp_path / "run2", max_steps=4)).run()
     assert len(seen) == 4
     assert any(not torch.equal(f, r) for f, r in seen)                     # not the reals' labels
