@@ -1,7 +1,7 @@
 """Train phase `fixed` side by side with the published StyleGAN3 training phases, step for step.
 
     python scripts/check_training_against_stylegan3.py --src /path/to/stylegan3-checkout [--steps 18]
-        [--config T|R] [--per-sample-styles]
+        [--config T|R] [--per-sample-styles] [--aug noaug|fixed|ada [--p P] [--ada-kimg K]]
 
 Needs a checkout of NVlabs/stylegan3 (not shipped, not fetched by CI; that is why this is a script and
 not a test). It runs, on the CPU in float64, a tiny phase-`fixed` run through our `Trainer` and
@@ -14,6 +14,15 @@ reals and latents. Both start from the published networks' random initial weight
 prints the largest relative difference max|ours - published| / max|published| over the tensors of
 G, D and G_ema (parameters and buffers). With --config R the published D-input blur (sigma 10 fading
 over batch*200/32 kimg) runs in both.
+
+--aug fixed|ada adds ADA (train/augment.py) on both sides: ours in the Trainer, the published
+`AugmentPipe` (bgc preset) as the published loss's augment_pipe, fed the same random numbers: our run
+records the state of each counter-based generator it hands to the pipeline, and the published pipe
+draws from torch's global RNG set to that state for the same D pass (G, D fake, D real, R1, per
+chunk, in the published order). For ada the published side runs the published training loop's
+heuristic (a `training_stats.Collector` of 'Loss/signs/real', adjusted every 4 steps) with our
+--ada-kimg; --p is the fixed p (fixed) or the initial p (ada). Before the run it prints the largest
+difference between the two pipelines on one batch from the same RNG state at a few p.
 
 float64: the published code casts to float32 in many places, so the checkout is copied to a temporary
 folder and `torch.float32` / `np.float32` are replaced by their float64 counterparts in the copy (the
@@ -41,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from anyres_fast.train import Trainer, TrainOptions                      # noqa: E402
 from anyres_fast.train.anyres_recipe import AnyresConfig, AnyresRecipe, generator_config  # noqa: E402
+from anyres_fast.train.augment import PIPES, AdaController, AugmentPipe   # noqa: E402
 
 TINY_G = dict(z_dim=8, w_dim=8, channel_base=256, channel_max=8, num_layers=4, scale_dim=8, mapping_width=8)
 TINY_D = dict(channel_base=256, channel_max=8, mapping_layers=1)
@@ -117,6 +127,9 @@ class RecordingRecipe(AnyresRecipe):
 
     def build(self, ctx):
         super().build(ctx)
+        if self.ada is not None:     # p as the published float64 buffer (the published copy runs in float64)
+            a = self.ada
+            self.ada = AdaController(target=a.target, p=a.p, interval=a.interval, kimg=a.kimg, dtype="float64")
         for ours, theirs in ((self.G, self.init_G), (self.G_ema, self.init_G), (self.D, self.init_D)):
             ours.double()       # same Parameter objects: the optimisers still hold them
             ours.load_state_dict(theirs.state_dict(), strict=True)
@@ -139,8 +152,16 @@ class RecordingRecipe(AnyresRecipe):
 
         ctx.next_batch, ctx.randn = next_batch64, randn64
 
+    def aug_generator(self, ctx, tag, chunk):
+        g = super().aug_generator(ctx, tag, chunk)
+        if g is not None:
+            self.draws[-1].setdefault("aug", []).append(g.get_state().clone())
+        return g
+
     def train_step(self, ctx, step):
         self.draws.append({})
+        self.p_used = getattr(self, "p_used", [])
+        self.p_used.append(self.ada.p if self.ada is not None else 0.0)
         stats = super().train_step(ctx, step)
         self.states.append({name: {k: v.detach().clone() for k, v in m.state_dict().items()}
                             for name, m in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema))})
@@ -148,13 +169,57 @@ class RecordingRecipe(AnyresRecipe):
 
 
 # -- the published phases ----------------------------------------------------------------------------
+class ReplayedPipe(torch.nn.Module):
+    """The published AugmentPipe drawing, for each call, from torch's global RNG set to the next
+    recorded generator state (restored afterwards)."""
+
+    def __init__(self, pipe):
+        super().__init__()
+        self.pipe, self.states = pipe, []
+
+    def forward(self, img):
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.states.pop(0))
+        try:
+            return self.pipe(img)
+        finally:
+            torch.set_rng_state(saved)
+
+
+def published_pipe(root: str):
+    augment = import_published(root, "augment")
+    return augment.AugmentPipe(**PIPES["bgc"]).train().requires_grad_(False)
+
+
+def compare_pipelines(root: str, ps=(0.0, 0.2, 1.0)) -> list:
+    """max |published - ours| on one float64 batch from the same RNG state, per p."""
+    out = []
+    x = torch.rand(8, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for p in ps:
+        pub = published_pipe(root)
+        pub.p.copy_(torch.tensor(p))
+        torch.manual_seed(11)
+        a = pub(x)
+        b = AugmentPipe.preset("bgc")(x, p, generator=torch.Generator().manual_seed(11))
+        out.append((p, float((a - b).abs().max())))
+    return out
+
+
 def published_run(root: str, G, D, draws: list, batch: int, cfg: AnyresConfig, blur_sigma: float,
-                  blur_fade_kimg: float) -> list:
+                  blur_fade_kimg: float, shift_draws: bool = False) -> list:
     """Run the published loss through the published training phases on the recorded draws; returns
-    the per-step states of G, D and G_ema."""
+    the per-step states of G, D and G_ema (and, with augmentation, the p of each step)."""
     loss_mod = import_published(root, "loss")
     G_ema = copy.deepcopy(G).eval()
-    loss = loss_mod.StyleGAN2Loss(device=torch.device("cpu"), G=G, D=D, r1_gamma=cfg.r1_gamma,
+    pipe, ada_stats = None, None
+    if cfg.aug != "noaug":
+        pipe = ReplayedPipe(published_pipe(root))
+        p0 = cfg.aug_p if cfg.aug_p is not None else (0.2 if cfg.aug == "fixed" else 0.0)
+        pipe.pipe.p.copy_(torch.as_tensor(p0))
+        if cfg.aug == "ada":
+            training_stats = importlib.import_module("torch_utils.training_stats")
+            ada_stats = training_stats.Collector(regex="Loss/signs/real")
+    loss = loss_mod.StyleGAN2Loss(device=torch.device("cpu"), G=G, D=D, augment_pipe=pipe, r1_gamma=cfg.r1_gamma,
                                   blur_init_sigma=blur_sigma, blur_fade_kimg=blur_fade_kimg)
     ratio = cfg.r1_interval / (cfg.r1_interval + 1)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), eps=1e-8)
@@ -165,6 +230,11 @@ def published_run(root: str, G, D, draws: list, batch: int, cfg: AnyresConfig, b
     ema_kimg = batch * 10 / 32
     states, nimg = [], 0
     for step, d in enumerate(draws):
+        if pipe is not None:
+            pipe.states = list(d["aug"])
+            if shift_draws:     # the control: each D pass gets the next pass's random numbers
+                pipe.states = pipe.states[1:] + pipe.states[:1]
+        p_step = float(pipe.pipe.p) if pipe is not None else 0.0
         reals = d["reals"]
         cs = d["c"] or [torch.zeros(r.shape[0], 0, dtype=r.dtype) for r in reals]
         for name, module, opt, interval, ztag in phases:
@@ -191,8 +261,16 @@ def published_run(root: str, G, D, draws: list, batch: int, cfg: AnyresConfig, b
             for be, b in zip(G_ema.buffers(), G.buffers()):
                 be.copy_(b)
         nimg += batch
+        if pipe is not None:
+            assert not pipe.states, "the two runs made a different number of D passes"
+        if ada_stats is not None and (step + 1) % cfg.ada_interval == 0:     # the published heuristic
+            ada_stats.update()
+            adjust = np.sign(ada_stats["Loss/signs/real"] - cfg.aug_target) * (batch * cfg.ada_interval) / (
+                cfg.ada_kimg * 1000)
+            pipe.pipe.p.copy_((pipe.pipe.p + adjust).max(torch.zeros([], dtype=pipe.pipe.p.dtype)))
         states.append({name: {k: v.detach().clone() for k, v in m.state_dict().items()}
                        for name, m in (("G", G), ("D", D), ("G_ema", G_ema))})
+        states[-1]["p"] = p_step
     return states
 
 
@@ -232,6 +310,16 @@ def main() -> int:
     parser.add_argument("--config", choices=("T", "R"), default="T")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tol", type=float, default=1e-9)
+    parser.add_argument("--aug", choices=("noaug", "fixed", "ada"), default="noaug",
+                        help="augmentation on both sides (default noaug)")
+    parser.add_argument("--p", type=float, default=None,
+                        help="--aug fixed: p (default 0.2); --aug ada: initial p (default 0)")
+    parser.add_argument("--ada-kimg", type=float, default=0.1,
+                        help="--aug ada: ADA's speed on both sides (default 0.1: p moves by 0.16 every 4 "
+                             "steps at batch 4, so that it moves within a short check; published 500)")
+    parser.add_argument("--control-shift-draws", action="store_true",
+                        help="control for --aug: give each published D pass the random numbers of the next "
+                             "one (the differences must then be large)")
     parser.add_argument("--per-sample-styles", action="store_true",
                         help="make the published copy pre-normalise styles per sample, as ours does")
     args = parser.parse_args()
@@ -242,7 +330,8 @@ def main() -> int:
         data = write_dataset(os.path.join(work, "data"), 8, 64, args.seed)
         cfg = AnyresConfig(phase="fixed", lr_data=data, resolution=64, config=args.config, tiny=True,
                            lpips="random", g_kwargs=dict(TINY_G, num_fp16_res=0), d_kwargs=dict(TINY_D, num_fp16_res=0),
-                           cache_dir=os.path.join(work, "cache"), grid_seeds=1)
+                           cache_dir=os.path.join(work, "cache"), grid_seeds=1, aug=args.aug, aug_p=args.p,
+                           ada_kimg=args.ada_kimg)
         G_pub, D_pub = published_networks(root, generator_config(cfg, args.batch, 0, scale_branch=False), args.seed)
         rec = RecordingRecipe(cfg, G_pub, D_pub)
         opts = TrainOptions(out=os.path.join(work, "run"), seed=args.seed, batch=args.batch, kimg=1000,
@@ -254,7 +343,11 @@ def main() -> int:
         # float64 for its run only (our run above used the usual float32 default).
         torch.set_default_dtype(torch.float64)
         try:
-            theirs = published_run(root, G_pub, D_pub, rec.draws, args.batch, cfg, blur_sigma, blur_fade)
+            if args.aug != "noaug":
+                print("bgc pipeline, float64, same RNG state: max |published - ours| "
+                      + ", ".join(f"p={p:g}: {d:.2e}" for p, d in compare_pipelines(root)))
+            theirs = published_run(root, G_pub, D_pub, rec.draws, args.batch, cfg, blur_sigma, blur_fade,
+                                   shift_draws=args.control_shift_draws)
         finally:
             torch.set_default_dtype(torch.float32)
     finally:
@@ -262,11 +355,18 @@ def main() -> int:
     print(f"phase fixed, config {args.config}, batch {args.batch}, float64, CPU, published styles normalised "
           f"{'per sample (patched copy)' if args.per_sample_styles else 'per batch (as published)'}; R1 at steps "
           f"{[s for s in range(args.steps) if s % cfg.r1_interval == 0]}")
-    print(f"{'step':>4}  {'G':>10}  {'D':>10}  {'G_ema':>10}")
+    aug = args.aug != "noaug"
+    if aug:
+        print(f"augmentation {args.aug} (bgc), p {'initial ' if args.aug == 'ada' else ''}"
+              f"{cfg.aug_p if cfg.aug_p is not None else (0.2 if args.aug == 'fixed' else 0.0):g}"
+              + (f", target {cfg.aug_target:g}, ada_kimg {cfg.ada_kimg:g}, every {cfg.ada_interval} steps"
+                 if args.aug == "ada" else ""))
+    print(f"{'step':>4}  {'G':>10}  {'D':>10}  {'G_ema':>10}" + ("  p (ours / published)" if aug else ""))
     last = None
     for step, (o, t) in enumerate(zip(rec.states, theirs)):
         last = [relative_difference(o[n], t[n]) for n in ("G", "D", "G_ema")]
-        print(f"{step + 1:>4}  " + "  ".join(f"{v:10.2e}" for v in last))
+        print(f"{step + 1:>4}  " + "  ".join(f"{v:10.2e}" for v in last)
+              + (f"  {rec.p_used[step]:.4f} / {t['p']:.4f}" if aug else ""))
     ok = last is not None and max(last) <= args.tol
     print(f"after {args.steps} steps: max relative difference {max(last):.2e} "
           f"({'<=' if ok else '>'} {args.tol:g})")

@@ -3,6 +3,7 @@
     anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --kimg 25000 --batch 32
     anyres-fast train --phase patch --lr-data LR/ --hr-data HR/ --teacher runs/p1 --out runs/p2
     anyres-fast train --model infinity --data PHOTOS/ --out runs/inf [--patch 101|197|389] [--batch 16]
+    anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --aug ada [--target 0.6]   # with ADA
     anyres-fast train --out runs/p2 --resume                      # continue exactly where it stopped
     torchrun --nproc-per-node 8 -m anyres_fast train --phase fixed ...   # 8 GPUs (or CPU processes)
 
@@ -66,6 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--config R as StyleGAN3, 0 for T; 0 turns it off)")
     parser.add_argument("--blur-fade-kimg", type=positive_float, default=None,
                         help="kimg over which the blur fades out (default batch * 200 / 32)")
+    parser.add_argument("--aug", choices=("noaug", "ada", "fixed"), default=None,
+                        help="augmentation of every image D sees: noaug (default, as the any-resolution "
+                             "paper's runs), ada (adaptive p, StyleGAN3's default) or fixed (p = --p)")
+    parser.add_argument("--augpipe", default=None, help="augmentation pipeline (only bgc, StyleGAN3's default)")
+    parser.add_argument("--target", type=finite_float, default=None,
+                        help="--aug ada: target of mean(sign(D(real))) (default 0.6)")
+    parser.add_argument("--p", type=finite_float, default=None,
+                        help="--aug fixed: the augmentation probability (default 0.2); --aug ada: the initial p "
+                             "(default 0)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="run seed (default 0)")
     parser.add_argument("--workers", type=nonnegative_int, default=2, help="loader processes per process (default 2)")
     parser.add_argument("--tick", type=positive_int, default=10, help="steps per stats line (default 10)")
@@ -87,6 +97,31 @@ def _check_data(path, flag):
         raise CommandError(f"{flag} {path!r}: no such folder or zip file")
     if not (os.path.isdir(path) or path.lower().endswith(".zip")):
         raise CommandError(f"{flag} {path!r}: expected a folder or a .zip file")
+
+
+def augment_options(args: argparse.Namespace) -> dict:
+    """The AnyresTrainConfig fields of --aug, --augpipe, --target and --p, validated.
+
+    Raises:
+        CommandError: an unknown pipeline, a value outside [0, 1], or a flag its --aug does not use.
+    """
+    from ..train.augment import PIPES
+
+    aug = args.aug or "noaug"
+    pipe = args.augpipe or "bgc"
+    if pipe not in PIPES:
+        raise CommandError(f"--augpipe {pipe}: only {', '.join(sorted(PIPES))} is available "
+                           f"(StyleGAN3's default preset; its other presets are not implemented)")
+    for flag, value in (("--target", args.target), ("--p", args.p)):
+        if value is not None and not 0 <= value <= 1:
+            raise CommandError(f"{flag} {value:g}: expected a number in [0, 1]")
+    if args.target is not None and aug != "ada":
+        raise CommandError(f"--target: only with --aug ada (this run has --aug {aug})")
+    if args.p is not None and aug == "noaug":
+        raise CommandError("--p: only with --aug fixed or --aug ada (this run has --aug noaug)")
+    if args.augpipe is not None and aug == "noaug":
+        raise CommandError("--augpipe: only with --aug ada or --aug fixed (this run has --aug noaug)")
+    return dict(aug=aug, augpipe=pipe, aug_target=0.6 if args.target is None else args.target, aug_p=args.p)
 
 
 def anyres_options(args: argparse.Namespace) -> tuple:
@@ -128,6 +163,7 @@ def anyres_options(args: argparse.Namespace) -> tuple:
         raise CommandError("--scale-max/--scale-min: expected 0 < scale-min <= scale-max <= 1")
     batch = args.batch or (4 if args.tiny else 32)
     _check_batch(args, batch)
+    aug = augment_options(args)
     _check_device_and_out(args)
     cfg = AnyresTrainConfig(phase=args.phase, lr_data=os.path.abspath(args.lr_data),
                             hr_data=os.path.abspath(args.hr_data) if args.hr_data else None,
@@ -136,7 +172,7 @@ def anyres_options(args: argparse.Namespace) -> tuple:
                             cache_dir=_cache_dir(args), r1_gamma=2.0 if args.gamma is None else args.gamma,
                             teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
                             scale_min=args.scale_min, xflip=not args.no_xflip, blur_sigma=args.blur_sigma,
-                            blur_fade_kimg=args.blur_fade_kimg)
+                            blur_fade_kimg=args.blur_fade_kimg, **aug)
     return cfg, trainer_options(args, batch, default_kimg=TINY_KIMG if args.tiny else 25000)
 
 
@@ -167,6 +203,9 @@ def infinity_options(args: argparse.Namespace) -> tuple:
 
     if args.resume:
         return resumed_options(args, InfinityTrainConfig)
+    if any(v is not None for v in (args.aug, args.augpipe, args.target, args.p)) and args.aug != "noaug":
+        raise CommandError("--aug/--augpipe/--target/--p: the any-resolution GAN only (InfinityGAN's "
+                           "published training has no augmentation)")
     data = args.data or args.lr_data
     if not data:
         raise CommandError("--data: required for --model infinity (a folder or .zip of images)")
@@ -229,7 +268,9 @@ _STORED_AS = {
     "teacher_lambda": ("config", "teacher_lambda", float), "scale_max": ("config", "scale_max", float),
     "scale_min": ("config", "scale_min", float), "no_xflip": ("config", "xflip", lambda v: not v),
     "blur_sigma": ("config", "blur_sigma", float), "blur_fade_kimg": ("config", "blur_fade_kimg", float),
-    "diversity": ("config", "diversity", None), "seed": ("options", "seed", None),
+    "diversity": ("config", "diversity", None), "aug": ("config", "aug", None),
+    "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float),
+    "p": ("config", "aug_p", float), "seed": ("options", "seed", None),
     "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
     "precision": ("options", "precision", None),
 }

@@ -10,6 +10,9 @@ with probability 1/2, a batch of LR base images (identity transform) or HR patch
 fakes are generated at the reals' transforms. G's loss adds lambda * (masked L1 + masked LPIPS)
 between the fake patch warped into the teacher frame and the teacher's image of the same latent.
 R1 applies to whichever reals the step drew.
+
+Both phases can augment every image D sees (reals and fakes, in G's loss, D's loss and R1) with ADA's
+pipeline (`aug`: noaug by default as the any-resolution paper's runs, ada or fixed; train/augment.py).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from ..data import HRPatchDataset, ImageSource, LRDataset
 from ..models import Discriminator, Generator, GeneratorConfig, perceptual
 from ..utils.files import save_png, to_uint8
 from . import losses
+from .augment import AdaController, AugmentPipe
 from .checkpoint import latest_checkpoint, load_checkpoint, model_from_run
 from .run_folder import resolve_in_run
 from .trainer import Context, Recipe
@@ -46,6 +50,9 @@ class AnyresTrainConfig:
     patch probability and scale bounds as published (reference values in the defaults). blur_sigma /
     blur_fade_kimg: StyleGAN3's blur of D's inputs (stylegan3-r's schedule by default for config R in
     phase fixed; phase patch starts from a trained run, where StyleGAN3 also turns the blur off).
+    aug: "noaug", "ada" (p adjusted towards aug_target) or "fixed" (p = aug_p); augpipe: the
+    pipeline preset ("bgc"); aug_p: the fixed p, or ADA's initial p (None: 0.2 for fixed as
+    StyleGAN3's --p, 0 for ada); ada_interval / ada_kimg: the published adjustment speed.
     """
     phase: str = "fixed"
     lr_data: Optional[str] = None
@@ -75,6 +82,12 @@ class AnyresTrainConfig:
     grid_seeds: int = 4
     blur_sigma: Optional[float] = None    # D-input blur at the start; None: 10 for config R in phase fixed, else 0
     blur_fade_kimg: Optional[float] = None  # its linear fade to 0; None: batch * 200 / 32 (stylegan3-r)
+    aug: str = "noaug"
+    augpipe: str = "bgc"
+    aug_target: float = 0.6
+    aug_p: Optional[float] = None
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
 
 
 AnyresConfig = AnyresTrainConfig     # the name before it said what it configures
@@ -128,6 +141,8 @@ class AnyresRecipe(Recipe):
     def __init__(self, cfg: AnyresTrainConfig):
         if cfg.phase not in ("fixed", "patch"):
             raise ValueError(f"phase must be fixed or patch, got {cfg.phase!r}")
+        if cfg.aug not in ("noaug", "ada", "fixed"):
+            raise ValueError(f"aug must be noaug, ada or fixed, got {cfg.aug!r}")
         self.cfg = cfg
         self.teacher = None
         self.lpips_net = None
@@ -190,6 +205,12 @@ class AnyresRecipe(Recipe):
         default_sigma = 10.0 if (cfg.config == "R" and not patch) else 0.0
         self.blur_init_sigma = float(cfg.blur_sigma if cfg.blur_sigma is not None else default_sigma)
         self.blur_fade_kimg = float(cfg.blur_fade_kimg if cfg.blur_fade_kimg is not None else ctx.batch * 200 / 32)
+        self.augment_pipe, self.ada = None, None
+        if cfg.aug != "noaug":
+            self.augment_pipe = AugmentPipe.preset(cfg.augpipe)
+            p0 = cfg.aug_p if cfg.aug_p is not None else (0.2 if cfg.aug == "fixed" else 0.0)
+            self.ada = AdaController(target=cfg.aug_target if cfg.aug == "ada" else None, p=p0,
+                                     interval=cfg.ada_interval, kimg=cfg.ada_kimg)
 
     def _teacher_is_pickle(self) -> bool:
         from ..models.published import is_network_pickle
@@ -276,6 +297,13 @@ class AnyresRecipe(Recipe):
     def optimizers(self) -> dict:
         return {"G": self.opt_G, "D": self.opt_D}
 
+    def state_dict(self) -> dict:
+        return {"ada": self.ada.state_dict()} if self.ada is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.ada is not None and "ada" in state:
+            self.ada.load_state_dict(state["ada"])
+
     def datasets(self) -> dict:
         return dict(self._datasets)
 
@@ -329,17 +357,36 @@ class AnyresRecipe(Recipe):
         return torch.from_numpy(np.stack([source.label(int(i)) for i in idx])).to(ctx.device)
 
     blur_sigma = 0.0       # the current step's D-input blur (set by train_step)
+    augment_pipe = None    # AugmentPipe when cfg.aug is ada or fixed (set by build)
+    ada = None             # its AdaController (p)
 
-    def d_input(self, img: torch.Tensor) -> torch.Tensor:
-        """What D sees: the images blurred by the current step's sigma (config R's early blur)."""
-        return losses.blur_images(img, self.blur_sigma) if self.blur_sigma > 0 else img
+    def d_input(self, img: torch.Tensor, rng: Optional[torch.Generator] = None) -> torch.Tensor:
+        """What D sees: the images blurred by the current step's sigma (config R's early blur), then
+        augmented at the current p (StyleGAN3's order: blur, augment, D).
+
+        Args:
+            img: (B, C, H, W) reals or fakes. rng: the augmentation's random numbers (None: torch's
+                global RNG; training passes `aug_generator`'s counter-based ones).
+        """
+        img = losses.blur_images(img, self.blur_sigma) if self.blur_sigma > 0 else img
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img, self.ada.p, generator=rng)
+        return img
+
+    def aug_generator(self, ctx: Optional[Context], tag: str, chunk: dict) -> Optional[torch.Generator]:
+        """The augmentation's generator for one D pass of one chunk: counter-based (seed, step, tag,
+        global chunk index; train_step stores the index as chunk["chunk_index"]), so a resumed run and
+        any number of processes (at the same --batch-gpu) draw the same; None without ctx or augmentation."""
+        if ctx is None or self.augment_pipe is None:
+            return None
+        return ctx.generator(f"aug/{tag}", int(chunk.get("chunk_index", 0)))
 
     def loss_G(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
         """Per-sample generator loss (B,) and stats for one chunk of reals (their transforms) and latents z."""
         c = c_fake = self._fake_c(chunk)
         with ctx.autocast() if ctx else _null():
             fake = self.G(z, c_fake, **self.frame(chunk))
-            logits = self.D(self.d_input(fake), c_fake)
+            logits = self.D(self.d_input(fake, self.aug_generator(ctx, "G", chunk)), c_fake)
         loss = losses.g_nonsaturating(_loss_dtype(logits))
         stats = {"G/loss_adv": loss.mean().item()}
         if self.teacher is not None and self.cfg.teacher_lambda > 0:
@@ -354,21 +401,27 @@ class AnyresRecipe(Recipe):
         return loss, stats
 
     def loss_Dmain(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
-        """Per-sample logistic D loss (B,) for one chunk; G's EMAs (w_avg, magnitudes) are updated here."""
+        """Per-sample logistic D loss (B,) for one chunk; G's EMAs (w_avg, magnitudes) are updated here;
+        ADA observes the real logits."""
         c, c_fake = self._c(chunk), self._fake_c(chunk)
         with torch.no_grad(), (ctx.autocast() if ctx else _null()):
             fake = self.G(z, c_fake, update_emas=True, **self.frame(chunk))
         with ctx.autocast() if ctx else _null():
-            fake_logits = self.D(self.d_input(fake), c_fake)
-            real_logits = self.D(self.d_input(chunk["image"]), c)
+            fake_logits = self.D(self.d_input(fake, self.aug_generator(ctx, "Dfake", chunk)), c_fake)
+            real_logits = self.D(self.d_input(chunk["image"], self.aug_generator(ctx, "Dreal", chunk)), c)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
         loss = losses.d_logistic(_loss_dtype(real_logits), _loss_dtype(fake_logits))
         return loss, {"D/loss": loss.mean().item(), "D/real": real_logits.mean().item(),
                       "D/fake": fake_logits.mean().item()}
 
-    def loss_Dreg(self, chunk: dict) -> tuple:
-        """Per-sample lazy R1 loss (B,): |grad D(x)|^2 * gamma/2 * interval (fp32)."""
+    def loss_Dreg(self, chunk: dict, ctx: Optional[Context] = None) -> tuple:
+        """Per-sample lazy R1 loss (B,): |grad D(x)|^2 * gamma/2 * interval (fp32), the gradient
+        w.r.t. the reals before augmentation (as StyleGAN3); ADA observes the logits."""
         real = chunk["image"].detach().requires_grad_(True)
-        logits = self.D(self.d_input(real), self._c(chunk), force_fp32=True)
+        logits = self.D(self.d_input(real, self.aug_generator(ctx, "Dr1", chunk)), self._c(chunk), force_fp32=True)
+        if self.ada is not None:
+            self.ada.observe(logits)
         pen = losses.r1_penalty(real, logits)
         loss = pen * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval
         return loss, {"D/r1_penalty": pen.mean().item()}
@@ -378,7 +431,7 @@ class AnyresRecipe(Recipe):
         kind = "lr"
         if self.cfg.phase == "patch" and ctx.uniform("batch_kind") < self.cfg.patch_probability:
             kind = "hr"
-        chunks = ctx.next_batch(kind)
+        chunks = [dict(ch, chunk_index=k) for k, ch in enumerate(ctx.next_batch(kind))]   # k: aug_generator
         if self.c_dim > 0:       # one label draw per phase, as the published loop draws one per phase
             chunks_g = [dict(ch, fake_c=self.fake_labels(ctx, kind, ch["image"].shape[0], "G", k))
                         for k, ch in enumerate(chunks)]
@@ -387,6 +440,8 @@ class AnyresRecipe(Recipe):
         else:
             chunks_g = chunks_d = chunks
         stats = {"patch_batch": float(kind == "hr")}
+        if self.ada is not None:
+            stats["Progress/augment"] = self.ada.p      # the p of this step
         self.blur_sigma = losses.blur_sigma_at(ctx.nimg, self.blur_init_sigma, self.blur_fade_kimg)
         if self.blur_init_sigma > 0:
             stats["D/blur_sigma"] = self.blur_sigma
@@ -428,9 +483,11 @@ class AnyresRecipe(Recipe):
         for b, t in zip(emas, ctx.mean_over_ranks_tensors([t / len(chunks) for t in total])):
             b.copy_(t)
         if step % self.cfg.r1_interval == 0:
-            run("Dreg", list(self.D.parameters()), self.opt_D, lambda k, ch: self.loss_Dreg(ch))
+            run("Dreg", list(self.D.parameters()), self.opt_D, lambda k, ch: self.loss_Dreg(ch, ctx))
         self.D.requires_grad_(False)
         self.update_ema(ctx.nimg, ctx.batch)
+        if self.ada is not None:
+            self.ada.end_step(ctx, step)
         if self.cfg.phase == "patch" and kind == "hr":
             s = chunks[0]["s"]
             stats.update({"scale/min_s": float(s.min()), "scale/max_s": float(s.max())})

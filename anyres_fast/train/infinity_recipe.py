@@ -8,7 +8,8 @@ Per step, as the published InfinityGAN trains:
    length on the W+ styles every 4 steps on half the batch (weight 2, scaled by 4, decay 0.01).
 3. G_ema: decay 0.5 ** (32 / 10000) per step.
 Adam lr 0.002 with the lazy-regularisation ratios (G 4/5, D 16/17) applied to lr and betas (0, 0.99).
-Style mixing with probability 0.9 (one crossover layer per chunk). Fakes' coordinates: the published
+No augmentation of D's inputs: the published training has none (its DiffAugment serves only the
+inversion code, test_managers/inversion.py). Style mixing with probability 0.9 (one crossover layer per chunk). Fakes' coordinates: the published
 training sampling (`InfinityGenerator.training_coords`).
 """
 from __future__ import annotations
