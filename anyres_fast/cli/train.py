@@ -272,7 +272,8 @@ _STORED_AS = {
     "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float),
     "p": ("config", "aug_p", float), "seed": ("options", "seed", None),
     "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
-    "precision": ("options", "precision", None),
+    "precision": ("options", "precision", None), "aug": ("config", "aug", None),
+    "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float), "p": ("config", "aug_p", float),
 }
 
 
