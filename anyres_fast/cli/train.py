@@ -272,8 +272,7 @@ _STORED_AS = {
     "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float),
     "p": ("config", "aug_p", float), "seed": ("options", "seed", None),
     "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
-    "precision": ("options", "precision", None), "aug": ("config", "aug", None),
-    "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float), "p": ("config", "aug_p", float),
+    "precision": ("options", "precision", None),
 }
 
 
