@@ -14,7 +14,10 @@ are compared:
   and as the published 3x3 transform;
 - whole canvases of 2p and 4p: the published generate_full_from_patches + scale_condition_wrapper
   (StyleGAN3: its `transform` buffer set per tile) against our Generator.render;
-- the discriminator of the snapshot on random images.
+- the discriminator of the snapshot on random images;
+- the global-360 panorama generator (configs T and R, fov 60 and 90; `--only panorama` runs just
+  these): slices at several published crop starts against our boxes, and the full strip as the
+  published notebook renders it against Generator.render_panorama (docs/panorama.md §4).
 Exits non-zero if any max abs difference exceeds 1e-5.
 """
 from __future__ import annotations

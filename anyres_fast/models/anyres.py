@@ -10,6 +10,9 @@ names, so weights map one to one. Two additions:
 - The scale N/p is embedded with a log-scale Fourier embedding (no RMS normalisation, so the value
   survives), mapped by a small MLP and added to every layer's style through a per-layer affine that
   starts at zero: a fresh scale branch leaves a pretrained StyleGAN3 unchanged.
+- Panorama mode (`panorama=True, fov=60`, docs/panorama.md): the input's x is a viewing angle over a
+  full turn, entering the Fourier features through sin and cos, so the canvas is a seamless 360-degree
+  strip; `render_panorama` renders it, `panorama_slice` one viewing angle.
 
 Only `anyres_fast.ops` is used for the heavy ops (modulated_conv2d, filtered_lrelu, bias_act).
 """
