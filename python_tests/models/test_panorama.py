@@ -57,6 +57,7 @@ def test_a_closed_angle_range_is_caught_by_the_seam_measure(G, monkeypatch):
     monkeypatch.setattr(inp, "angles", lambda ux: -math.pi + 2 * math.pi * ((ux + 0.5) * P - 0.5) / (W - 1))
     z = torch.randn(1, 8, generator=torch.Generator().manual_seed(3))
     seam, interior = seam_ratio(G, z, STARTS)
+    print(f"broken wrap: seam {seam:.5f}, interior {interior:.5f}, ratio {seam / interior:.3f}")
     assert abs(seam / interior - 1) > 0.10 and seam / interior < 0.2
 
 
