@@ -69,7 +69,12 @@ def records(module, reconstruct, src, init_kwargs=None, extra_children=None):
                      padding=list(s.padding), use_fp16=np.bool_(s.use_fp16), conv_kernel=s.conv_kernel,
                      in_size=np.broadcast_to(np.asarray(s.in_size), [2]), in_cutoff=np.float64(s.in_cutoff),
                      conv_clamp=256)
-    meta = dict(type="class", version=6, module_src=src, class_name=PUBLISHED_NAMES[type(module).__name__], state=state)
+    name = PUBLISHED_NAMES[type(module).__name__]
+    if name == "SynthesisInput" and getattr(module, "panorama", False):
+        name = "SynthesisInput360"          # anyres-gan's global-360 input keeps its fov as an attribute
+        state.update(fov=int(module.fov) if float(module.fov).is_integer() else module.fov,
+                     margin_size=10, frame_size=np.broadcast_to(np.asarray(module.sampling_rate), [2]))
+    meta = dict(type="class", version=6, module_src=src, class_name=name, state=state)
     return Record(reconstruct, meta)
 
 
@@ -87,6 +92,9 @@ def write_pickle(path, G, D=None, mode=None, marker=None, extra=None, protocol=4
         if cfg.config == "R":
             kw.update(conv_kernel=1, use_radial_filters=True)
         children = {}
+        if cfg.panorama:
+            mode = mode or "global-360"
+            kw["fov"] = int(cfg.fov) if float(cfg.fov).is_integer() else cfg.fov
         if mode is not None:
             kw["training_mode"] = mode
         if cfg.scale_branch:

@@ -14,7 +14,10 @@ are compared:
   and as the published 3x3 transform;
 - whole canvases of 2p and 4p: the published generate_full_from_patches + scale_condition_wrapper
   (StyleGAN3: its `transform` buffer set per tile) against our Generator.render;
-- the discriminator of the snapshot on random images.
+- the discriminator of the snapshot on random images;
+- the global-360 panorama generator (configs T and R, fov 60 and 90; `--only panorama` runs just
+  these): slices at several published crop starts against our boxes, and the full strip as the
+  published notebook renders it against Generator.render_panorama (docs/panorama.md §4).
 Exits non-zero if any max abs difference exceeds 1e-5.
 """
 from __future__ import annotations
@@ -167,6 +170,66 @@ def check_anyres_gan(src: str, config: str, mode: str, norm: str, tmp: str) -> l
     return rows
 
 
+def published_crop_x0(crop_start: int, rate: int) -> float:
+    """Our strip pixel x0 of the published 360 input's crop start (docs/panorama.md §1): the published
+    x samples sit on integers, ours on half-integers, hence the half-sample offset."""
+    return (crop_start - 0.5) * P / rate
+
+
+def check_panorama(src: str, config: str, fov: int, tmp: str) -> list:
+    """The published global-360 generator (SynthesisInput360): slices at crop starts (as its training
+    loss draws them) and the full strip (as its notebook renders it: one fixed crop, the frame moved by
+    transform translations 0 .. 360/fov - 1) against our panorama_slice / box and render_panorama."""
+    sg3, sg2, legacy, dnnlib = published_modules(
+        src, ["training.networks_stylegan3", "training.networks_stylegan2", "legacy", "dnnlib"])
+    cb, cm = (512, 16) if config == "T" else (1024, 32)
+    kw = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=P, img_channels=3, channel_base=cb, channel_max=cm,
+              mapping_kwargs=dnnlib.EasyDict(num_layers=2), training_mode="global-360", fov=fov,
+              magnitude_ema_beta=0.999)
+    if config == "R":
+        kw.update(conv_kernel=1, use_radial_filters=True)
+    torch.manual_seed(8)
+    G = sg3.Generator(**kw)
+    randomise_(G, 9)
+    D = sg2.Discriminator(c_dim=0, img_resolution=P, img_channels=3, channel_base=512, channel_max=16)
+    path = os.path.join(tmp, f"anyres-360-{fov}-{config}.pkl")
+    snapshot(G, D, None, path)
+    with open(path, "rb") as f:
+        G_ref = legacy.load_network_pkl(f)["G_ema"]
+    loaded = load_network_pickle(path)
+    ours = loaded.G_ema
+    inp = G_ref.synthesis.input
+    rate, size, frame = int(inp.sampling_rate), int(inp.size[0]), int(inp.frame_size[0])
+    turn = frame * 360 // fov
+    label = f"anyres-gan global-360 fov {fov} {config}"
+    rows = []
+    z = torch.randn(2, 16, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        for crop in sorted({0, 1, 7, turn // 2, turn - frame, turn - 1}):
+            a = G_ref(z, None, crop_fn=lambda g: g[:, :, crop:crop + size, :], noise_mode="const")
+            b = ours(z, canvas=P, box=(published_crop_x0(crop, rate), 0))
+            compare(rows, f"{label}: slice crop_start={crop}", a, b)
+        # The cross-frame D's second slice: one frame further.
+        crop = turn - 3
+        a = G_ref(z, None, crop_fn=lambda g: g[:, :, crop + frame:crop + frame + size, :], noise_mode="const")
+        b = ours(z, canvas=P, box=(published_crop_x0(crop, rate) + P, 0))
+        compare(rows, f"{label}: slice crop_start={crop}+frame (past the end of the turn)", a, b)
+        for start in (0, 5):
+            frames = []
+            for tx in range(int(360 / fov)):
+                t = torch.eye(3)[None].repeat(2, 1, 1)
+                t[:, 0, 2] = tx
+                frames.append(G_ref(z, None, transform=t, truncation_psi=0.5, noise_mode="const",
+                                    crop_fn=lambda g: g[:, :, start:start + size, :]))
+            strip = torch.cat(frames, dim=3)
+            x0 = published_crop_x0(start, rate)
+            mine = ours.render_panorama(z, start=int(x0), truncation_psi=0.5, progress=False)
+            compare(rows, f"{label}: full strip {strip.shape[3]}x{strip.shape[2]} from crop_start={start} "
+                          f"(notebook frames vs render_panorama)", strip, mine)
+    print(f"{label}: loaded as {loaded.kind}; notes: {loaded.notes}")
+    return rows
+
+
 def check_stylegan3(src: str, config: str, tmp: str) -> list:
     sg3, sg2, legacy, dnnlib = published_modules(
         src, ["training.networks_stylegan3", "training.networks_stylegan2", "legacy", "dnnlib"])
@@ -214,6 +277,8 @@ def main() -> int:
     parser.add_argument("--src", required=True, help="path of a chail/anyres-gan checkout")
     parser.add_argument("--sg3-src", help="path of a NVlabs/stylegan3 checkout (default: the StyleGAN3 "
                                           "checks use --src's copy of its networks)")
+    parser.add_argument("--only", choices=("all", "panorama"), default="all",
+                        help="panorama: only the global-360 checks (default all)")
     parser.add_argument("--tmp", default=None, help="folder for the pickles (default: a temporary folder)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -221,21 +286,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.tmp or tmp
         rows = []
-        for config in ("T", "R"):
+        for config in ("T", "R") if args.only == "all" else ():
             rows += check_anyres_gan(args.src, config, "global", "-", tmp)
             for norm in ("positive", "zerocentered"):
                 rows += check_anyres_gan(args.src, config, "patch", norm, tmp)
-        for config in ("T", "R"):
+        for config in ("T", "R") if args.only == "all" else ():
             rows += check_stylegan3(args.sg3_src or args.src, config, tmp)
+        for config, fov in (("T", 60), ("R", 60), ("T", 90)):
+            rows += check_panorama(args.src, config, fov, tmp)
     print("\n| comparison | max abs diff | max abs output |\n|---|---|---|")
     for name, diff, mag in rows:
         print(f"| {name} | {diff:.2e} | {mag:.2f} |")
     # One line per model: the worst patch, canvas and discriminator difference.
     print(f"\n| model | patches (8 transforms x 2 inputs) | canvases {' and '.join(map(str, CANVASES))} "
-          f"| discriminator |\n|---|---|---|---|")
+          f"| discriminator | panorama slices | panorama strips |\n|---|---|---|---|---|---|")
     for model in dict.fromkeys(name.split(":")[0] for name, _, _ in rows):
         worst_of = lambda word: max((d for n, d, _ in rows if n.startswith(model + ":") and word in n), default=None)
-        cells = [worst_of(w) for w in ("patch", "canvas", "discriminator")]
+        cells = [worst_of(w) for w in ("patch", "canvas", "discriminator", "slice", "strip")]
         print(f"| {model} | " + " | ".join("-" if c is None else f"{c:.2e}" for c in cells) + " |")
     for name, diff, mag in INFO:
         print(f"{name}: max abs diff {diff:.2e} (output max {mag:.2f})")

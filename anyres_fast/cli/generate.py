@@ -3,6 +3,8 @@
     anyres-fast generate --weights DIR --seeds 0-3 --size 2048 --truncation 0.7 --out out/
     anyres-fast generate --weights random:64,channel_base=2048,channel_max=64 --seeds 0 --size 300 \
         --zoom 100,40,128 --out out/
+    anyres-fast generate --weights runs/pano --panorama --height 512 --seeds 0 --out out/   # 360-degree strip
+    anyres-fast generate --weights runs/pano --panorama --w-interp 1024 --seeds 0 --out out/
 
 --weights takes the forms every command takes (anyres_fast/cli/weights.py): a save_pretrained folder,
 a training run folder (its newest G_ema), a published StyleGAN3 / anyres-gan network pickle FILE.pkl
@@ -16,6 +18,7 @@ of the `--model infinity` group instead of --size/--zoom.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -28,7 +31,7 @@ from .args import check_file_format, parse_seeds, parse_zoom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .args import finite_float, nonnegative_int, positive_int
+    from .args import finite_float, nonnegative_int, positive_float, positive_int
 
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -56,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="png (default): one PNG per seed; dzi: a Deep Zoom pyramid; tiff: a tiled "
                              "pyramidal BigTIFF (dzi and tiff are written tile by tile, for images too large "
                              "to hold; docs/serve.md)")
+    parser.add_argument("--panorama", action="store_true",
+                        help="a panorama model (train --phase panorama, anyres-gan global-360): write the full "
+                             "360-degree strip, --height H pixels high (default the patch size; the width is "
+                             "one turn; docs/panorama.md)")
+    parser.add_argument("--w-interp", type=positive_float, default=None, metavar="SPACING",
+                        help="--panorama: blend several latents around the strip, one every ~SPACING pixels "
+                             "(seeds seed, seed+1000, ...), w interpolated along x")
     parser.add_argument("--tile-size", type=positive_int, default=256,
                         help="--format dzi/tiff: tile side (default 256; a multiple of the any-resolution "
                              "patch size)")
@@ -87,6 +97,10 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "cyclic", False):
         raise CommandError("--cyclic: a canvas that wraps is InfinityGAN's (--model infinity); these weights are "
                            "an any-resolution generator")
+    if args.panorama or weights.config.panorama:
+        return _panorama(args, weights)
+    if args.height is not None or args.w_interp is not None:
+        raise CommandError("--height/--w-interp: only with --panorama")
     if args.size is None:
         raise CommandError("--size is required for an any-resolution generator")
     check_extension_environment()
@@ -159,4 +173,82 @@ def main(args: argparse.Namespace) -> int:
         path = os.path.join(out, name + ".png")
         save_png(path, img[0])
         print(f"wrote {path} ({img.shape[3]}x{img.shape[2]})")
+    return 0
+
+
+def _panorama(args: argparse.Namespace, weights) -> int:
+    """`generate --panorama`: one PNG per seed with the whole 360-degree strip (docs/panorama.md)."""
+    from ..models import tiling as _render
+    from ..models.anyres import estimate_tile_bytes, layer_schedule, panorama_turn_samples
+    from .args import CommandError, check_extension_environment, parse_device, prepare_out_dir
+
+    cfg = weights.config
+    if not cfg.panorama:
+        raise CommandError(f"--panorama: {args.weights} is not a panorama model (train one with "
+                           f"--phase panorama, or load anyres-gan's global-360 pickle)")
+    if not args.panorama:
+        raise CommandError(f"{args.weights} is a panorama model: pass --panorama [--height H] (not --size)")
+    if args.size is not None or args.zoom is not None:
+        raise CommandError("--panorama: takes --height, not --size/--zoom (the strip is one full turn)")
+    if args.format != "png":
+        raise CommandError("--panorama: writes PNG strips only (--format png)")
+    p = cfg.resolution
+    height = args.height or p
+    if height < p:
+        raise CommandError(f"--height {height}: smaller than the patch size {p} of this model")
+    rate = layer_schedule(cfg).input.rate
+    turn = panorama_turn_samples(rate, cfg.fov)
+    if turn * height % rate:
+        step = rate // math.gcd(turn, rate)
+        raise CommandError(f"--height {height}: not a whole number of pixels per turn at fov {cfg.fov:g}; "
+                           f"use a multiple of {step}")
+    width = turn * height // rate
+    anchors = None
+    if args.w_interp is not None:
+        anchors = max(2, round(width / args.w_interp))
+    num_ws = cfg.num_layers + 2
+    if args.truncation_cutoff is not None and args.truncation_cutoff > num_ws:
+        raise CommandError(f"--truncation-cutoff {args.truncation_cutoff}: this model has {num_ws} ws "
+                           f"(use 0..{num_ws})")
+    if cfg.c_dim == 0 and args.class_idx is not None:
+        raise CommandError(f"--class {args.class_idx}: this model is unconditional (it has no classes)")
+    if cfg.c_dim > 0 and (args.class_idx is None or args.class_idx >= cfg.c_dim):
+        raise CommandError(f"--class: this model is conditional, pass --class in [0, {cfg.c_dim})")
+    check_extension_environment()
+    device = parse_device(args.device)
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.precision]
+    try:
+        tile_batch = _render.fitting_tile_batch(
+            num_images=1 if anchors is None else 3, width=width + (p if anchors else 0), height=height, tile=p,
+            channels=cfg.img_channels, tile_batch=args.tile_batch, device=device,
+            out_dtype=torch.uint8 if anchors is None else torch.float32,
+            device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg), half is not None and device.type == "cuda"),
+            extra_host_bytes=width * height * cfg.img_channels)
+        if tile_batch < args.tile_batch:
+            print(f"anyres-fast generate: {tile_batch} tile(s) per pass instead of --tile-batch {args.tile_batch}, "
+                  f"to fit the available memory", file=sys.stderr)
+    except _render.MemoryLimitError as exc:
+        raise CommandError(f"--height {height}: {exc}") from None
+    out = prepare_out_dir(args.out)
+    G = weights_arg.load(weights, device)
+    c = None
+    if G.c_dim > 0:
+        c = torch.zeros(1, G.c_dim)
+        c[0, args.class_idx] = 1
+    for seed in args.seeds:
+        if anchors is None:
+            z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
+        else:   # anchor i from seed + 1000 i, so each anchor is also a plain seed's panorama
+            z = torch.stack([torch.randn(G.z_dim, generator=torch.Generator().manual_seed(seed + 1000 * i))
+                             for i in range(anchors)]).unsqueeze(0)
+        img = G.render_panorama(z, height, c=c, w_interp=None if anchors is None else width / anchors,
+                                tile_batch=tile_batch, device=device, truncation_psi=args.truncation,
+                                truncation_cutoff=args.truncation_cutoff, force_fp32=half is None,
+                                half_dtype=half or torch.float16, progress=not args.no_progress,
+                                out_dtype=torch.uint8)
+        name = f"seed{seed:04d}_pano{height}" + (f"_winterp{anchors}" if anchors else "")
+        path = os.path.join(out, name + ".png")
+        save_png(path, img[0])
+        print(f"wrote {path} ({img.shape[3]}x{img.shape[2]}, 360 degrees"
+              + (f", {anchors} latents" if anchors else "") + ")")
     return 0

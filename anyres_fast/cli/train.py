@@ -2,6 +2,7 @@
 
     anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --kimg 25000 --batch 32
     anyres-fast train --phase patch --lr-data LR/ --hr-data HR/ --teacher runs/p1 --out runs/p2
+    anyres-fast train --phase panorama --fov 60 --lr-data LR/ --out runs/pano   # 360-degree strips
     anyres-fast train --model infinity --data PHOTOS/ --out runs/inf [--patch 101|197|389] [--batch 16]
     anyres-fast train --phase fixed --lr-data LR/ --out runs/p1 --aug ada [--target 0.6]   # with ADA
     anyres-fast train --out runs/p2 --resume                      # continue exactly where it stopped
@@ -36,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diversity", choices=("angular", "l1"), default="angular",
                         help="--model infinity: diversity loss form (default angular, as the published "
                              "configs, computed NaN-free; l1: the L1-distance ratio)")
-    parser.add_argument("--phase", choices=("fixed", "patch"), default=None,
-                        help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training")
+    parser.add_argument("--phase", choices=("fixed", "patch", "panorama"), default=None,
+                        help="fixed: StyleGAN3 at the patch size on --lr-data; patch: any-resolution training; "
+                             "panorama: a 360-degree panorama generator from ordinary photos (--fov)")
+    parser.add_argument("--fov", type=float, default=None,
+                        help="--phase panorama: degrees of the turn one p x p frame covers, in (0, 360] (default 60)")
     parser.add_argument("--lr-data", help="folder or .zip of images (any sizes; squared and resized to --resolution)")
     parser.add_argument("--hr-data", help="folder or .zip of native-resolution images (phase patch)")
     parser.add_argument("--teacher", help="phase-1 run folder, or a StyleGAN3 / anyres-gan network pickle (.pkl), "
@@ -137,7 +141,8 @@ def anyres_options(args: argparse.Namespace) -> tuple:
         return resumed_options(args, AnyresTrainConfig)
 
     if args.phase is None:
-        raise CommandError("--phase: required (fixed or patch) unless --resume")
+        raise CommandError("--phase: required (fixed, patch or panorama) unless --resume")
+    fov = panorama_fov(args)
     _check_data(args.lr_data, "--lr-data")
     resolution = args.resolution or (64 if args.tiny else 256)
     from ..models.published import is_network_pickle
@@ -172,8 +177,24 @@ def anyres_options(args: argparse.Namespace) -> tuple:
                             cache_dir=_cache_dir(args), r1_gamma=2.0 if args.gamma is None else args.gamma,
                             teacher_lambda=args.teacher_lambda, scale_max=args.scale_max,
                             scale_min=args.scale_min, xflip=not args.no_xflip, blur_sigma=args.blur_sigma,
-                            blur_fade_kimg=args.blur_fade_kimg, **aug)
+                            blur_fade_kimg=args.blur_fade_kimg, fov=fov, **aug)
     return cfg, trainer_options(args, batch, default_kimg=TINY_KIMG if args.tiny else 25000)
+
+
+def panorama_fov(args: argparse.Namespace) -> float:
+    """--fov for --phase panorama (default 60), checked; refused with any other phase.
+
+    Raises:
+        CommandError: --fov outside (0, 360], or given without --phase panorama.
+    """
+    if args.phase != "panorama":
+        if args.fov is not None:
+            raise CommandError(f"--fov: only for --phase panorama (this is --phase {args.phase})")
+        return 60.0
+    fov = 60.0 if args.fov is None else args.fov
+    if not 0 < fov <= 360:      # NaN fails too
+        raise CommandError(f"--fov {fov:g}: expected degrees per frame in (0, 360]")
+    return fov
 
 
 def trainer_options(args: argparse.Namespace, batch: int, default_kimg: float):
@@ -272,7 +293,7 @@ _STORED_AS = {
     "augpipe": ("config", "augpipe", None), "target": ("config", "aug_target", float),
     "p": ("config", "aug_p", float), "seed": ("options", "seed", None),
     "batch": ("options", "batch", None), "batch_gpu": ("options", "batch_gpu", None),
-    "precision": ("options", "precision", None),
+    "precision": ("options", "precision", None), "fov": ("config", "fov", float),
 }
 
 

@@ -3,8 +3,8 @@
 The forms, the same for `generate`, `metrics`, `outpaint`, `inbetween` (and every later command):
 
 - `random:P[,key=value...]`: a seeded random any-resolution Generator of patch size P (keys: config,
-  channel_base, channel_max, z_dim, w_dim, seed); its magnitude statistics are set from a seeded batch
-  of latents so images have full contrast.
+  channel_base, channel_max, z_dim, w_dim, seed, and fov=DEG for a panorama model); its magnitude
+  statistics are set from a seeded batch of latents so images have full contrast.
 - `random` or `random:key=value,...`: a seeded random InfinityGenerator (keys of InfinityConfig, plus
   seed and preset=tiny); plain `random` is the published 101-pixel model.
 - a `save_pretrained` folder (config.json + model.safetensors, or a legacy weights.pt); its format says
@@ -31,7 +31,7 @@ FAMILIES = ("anyres", "infinity")
 _FORMATS = {"anyres_fast.Generator/1": "anyres", "anyres_fast.InfinityGenerator/1": "infinity"}
 RUN_OPTIONS = "training_options.json"
 ANYRES_RANDOM_KEYS = {"config": str, "channel_base": int, "channel_max": int, "z_dim": int, "w_dim": int,
-                      "seed": int}
+                      "seed": int, "fov": float}   # fov: a panorama model of that many degrees per frame
 FORMS = ("random:P[,key=value...] (any-resolution), random[:key=value,...] (InfinityGAN), a save_pretrained "
          "folder, a training run folder, or a published network pickle FILE.pkl")
 
@@ -189,6 +189,8 @@ def _random_anyres(text: str, flag: str) -> Weights:
             raise CommandError(f"{flag} {text!r}: {key} must be {ANYRES_RANDOM_KEYS[key].__name__}, "
                                f"got {value!r}") from None
     seed = kwargs.pop("seed", 0)
+    if "fov" in kwargs:
+        kwargs["panorama"] = True
     if not 0 <= seed < 2 ** 63:
         raise CommandError(f"{flag} {text!r}: seed must be in [0, 2^63)")
     try:

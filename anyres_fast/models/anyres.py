@@ -10,6 +10,9 @@ names, so weights map one to one. Two additions:
 - The scale N/p is embedded with a log-scale Fourier embedding (no RMS normalisation, so the value
   survives), mapped by a small MLP and added to every layer's style through a per-layer affine that
   starts at zero: a fresh scale branch leaves a pretrained StyleGAN3 unchanged.
+- Panorama mode (`panorama=True, fov=60`, docs/panorama.md): the input's x is a viewing angle over a
+  full turn, entering the Fourier features through sin and cos, so the canvas is a seamless 360-degree
+  strip; `render_panorama` renders it, `panorama_slice` one viewing angle.
 
 Only `anyres_fast.ops` is used for the heavy ops (modulated_conv2d, filtered_lrelu, bias_act).
 """
@@ -85,6 +88,10 @@ class GeneratorConfig:
     scale_norm: str = "positive"            # "positive" or "zerocentered" (anyres-gan style only)
     scale_mapping_min: float = 1.0
     scale_mapping_max: float = 8.0
+    # Panorama mode (docs/panorama.md, Chai et al. 2022 supplement §6): the input's x runs over a full
+    # turn through sin/cos, so the canvas is a 360-degree strip; one p x p frame covers `fov` degrees.
+    panorama: bool = False
+    fov: float = 60.0
 
     def __post_init__(self):
         # Types first: a JSON config or keyword argument of the wrong type ("512", 64.5, true) would
@@ -116,6 +123,8 @@ class GeneratorConfig:
                              f"got {self.scale_branch_style!r}")
         if self.scale_norm not in SCALE_NORMS:
             raise ValueError(f"Generator: scale_norm must be one of {list(SCALE_NORMS)}, got {self.scale_norm!r}")
+        if not 0 < self.fov <= 360:
+            raise ValueError(f"Generator: fov must be in (0, 360] degrees, got {self.fov:g}")
         if not self.scale_mapping_max > self.scale_mapping_min:
             raise ValueError(f"Generator: scale_mapping_max must be > scale_mapping_min, got "
                              f"{self.scale_mapping_max} and {self.scale_mapping_min}")
@@ -375,10 +384,14 @@ class SynthesisInput(torch.nn.Module):
     """Fourier features sampled on a grid, moved by the patch transform T and the learned rotation and
     translation (StyleGAN3's input layer; the buffer `transform` is kept for weight compatibility)."""
 
-    def __init__(self, w_dim: int, spec: InputSpec):
+    def __init__(self, w_dim: int, spec: InputSpec, panorama: bool = False, fov: float = 60.0):
         super().__init__()
         self.w_dim, self.channels, self.size = w_dim, spec.channels, spec.size
         self.sampling_rate, self.bandwidth = spec.rate, spec.bandwidth
+        self.panorama, self.fov = panorama, fov
+        # One frame is `rate` input samples (the input size less its margins); a full turn is
+        # floor(rate * 360 / fov) of them, as the published 360 input counts it (docs/panorama.md §1).
+        self.turn_samples = panorama_turn_samples(spec.rate, fov)
         freqs = torch.randn(self.channels, 2)
         radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
         freqs /= radii * radii.square().exp().pow(0.25)
@@ -411,6 +424,8 @@ class SynthesisInput(torch.nn.Module):
 
     def forward(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None,
                 output_gain: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+        if self.panorama:
+            return self.panorama_features(w, transform, output_gain)
         m = self.frame(w, transform)
         # sin(2 pi (f^T (A g + b) + phi)) = sin(2 pi ((f^T A) g + (phi + f^T b))).
         freqs = self.freqs.unsqueeze(0) @ m[:, :2, :2]                       # (B, C, 2)
@@ -426,6 +441,51 @@ class SynthesisInput(torch.nn.Module):
         x = torch.sin(arg * (2 * math.pi)) * amplitudes[:, :, None, None]
         weight = self.weight * (output_gain / math.sqrt(self.channels))
         return torch.einsum("oc,bchw->bohw", weight, x)
+
+
+    def angles(self, ux: torch.Tensor) -> torch.Tensor:
+        """Viewing angle (radians) of canvas x in image units: the strip's left edge (x = -1/2) is -pi and
+        one turn is turn_samples / rate image units (docs/panorama.md §1)."""
+        return (ux + 0.5) * (2 * math.pi * self.sampling_rate / self.turn_samples) - math.pi
+
+    def panorama_features(self, w: torch.Tensor, transform: Optional[torch.Tensor] = None,
+                          output_gain: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+        """The panorama input: grid point g goes to u = buffer @ T g (no learned rotation/translation, as
+        published); x becomes the angle theta, and the first half of the channels sees (sin theta, u_y),
+        the second half (cos theta, u_y), so x wraps around after one turn exactly."""
+        b = w.shape[0]
+        m = self.transform.to(w.dtype).unsqueeze(0).expand(b, 3, 3)
+        if transform is not None:
+            m = m @ transform.to(device=w.device, dtype=w.dtype)
+        g = self.grid(w.device, w.dtype)
+        gx, gy = g.view(1, 1, -1), g.view(1, -1, 1)
+        ux = m[:, 0, 0, None, None] * gx + m[:, 0, 1, None, None] * gy + m[:, 0, 2, None, None]    # (B, H, W)
+        uy = m[:, 1, 0, None, None] * gx + m[:, 1, 1, None, None] * gy + m[:, 1, 2, None, None]
+        theta = self.angles(ux)
+        half = self.channels // 2
+        f, ph = self.freqs.to(w.dtype), self.phases.to(w.dtype)
+        # The published layer fades by the untransformed frequencies (all inside the band: gain 1).
+        amp = (1 - (f.norm(dim=1) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        parts = []
+        for sl, circle in ((slice(0, half), torch.sin(theta)), (slice(half, self.channels), torch.cos(theta))):
+            arg = (f[sl, 0, None, None, None] * circle.unsqueeze(0) + f[sl, 1, None, None, None] * uy.unsqueeze(0)
+                   + ph[sl, None, None, None])                                # (C', B, H, W)
+            parts.append(torch.sin(arg * (2 * math.pi)) * amp[sl, None, None, None])
+        x = torch.cat(parts, dim=0)
+        weight = self.weight.to(w.dtype) * (output_gain / math.sqrt(self.channels))
+        return torch.einsum("oc,cbhw->bohw", weight, x)
+
+
+def panorama_turn_samples(rate: int, fov: float) -> int:
+    """Input samples in one full turn: floor(rate * 360 / fov) (the published grid width less margins).
+
+    Args:
+        rate: the input layer's sampling rate (= samples per frame). fov: degrees per frame, (0, 360].
+
+    Returns:
+        int >= rate.
+    """
+    return int(math.floor(rate * 360 / fov + 1e-9))
 
 
 class SynthesisLayer(torch.nn.Module):
@@ -510,7 +570,7 @@ class SynthesisNetwork(torch.nn.Module):
         self.schedule = layer_schedule(cfg)
         self.w_dim, self.img_resolution, self.output_scale = cfg.w_dim, cfg.resolution, cfg.output_scale
         self.num_ws = cfg.num_layers + 2
-        self.input = SynthesisInput(cfg.w_dim, self.schedule.input)
+        self.input = SynthesisInput(cfg.w_dim, self.schedule.input, panorama=cfg.panorama, fov=cfg.fov)
         self.layer_names = []
         published = cfg.scale_branch_style == "anyres-gan"
         scale_dim = (cfg.w_dim if published else cfg.scale_dim) if cfg.scale_branch else None
@@ -942,6 +1002,169 @@ class Generator(pretrained.Pretrained, torch.nn.Module):
             ValueError, TypeError: as render.
         """
         return self.render(z, canvas, window=window, **kwargs)
+
+    # -- panoramas (docs/panorama.md) --------------------------------------------------------------
+    def _require_panorama(self, what: str) -> None:
+        if not self.config.panorama:
+            raise ValueError(f"Generator.{what}: this is not a panorama model (built without panorama=True)")
+
+    def panorama_width(self, height: Optional[int] = None) -> int:
+        """Pixels in one full turn of the strip rendered at `height` (default p).
+
+        Args:
+            height: strip height H in pixels (the canvas side N); default the patch size p.
+
+        Returns:
+            int W = turn_samples * H / rate (6H for fov 60).
+
+        Raises:
+            ValueError: not a panorama model, or a height whose turn is not a whole number of pixels.
+        """
+        self._require_panorama("panorama_width")
+        inp = self.synthesis.input
+        h = self.img_resolution if height is None else height
+        if isinstance(h, (bool, np.bool_)) or not hasattr(h, "__index__") or h.__index__() < 1:
+            raise ValueError(f"Generator: panorama height must be a positive int, got {height!r}")
+        h = h.__index__()
+        width, rest = divmod(inp.turn_samples * h, inp.sampling_rate)
+        if rest:
+            step = inp.sampling_rate // math.gcd(inp.turn_samples, inp.sampling_rate)
+            raise ValueError(f"Generator: panorama height {h} does not give a whole number of pixels per turn "
+                             f"at fov {self.config.fov:g}; use a multiple of {step}")
+        return width
+
+    def panorama_box(self, angle: float, height: Optional[int] = None) -> float:
+        """Left pixel x0 of the p-wide frame centred on the viewing angle `angle` (degrees; -180 is the
+        strip's left edge, 0 its middle) on a strip of the given height (default p); pass it as
+        box=(x0, y0) with canvas=height."""
+        width = self.panorama_width(height)
+        return ((float(angle) + 180.0) / 360.0) * width - self.img_resolution / 2
+
+    def panorama_slice(self, z: torch.Tensor, angle, *, height: Optional[int] = None, y0: float = 0.0,
+                       **kwargs) -> torch.Tensor:
+        """One p x p frame of the panorama centred on a viewing angle.
+
+        Args:
+            z: (B, z_dim) latents.
+            angle: degrees, a number or (B,) (any real: the strip repeats every 360).
+            height: strip height H (default p: the frame is the whole strip height).
+            y0: top pixel of the frame on the strip (0 .. H - p).
+            **kwargs: forward's other arguments (c, truncation_psi, force_fp32, ...).
+
+        Returns:
+            (B, img_channels, p, p) tensor.
+
+        Raises:
+            ValueError: not a panorama model, a bad height, angles that do not match the batch.
+        """
+        h = self.img_resolution if height is None else height
+        width = self.panorama_width(h)
+        a = _per_sample("angle", angle, z.shape[0], 1, z.device)
+        x0 = (a + 180.0) / 360.0 * width - self.img_resolution / 2
+        box = torch.stack([x0, torch.full_like(x0, float(y0))], dim=1)
+        return self(z, canvas=h, box=box, **kwargs)
+
+    @torch.no_grad()
+    def render_panorama(self, z: torch.Tensor, height: Optional[int] = None, *, c: Optional[torch.Tensor] = None,
+                        start: int = 0, w_interp: Optional[float] = None, tile_batch: int = 8, device=None,
+                        truncation_psi: float = 1.0, truncation_cutoff: Optional[int] = None,
+                        force_fp32: bool = False, half_dtype: torch.dtype = torch.float16, progress: bool = True,
+                        out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Renders the full 360-degree strip tile by tile (constant device memory, like render).
+
+        Column X of the result shows the viewing angle -180 + 360 (start + X + 1/2) / W degrees, so
+        column W-1 continues into column 0. With w_interp, z holds K anchor latents per image placed
+        around the ring every W / K pixels; each tile's w is interpolated linearly between its two
+        neighbouring anchors at the tile centre, and tiles on a p/2 stride are cross-faded with
+        triangular weights (summing to one), so the strip stays seamless while w moves along x.
+
+        Args:
+            z: (B, z_dim) latents, or (B, K, z_dim) anchor latents with w_interp (K >= 2).
+            height: strip height H in pixels (default p); the width is panorama_width(H).
+            c: (B, c_dim) labels for a conditional model.
+            start: int, the strip's first column in pixels (rotates the strip).
+            w_interp: None, or the nominal anchor spacing in pixels (only used to check K; the spacing
+                is W / K so the anchors close the ring).
+            tile_batch, device, truncation_psi, truncation_cutoff, force_fp32, half_dtype, progress,
+            out_dtype: as render.
+
+        Returns:
+            CPU tensor (B, img_channels, H, W) of out_dtype.
+
+        Raises:
+            ValueError: not a panorama model, a bad height or start, z of the wrong shape, w_interp <= 0.
+        """
+        self._require_panorama("render_panorama")
+        p = self.img_resolution
+        h = p if height is None else height
+        width = self.panorama_width(h)
+        if h < p:
+            raise ValueError(f"Generator.render_panorama: height must be >= the patch size {p}, got {h}")
+        if isinstance(start, (bool, np.bool_)) or not hasattr(start, "__index__"):
+            raise ValueError(f"Generator.render_panorama: start must be an int (pixels), got {start!r}")
+        start = start.__index__()
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"Generator.render_panorama: z must be a tensor, got {type(z).__name__}")
+        if w_interp is not None:
+            if not (isinstance(w_interp, (int, float)) and math.isfinite(w_interp) and w_interp > 0):
+                raise ValueError(f"Generator.render_panorama: w_interp must be a spacing > 0 in pixels, got {w_interp!r}")
+            if z.ndim != 3 or z.shape[1] < 2:
+                raise ValueError(f"Generator.render_panorama: with w_interp z must be (B, K, {self.z_dim}) anchor "
+                                 f"latents with K >= 2, got {tuple(z.shape)}")
+        _check_truncation(truncation_psi, truncation_cutoff)
+        model_device = next(self.parameters()).device
+        if device is not None and not _same_device(torch.device(device), model_device):
+            raise ValueError(f"Generator.render_panorama: the model is on {model_device} but device is {device}; "
+                             f"move the model with G.to(device)")
+        device = model_device
+        z = z.to(device)
+        c = None if c is None else c.to(device)
+        if w_interp is None:
+            ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                              check_inputs=self.check_inputs)
+            anchors = ws.unsqueeze(1)                                          # (B, 1, num_ws, w_dim)
+        else:
+            b, k = z.shape[:2]
+            cc = None if c is None else c.repeat_interleave(k, dim=0)
+            anchors = self.mapping(z.reshape(b * k, -1), cc, truncation_psi=truncation_psi,
+                                   truncation_cutoff=truncation_cutoff,
+                                   check_inputs=self.check_inputs).reshape(b, k, self.num_ws, self.w_dim)
+        num_images, k = anchors.shape[:2]
+        scale_feat = self.scale_features(torch.full((num_images,), h / p, device=device), c)
+        gains = self.synthesis.input_gains()
+        half = None if force_fp32 else half_dtype
+        hat = None
+        if w_interp is not None:
+            j = torch.arange(p, device=device, dtype=torch.float32)
+            hat = 1 - (j + 0.5 - p / 2).abs() / (p / 2)                       # triangle, sums to 1 at p/2 stride
+
+        def pass_at(x0: int, span: int, blend: bool) -> torch.Tensor:
+            def render_tiles(sample, tx, ty):
+                n = sample.shape[0]
+                boxes = torch.stack([tx.to(torch.float64) + x0, ty.to(torch.float64)], dim=1)
+                t, _ = patch_transform(p, h, box=boxes, batch=n, device=device, check=False)
+                if k == 1:
+                    w = anchors[sample, 0]
+                else:       # the anchors sit at ring positions i W / K; lerp at the tile centre
+                    q = torch.remainder(tx.to(torch.float64) + x0 + p / 2, width) / width * k
+                    i0 = q.floor().long() % k
+                    frac = (q - q.floor()).to(anchors.dtype)[:, None, None]
+                    w = torch.lerp(anchors[sample, i0], anchors[sample, (i0 + 1) % k], frac)
+                sf = None if scale_feat is None else scale_feat[sample]
+                img = self.synthesis(w, t, sf, half_dtype=half, input_gains=gains)
+                return img * hat if blend else img
+
+            return _render.render_canvas(render_tiles, num_images=num_images, width=span, height=h, tile=p,
+                                         channels=self.img_channels, tile_batch=tile_batch, device=device,
+                                         progress=progress, out_dtype=torch.float32 if blend else out_dtype,
+                                         device_bytes_per_tile=self.tile_bytes(half is not None and device.type == "cuda"))
+
+        if hat is None:
+            return pass_at(start, width, False)
+        # Two p-stride passes offset by p/2: every column is covered once by each, with weights summing to 1.
+        a = pass_at(start, width, True)
+        a += pass_at(start - p // 2, width + p, True)[..., p // 2:p // 2 + width]
+        return _render.to_output(a, out_dtype)
 
 
 

@@ -205,7 +205,8 @@ class PublishedNetworks:
     D_kwargs: Optional[dict] = None
 
 
-_GENERATOR_CLASSES = {"Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisLayer",
+_GENERATOR_CLASSES = {"Generator", "MappingNetwork", "SynthesisNetwork", "SynthesisInput", "SynthesisInput360",
+                      "SynthesisLayer",
                       "FullyConnectedLayer", "ScaleNormalizePositive", "ScaleNormalizeZeroCentered"}
 _DISCRIMINATOR_CLASSES = {"Discriminator", "DiscriminatorBlock", "DiscriminatorEpilogue", "Conv2dLayer",
                           "FullyConnectedLayer", "MappingNetwork", "MinibatchStdLayer"}
@@ -287,13 +288,14 @@ def generator_config_from_record(record: PersistentRecord, where: str = "network
     if record.state.get("_init_args"):
         raise PublishedModelError(f"{where}: the generator was built with positional arguments (not an NVlabs pickle)")
     mode = kwargs.pop("training_mode", "global")
-    if not isinstance(mode, str) or "360" in mode or "SynthesisInput360" in parts:
-        raise PublishedModelError(f"{where}: anyres-gan's {mode!r} mode (360-degree panorama generator, "
-                                  f"SynthesisInput360) is not supported yet")
-    if mode not in ("global", "patch"):
-        raise PublishedModelError(f"{where}: unknown anyres-gan training_mode {mode!r} (expected global or patch)")
-    if "SynthesisInput" not in parts:
-        raise PublishedModelError(f"{where}: the synthesis network has no SynthesisInput (parts: {sorted(parts)})")
+    if mode not in ("global", "patch", "global-360"):
+        raise PublishedModelError(f"{where}: unknown anyres-gan training_mode {mode!r} "
+                                  f"(expected global, patch or global-360)")
+    panorama = mode == "global-360"
+    want_input = "SynthesisInput360" if panorama else "SynthesisInput"
+    if want_input not in parts:
+        raise PublishedModelError(f"{where}: the {mode} synthesis network has no {want_input} "
+                                  f"(parts: {sorted(parts)})")
     fields = {}
     mapping = kwargs.pop("mapping_kwargs", {}) or {}
     for key, value in mapping.items():
@@ -302,8 +304,15 @@ def generator_config_from_record(record: PersistentRecord, where: str = "network
         fields[_MAPPING_KWARGS[key]] = value
     scale_kwargs = kwargs.pop("scale_mapping_kwargs", {}) or {}
     fov = kwargs.pop("fov", None)
-    if fov is not None:
-        raise PublishedModelError(f"{where}: fov={fov} belongs to the 360-degree panorama mode, not supported yet")
+    if panorama:
+        # The input module that runs is the authority for fov; the kwargs only say what was asked for.
+        inp = synthesis.children.get("input")
+        fov = _plain(inp.state.get("fov", fov)) if isinstance(inp, PersistentRecord) else fov
+        if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not 0 < fov <= 360:
+            raise PublishedModelError(f"{where}: a global-360 generator needs fov in (0, 360], got {fov!r}")
+        fields.update(panorama=True, fov=float(fov))
+    elif fov is not None:
+        raise PublishedModelError(f"{where}: fov={fov} belongs to the global-360 panorama mode, not to {mode}")
     conv_kernel = kwargs.pop("conv_kernel", 3)
     radial = bool(kwargs.pop("use_radial_filters", False))
     if (conv_kernel, radial) == (3, False):
@@ -337,7 +346,9 @@ def generator_config_from_record(record: PersistentRecord, where: str = "network
         kind = f"anyres-gan patch ({names[norm.class_name]}, {fields['config']})"
     else:
         fields["scale_branch"] = False
-        if kind == "anyres-gan global":
+        if panorama:
+            kind = f"anyres-gan global-360 (fov {fields['fov']:g}, {fields['config']})"
+        elif kind == "anyres-gan global":
             kind = f"anyres-gan global ({fields['config']})"
     try:
         cfg = GeneratorConfig(**fields)

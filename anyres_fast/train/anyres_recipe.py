@@ -13,6 +13,11 @@ R1 applies to whichever reals the step drew.
 
 Both phases can augment every image D sees (reals and fakes, in G's loss, D's loss and R1) with ADA's
 pipeline (`aug`: noaug by default as the any-resolution paper's runs, ada or fixed; train/augment.py).
+
+Phase panorama (docs/panorama.md): phase fixed's recipe for a panorama generator (Chai et al. 2022,
+supplement §6): each fake is a random viewing-angle slice of the 360-degree strip, and D sees the
+cross-frame input: two adjacent slices (one frame apart) spliced at a random cut, so the boundaries
+between frames must look like any other part of a photo.
 """
 from __future__ import annotations
 
@@ -88,6 +93,7 @@ class AnyresTrainConfig:
     aug_p: Optional[float] = None
     ada_interval: int = 4
     ada_kimg: float = 500.0
+    fov: float = 60.0                     # phase panorama: degrees per frame
 
 
 AnyresConfig = AnyresTrainConfig     # the name before it said what it configures
@@ -139,8 +145,10 @@ class AnyresRecipe(Recipe):
     """
 
     def __init__(self, cfg: AnyresTrainConfig):
-        if cfg.phase not in ("fixed", "patch"):
-            raise ValueError(f"phase must be fixed or patch, got {cfg.phase!r}")
+        if cfg.phase not in ("fixed", "patch", "panorama"):
+            raise ValueError(f"phase must be fixed, patch or panorama, got {cfg.phase!r}")
+        if cfg.phase == "panorama" and not 0 < cfg.fov <= 360:
+            raise ValueError(f"fov must be in (0, 360] degrees, got {cfg.fov:g}")
         if cfg.aug not in ("noaug", "ada", "fixed"):
             raise ValueError(f"aug must be noaug, ada or fixed, got {cfg.aug!r}")
         self.cfg = cfg
@@ -177,6 +185,8 @@ class AnyresRecipe(Recipe):
         self.gcfg = generator_config(cfg, ctx.batch, self.c_dim, scale_branch=patch)
         if patch and self._teacher_is_pickle():
             self.gcfg = self._student_config_for_pickle(ctx)
+        if cfg.phase == "panorama":
+            self.gcfg = dataclasses.replace(self.gcfg, panorama=True, fov=float(cfg.fov))
         self.G = Generator(self.gcfg).to(ctx.device)
         self.D = Discriminator(p, c_dim=self.c_dim, **discriminator_kwargs(cfg)).to(ctx.device)
         if patch and self._teacher_is_pickle() and os.path.isfile(cfg.teacher):
@@ -381,11 +391,27 @@ class AnyresRecipe(Recipe):
             return None
         return ctx.generator(f"aug/{tag}", int(chunk.get("chunk_index", 0)))
 
+    def fake_images(self, z: torch.Tensor, c, chunk: dict, update_emas: bool = False) -> torch.Tensor:
+        """The fakes D sees for one chunk: G at the reals' transforms, or in phase panorama the
+        cross-frame input at the chunk's "pano_crop" / "pano_splice" draws (panorama_draws)."""
+        if self.cfg.phase == "panorama":
+            return cross_frame_fakes(self.G, z, c, chunk["pano_crop"], chunk["pano_splice"], update_emas=update_emas)
+        return self.G(z, c, update_emas=update_emas, **self.frame(chunk))
+
+    def panorama_draws(self, ctx: Context, tag: str, k: int, n: int) -> dict:
+        """Per-sample crop starts (input columns in [0, turn)) and splice points ([0, p]) of chunk k,
+        counter-based like every other draw (the same on resume and for any process count)."""
+        turn = self.G.synthesis.input.turn_samples
+        g = ctx.generator(f"pano/{tag}", k)
+        crop = torch.randint(turn, (n,), generator=g)
+        splice = torch.randint(self.cfg.resolution + 1, (n,), generator=g)
+        return {"pano_crop": crop.to(ctx.device), "pano_splice": splice.to(ctx.device)}
+
     def loss_G(self, chunk: dict, z: torch.Tensor, ctx: Optional[Context] = None) -> tuple:
         """Per-sample generator loss (B,) and stats for one chunk of reals (their transforms) and latents z."""
         c = c_fake = self._fake_c(chunk)
         with ctx.autocast() if ctx else _null():
-            fake = self.G(z, c_fake, **self.frame(chunk))
+            fake = self.fake_images(z, c_fake, chunk)
             logits = self.D(self.d_input(fake, self.aug_generator(ctx, "G", chunk)), c_fake)
         loss = losses.g_nonsaturating(_loss_dtype(logits))
         stats = {"G/loss_adv": loss.mean().item()}
@@ -405,7 +431,7 @@ class AnyresRecipe(Recipe):
         ADA observes the real logits."""
         c, c_fake = self._c(chunk), self._fake_c(chunk)
         with torch.no_grad(), (ctx.autocast() if ctx else _null()):
-            fake = self.G(z, c_fake, update_emas=True, **self.frame(chunk))
+            fake = self.fake_images(z, c_fake, chunk, update_emas=True)
         with ctx.autocast() if ctx else _null():
             fake_logits = self.D(self.d_input(fake, self.aug_generator(ctx, "Dfake", chunk)), c_fake)
             real_logits = self.D(self.d_input(chunk["image"], self.aug_generator(ctx, "Dreal", chunk)), c)
@@ -439,6 +465,9 @@ class AnyresRecipe(Recipe):
                         for k, ch in enumerate(chunks)]
         else:
             chunks_g = chunks_d = chunks
+        if self.cfg.phase == "panorama":
+            chunks_g = [dict(ch, **self.panorama_draws(ctx, "G", k, ch["image"].shape[0])) for k, ch in enumerate(chunks_g)]
+            chunks_d = [dict(ch, **self.panorama_draws(ctx, "D", k, ch["image"].shape[0])) for k, ch in enumerate(chunks_d)]
         stats = {"patch_batch": float(kind == "hr")}
         if self.ada is not None:
             stats["Progress/augment"] = self.ada.p      # the p of this step
@@ -515,6 +544,10 @@ class AnyresRecipe(Recipe):
         c = None
         if self.c_dim > 0:
             c = torch.eye(self.c_dim, device=ctx.device)[torch.arange(n) % self.c_dim]
+        if self.cfg.phase == "panorama":      # one 360-degree strip per seed
+            strips = G.render_panorama(z, c=c, tile_batch=4, progress=False)
+            save_grid(strips.unsqueeze(1), os.path.join(folder, f"step{step:08d}.png"))
+            return
         rows = [G(z, c).float().cpu()]
         if self.cfg.phase == "patch":
             from .. import ops
@@ -523,6 +556,37 @@ class AnyresRecipe(Recipe):
                 rows.append(ops.lanczos_resample(canvas, (p, p)))
                 rows.append(canvas[..., size // 2 - p // 2:size // 2 + p // 2, size // 2 - p // 2:size // 2 + p // 2])
         save_grid(torch.stack(rows), os.path.join(folder, f"step{step:08d}.png"))
+
+
+def published_crop_box(crop: torch.Tensor, resolution: int, rate: int) -> torch.Tensor:
+    """Strip pixel x0 (at height p) of the published 360 input's crop start `crop` (input columns):
+    (crop - 1/2) p / rate (docs/panorama.md §1)."""
+    return (crop.to(torch.float64) - 0.5) * (resolution / rate)
+
+
+def cross_frame_fakes(G, z: torch.Tensor, c, crop: torch.Tensor, splice: torch.Tensor,
+                      update_emas: bool = False) -> torch.Tensor:
+    """The published cross-frame discriminator input (anyres-gan loss.py, its 360 branch): the slice at
+    crop start `crop` and the next one, one frame (p pixels, fov degrees) further, side by side; D sees
+    the p columns from `splice`. Both slices come from one synthesis pass with the same w.
+
+    Args:
+        G: a panorama Generator. z: (B, z_dim). c: (B, c_dim) labels or None.
+        crop: (B,) int crop starts in input columns, [0, turn). splice: (B,) ints in [0, p].
+        update_emas: as Generator.forward (training's D pass).
+
+    Returns:
+        (B, C, p, p) images: columns [0, p - splice) from the first slice, the rest from the second.
+    """
+    p, b = G.img_resolution, z.shape[0]
+    ws = G.mapping(z, c, update_emas=update_emas, check_inputs=G.check_inputs)
+    x0 = published_crop_box(crop, p, G.synthesis.input.sampling_rate).to(z.device)
+    boxes = torch.stack([torch.cat([x0, x0 + p]), torch.zeros(2 * b, dtype=x0.dtype, device=x0.device)], dim=1)
+    cc = None if c is None else torch.cat([c, c])
+    both = G.synthesize(torch.cat([ws, ws]), canvas=p, box=boxes, update_emas=update_emas, c=cc)
+    pair = torch.cat([both[:b], both[b:]], dim=3)                       # (B, C, p, 2p)
+    cols = splice.to(z.device).view(b, 1, 1, 1) + torch.arange(p, device=z.device).view(1, 1, 1, p)
+    return torch.gather(pair, 3, cols.expand(b, pair.shape[1], p, p))
 
 
 def save_grid(images: torch.Tensor, path: str) -> str:

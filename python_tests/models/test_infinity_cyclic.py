@@ -140,7 +140,7 @@ def test_inversion_ring_is_the_generate_ring():
     s = 2 ** G.depth
     Hh, Wc, t = 40, 64, -3                                  # output 40 x 64, first z_S row -3 of the seeded canvas
     cv = inv.plan_canvas(G, Hh, Wc, [(0, 0, Hh, Wc)], cyclic=True)
-    L, R, (zh, zw) = cv.ring, G.ss_margin, cv.zs
+    L, R, (zh, _) = cv.ring, G.ss_margin, cv.zs
     assert L == Wc // s and cv.to_dict()["ring"] == L
     # The seeded canvas's inputs over more than one turn; ring column m is canvas latent column m.
     z_l, coords, noises = G.canvas_inputs(7, t, 0, zh, 3 * L, ring=L)

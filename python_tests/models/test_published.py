@@ -48,6 +48,8 @@ def _model(seed=0, **kw):
      "anyres-gan patch (zerocentered, T)"),
     (dict(config="T", scale_branch_style="anyres-gan", scale_norm="positive", c_dim=3), "patch",
      "anyres-gan patch (positive, T)"),
+    # mountain_pano_pretrained_final.pkl's kind: the 360 input (SynthesisInput360, fov), no scale branch
+    (dict(config="T", scale_branch=False, panorama=True, fov=60.0), "global-360", "anyres-gan global-360 (fov 60, T)"),
 ])
 def test_a_persistence_pickle_loads_into_the_model_it_was_made_from(tmp_path, kw, mode, kind):
     G = _model(**kw)
@@ -67,6 +69,9 @@ def test_a_persistence_pickle_loads_into_the_model_it_was_made_from(tmp_path, kw
         for canvas, box in ((64, (0, 0)), (128, (64, 0)), (200, (37, 91)), (512, (448, 448))):
             assert torch.equal(ours(z, c, canvas=canvas, box=box), G(z, c, canvas=canvas, box=box))
         assert torch.equal(ours.render(z, 128, c=c, progress=False), G.render(z, 128, c=c, progress=False))
+        if G.config.panorama:
+            assert ours.config.fov == G.config.fov
+            assert torch.equal(ours.render_panorama(z, progress=False), G.render_panorama(z, progress=False))
         img = torch.randn(4, 3, 64, 64)
         cd = torch.eye(G.c_dim)[[0, 1, 2, 0]] if G.c_dim else None
         assert torch.equal(nets.D(img, cd), D.eval()(img, cd))
@@ -171,7 +176,7 @@ def _pano(path, marker):
                                                    "_init_kwargs": kwargs or {}}))
         syn = rec("SynthesisNetwork", {"input": rec("SynthesisInput360")})
         g = rec("Generator", {"synthesis": syn}, dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256,
-                                                      img_channels=3, training_mode="global-360", fov=60))
+                                                      img_channels=3, training_mode="global-360", fov=0))
         with open(path, "wb") as f:
             pickle.dump(dict(G_ema=g), f)
 
@@ -191,7 +196,7 @@ def test_bad_files_give_one_clear_line(tmp_path, capsys):
     _sg2_like(str(tmp_path / "sg2.pkl"), str(tmp_path / "ran"))
     cases[str(tmp_path / "sg2.pkl")] = "StyleGAN2 / StyleGAN2-ADA generator (SynthesisBlock layers) is not supported"
     _pano(str(tmp_path / "pano.pkl"), str(tmp_path / "ran"))
-    cases[str(tmp_path / "pano.pkl")] = "'global-360' mode"
+    cases[str(tmp_path / "pano.pkl")] = "a global-360 generator needs fov in (0, 360], got 0"
     text = tmp_path / "text.pkl"
     text.write_text("not a pickle")
     cases[str(text)] = "not a pickle file"

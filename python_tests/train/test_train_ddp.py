@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from helpers import TESTS_ROOT, micro_config, write_images  # noqa: F401  (the script imports it too)
@@ -19,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     from helpers import micro_config
     torch.set_num_threads(1)
     out, batch_gpu = sys.argv[1], int(sys.argv[2])
-    rec = AnyresRecipe(micro_config(phase="fixed", lr_data={lr!r}))
+    rec = AnyresRecipe(micro_config(phase={phase!r}, lr_data={lr!r}))
     trainer = Trainer(rec, TrainOptions(out=out, batch=4, batch_gpu=batch_gpu, kimg=1, workers=0, snap=0,
                                         progress=False, max_steps=1, seed=3))
     grads = {{}}
@@ -39,10 +40,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("phase", ["fixed", "panorama"])      # panorama: its slice / cut draws too
+def test_two_gloo_processes_match_one_process(tmp_path, phase):
     lr = write_images(str(tmp_path / "lr"), [(64, 64), (80, 64), (64, 70), (90, 90), (64, 64)])
     script = tmp_path / "grads.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS_ROOT), lr=lr))
+    script.write_text(SCRIPT.format(tests=str(TESTS_ROOT), lr=lr, phase=phase))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
                ANYRES_FAST_EXT="off")
     one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "2"], env=env,
