@@ -216,6 +216,10 @@ class ImageSource:
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip.read(name)
 
+    def open_image(self, index: int) -> Image.Image:
+        """Image `index` opened by Pillow, not decoded (stored frame: EXIF orientation not applied)."""
+        return Image.open(io.BytesIO(self.read_bytes(self.listing.names[index])))
+
     def load_rgb(self, index: int) -> Image.Image:
         """Image `index` as a decoded RGB Pillow image."""
         with Image.open(io.BytesIO(self.read_bytes(self.listing.names[index]))) as im:
