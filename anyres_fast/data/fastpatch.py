@@ -26,7 +26,7 @@ from PIL import Image
 from ..utils.images import ORIENTATION_TRANSPOSE, orientation, rgb8_pixels
 
 REDUCTIONS = (8, 4, 2, 1)           # the scales libjpeg's scaled IDCT offers through Image.draft
-DEFAULT_OVERSAMPLING = 2.0
+DEFAULT_OVERSAMPLING = 3.0
 
 
 def choose_reduction(f: float, oversampling: float = DEFAULT_OVERSAMPLING) -> int:
