@@ -10,9 +10,14 @@ n drawn uniformly in [p/scale_max, min(L, p/scale_min)] and rounded (an image wi
 bound is used at its native size), Lanczos-3 resize of the square to n x n, random p x p crop at
 integer (x, y). The resize and the crop are one Pillow resize of the crop's footprint (`box=`), which
 equals resizing the whole square and cropping: same kernel centres, support and border handling.
+
+Two decode paths (docs/data.md, "Fast patch path"): "exact" decodes the whole file at full resolution
+(the reference, used by the metrics); "fast" (the training default) decodes JPEGs at a DCT-domain
+reduction where the scale allows and converts only the patch's footprint (fastpatch.py).
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Optional
 
@@ -23,6 +28,7 @@ from PIL import Image
 from ..utils.images import upright_size
 
 from .fastpatch import DEFAULT_OVERSAMPLING, fast_region
+from .segmented import SIDECAR, open_segmented
 from .sources import ImageSource
 
 DECODE_MODES = ("fast", "exact")
@@ -177,10 +183,14 @@ class HRPatchDataset(torch.utils.data.Dataset):
         p = self.resolution
         arr, choices, reduction = None, None, 0
         if self.decode == "fast":
-            im = self.source.open_image(index)
+            name = self.source.listing.names[index]
+            data = self.source.read_bytes(name)
+            im = Image.open(io.BytesIO(data))
             if im.format == "JPEG":
+                markers = self.source.read_sidecar(name, SIDECAR)      # a prepared set (prepare.py)
+                seg = open_segmented(data, markers) if markers is not None else None
                 choices = self.draw(rng, *upright_size(im))
-                crop, box, reduction = fast_region(im, choices, p, self.oversampling)
+                crop, box, reduction = fast_region(im, choices, p, self.oversampling, segmented=seg)
                 arr = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) if box is None
                        else lanczos_float(crop, p, box=box))
             im.close()

@@ -93,7 +93,8 @@ def draft_reduction(im: Image.Image, r: int) -> int:
     return int(im.decoderconfig[0]) if im.decoderconfig else 1
 
 
-def fast_region(im: Image.Image, choices: tuple, p: int, oversampling: float = DEFAULT_OVERSAMPLING) -> tuple:
+def fast_region(im: Image.Image, choices: tuple, p: int, oversampling: float = DEFAULT_OVERSAMPLING,
+                segmented=None) -> tuple:
     """The decoded footprint of one HR patch from an opened, not yet decoded JPEG (module docstring).
 
     Args:
@@ -101,6 +102,8 @@ def fast_region(im: Image.Image, choices: tuple, p: int, oversampling: float = D
         choices: HRPatchDataset.draw's (flip, (left, top, side), n, x, y), in the upright flipped frame.
         p: patch size.
         oversampling: see choose_reduction.
+        segmented: the file's segmented.SegmentedJPEG (a prepared file) to decode only the region's MCUs;
+            None: the whole file is decoded (at 1/r) and cropped.
 
     Returns:
         (RGB crop in the sample frame, Lanczos box (x0, y0, x1, y1) in it or None for a native-resolution
@@ -133,7 +136,7 @@ def fast_region(im: Image.Image, choices: tuple, p: int, oversampling: float = D
             g1 = min(reduced[axis], math.ceil(q1), math.ceil(a1) + m)
         region[axis], region[axis + 2] = g0, g1
         box.append((g1 - a1, g1 - a0) if reflected else (a0 - g0, a1 - g0))
-    crop = rgb8_pixels(im.crop(tuple(region)))
+    crop = rgb8_pixels(im.crop(tuple(region)) if segmented is None else segmented.decode_region(tuple(region), r))
     for t in ops:
         crop = crop.transpose(t)
     return crop, (None if native else (box[0][0], box[1][0], box[0][1], box[1][1])), r

@@ -300,9 +300,28 @@ class ImageSource:
         if self.kind == "dir":
             with open(os.path.join(self.path, name), "rb") as f:
                 return f.read()
+        return self._zip_handle().read(name)
+
+    def _zip_handle(self) -> zipfile.ZipFile:
         if self._zip is None or self._zip_pid != os.getpid():   # one handle per loader process
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._zip.read(name)
+        return self._zip
+
+    def read_sidecar(self, name: str, suffix: str):
+        """The .npy array stored beside file `name` as name + suffix (prepared sets), or None."""
+        side = name + suffix
+        try:
+            if self.kind == "dir":
+                path = os.path.join(self.path, side)
+                if not os.path.isfile(path):
+                    return None
+                return np.load(path, allow_pickle=False)
+            z = self._zip_handle()
+            if side not in z.NameToInfo:
+                return None
+            return np.load(io.BytesIO(z.read(side)), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
 
     def open_image(self, index: int) -> Image.Image:
         """Image `index` opened by Pillow, not decoded (stored frame: EXIF orientation not applied)."""
