@@ -1,9 +1,10 @@
-"""HR patch loading: patches/s per loader worker, fast path (JPEG draft decoding of the footprint) vs the
-exact path, at several patch scales and over the phase-2 scale distribution; the fast path's pixel
+"""HR patch loading: patches/s per loader worker, fast path (JPEG draft decoding of the footprint) and
+the prepared form (`anyres-fast prepare`: only the region's MCUs decoded) vs the exact path, at several
+patch scales and over the phase-2 scale distribution; the fast path's pixel
 difference; the listing rate with 1 and N processes.
 
     python benchmarks/bench_data.py [--sizes 2400 5000] [--images 3] [--resolution 256] [--samples 12]
-                                    [--exactness 1000] [--listing 96] [--quick] [--out FILE]
+                                    [--exactness 1000] [--listing 96] [--no-prepared] [--quick] [--out FILE]
 
 Phase-2 distribution (anyres_fast/train/anyres_recipe.py defaults scale_max 0.5, scale_min None, as
 HRPatchDataset draws it): canvas n uniform in [p / 0.5, L] and rounded, s = p / n, L the short side.
@@ -28,6 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anyres_fast.data import HRPatchDataset, ImageSource  # noqa: E402
+from anyres_fast.data.prepare import jpegtran, prepare_source  # noqa: E402
 from anyres_fast.data.sources import default_list_workers  # noqa: E402
 
 
@@ -67,17 +69,22 @@ def rate(ds: HRPatchDataset, keys: list) -> tuple:
     return len(keys) / (time.perf_counter() - t0), counts
 
 
-def speed_table(src: ImageSource, p: int, samples: int, size: int) -> list:
+def speed_table(src: ImageSource, prepared, p: int, samples: int, size: int) -> list:
+    """Rows: exact, fast and (when `prepared` is a source) prepared-form patches/s per draw kind."""
     keys = [(i % len(src), 10_000 + i) for i in range(samples)]
     rows = []
-    for label, make in (("s = p/L (native)", lambda **kw: FixedScale(src, p, where="native", **kw)),
-                        ("s middle of n range", lambda **kw: FixedScale(src, p, where="middle", **kw)),
-                        ("s = 0.5 (n = 2p)", lambda **kw: FixedScale(src, p, where="low", **kw)),
-                        ("phase-2 distribution", lambda **kw: HRPatchDataset(src, p, **kw))):
-        exact, _ = rate(make(scale_max=0.5, seed=0, decode="exact"), keys)
-        fast, counts = rate(make(scale_max=0.5, seed=0, decode="fast"), keys)
+    for label, where in (("s = p/L (native)", "native"), ("s middle of n range", "middle"),
+                         ("s = 0.5 (n = 2p)", "low"), ("phase-2 distribution", None)):
+        def make(source, **kw):
+            if where is None:
+                return HRPatchDataset(source, p, scale_max=0.5, seed=0, **kw)
+            return FixedScale(source, p, where=where, scale_max=0.5, seed=0, **kw)
+        exact, _ = rate(make(src, decode="exact"), keys)
+        fast, counts = rate(make(src), keys)
+        prep = rate(make(prepared), keys)[0] if prepared is not None else None
         mix = ", ".join(f"1/{r}: {c}" for r, c in sorted(counts.items()))
-        rows.append(f"| {size} | {label} | {exact:.2f} | {fast:.2f} | {fast / exact:.2f} | {mix} |")
+        prep_cells = f"{prep:.2f} | {prep / exact:.2f}" if prep is not None else "- | -"
+        rows.append(f"| {size} | {label} | {exact:.2f} | {fast:.2f} | {fast / exact:.2f} | {prep_cells} | {mix} |")
     return rows
 
 
@@ -125,6 +132,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=12, help="patches per measurement (default 12)")
     ap.add_argument("--exactness", type=int, default=1000, help="draws of the exactness table (0: skip)")
     ap.add_argument("--listing", type=int, default=96, help="files of the listing table (0: skip)")
+    ap.add_argument("--no-prepared", action="store_true", help="skip the prepared form (anyres-fast prepare)")
     ap.add_argument("--quick", action="store_true", help="small run (2400 px, 2 images, 4 samples, 20 draws)")
     ap.add_argument("--out", default=None, help="also write the tables as Markdown to this file")
     a = ap.parse_args()
@@ -137,15 +145,27 @@ def main() -> int:
              f"p = {p}; phase-2 distribution: n ~ U[{2 * p}, L] rounded (scale_max 0.5, scale_min None), s = p/n.",
              "Patches/s of one process (a loader worker); fast = JPEG draft decoding at the largest reduction r "
              "with r <= f / oversampling (default 3), only the footprint converted.", "",
-             "| JPEG short side | draw | exact patches/s | fast patches/s | fast / exact | fast-path reductions |",
-             "|---|---|---|---|---|---|"]
+             "| JPEG short side | draw | exact patches/s | fast patches/s | fast / exact | prepared patches/s | "
+             "prepared / exact | fast-path reductions |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
     with tempfile.TemporaryDirectory() as tmp:
         sources = {}
         for size in a.sizes:
             make_jpegs(Path(tmp) / f"hr{size}", a.images, size)
             sources[size] = ImageSource(str(Path(tmp) / f"hr{size}"), min_size=p, progress=False)
-            lines += speed_table(sources[size], p, a.samples, size)
+            prepared = None
+            if jpegtran() is not None and not a.no_prepared:
+                t0 = time.perf_counter()
+                info = prepare_source(sources[size], str(Path(tmp) / f"prep{size}"), progress=False)
+                prep_s = time.perf_counter() - t0
+                prepared = ImageSource(str(Path(tmp) / f"prep{size}"), min_size=p, progress=False)
+                notes.append(f"prepare {size}-px: {info['jpegs']} JPEGs in {prep_s:.1f} s "
+                             f"({prep_s / max(1, info['jpegs']):.2f} s per file), bytes "
+                             f"x{info['bytes_out'] / info['bytes_in']:.3f} (file + marker index)")
+            lines += speed_table(sources[size], prepared, p, a.samples, size)
             print("\n".join(lines[-4:]), flush=True)
+        lines += [""] + notes
         if a.exactness:
             size = min(a.sizes)
             lines += ["", f"Fast vs exact over {a.exactness} phase-2 draws ({size}-px JPEGs), |difference| in "
