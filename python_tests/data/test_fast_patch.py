@@ -77,8 +77,8 @@ def test_a_planted_offset_or_wrong_scale_is_caught(oriented, monkeypatch):
     src = oriented
     orig_region = datasets.fast_region
 
-    def shifted(*args):      # the footprint one reduced pixel off along x, inside the decoded crop
-        crop, box, r = orig_region(*args)
+    def shifted(*args, **kw):   # the footprint one reduced pixel off along x, inside the decoded crop
+        crop, box, r = orig_region(*args, **kw)
         if box is not None:
             dx = min(1.0, crop.width - box[2]) if crop.width - box[2] >= 0.5 else -min(1.0, box[0])
             box = (box[0] + dx, box[1], box[2] + dx, box[3])
