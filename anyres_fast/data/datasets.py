@@ -113,7 +113,8 @@ class HRPatchDataset(torch.utils.data.Dataset):
         transform: (3, 3) float32 [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]];
         crop: (3,) int64 (left, top, side) of the square crop in the (flipped) native image; flip: bool;
         reduction: int64 scalar, the JPEG draft reduction the fast path decoded at (1, 2, 4, 8), 0 for
-        the exact path (decode="exact" or a file that is not a JPEG).
+        the exact path (decode="exact" or a file that is not a JPEG); prepared: bool, only the region's
+        MCUs were decoded (a prepared set, prepare.py).
 
     Args:
         source: an ImageSource whose short sides are >= p (use min_size=p).
@@ -181,7 +182,7 @@ class HRPatchDataset(torch.utils.data.Dataset):
         index, draw = key
         rng = sample_rng(self.seed, draw)
         p = self.resolution
-        arr, choices, reduction = None, None, 0
+        arr, choices, reduction, seg = None, None, 0, None
         if self.decode == "fast":
             name = self.source.listing.names[index]
             data = self.source.read_bytes(name)
@@ -204,7 +205,7 @@ class HRPatchDataset(torch.utils.data.Dataset):
                 "canvas": torch.tensor(float(n)), "box": torch.tensor([float(x), float(y)]),
                 "s": torch.tensor(s, dtype=torch.float32), "v": torch.tensor(v, dtype=torch.float32),
                 "transform": t, "crop": torch.tensor(crop, dtype=torch.int64), "flip": flip,
-                "reduction": torch.tensor(reduction, dtype=torch.int64)}
+                "reduction": torch.tensor(reduction, dtype=torch.int64), "prepared": seg is not None}
 
     def exact_patch(self, index: int, rng: np.random.Generator) -> tuple:
         """The reference path: the whole image decoded at full resolution (upright RGB), flipped, cropped

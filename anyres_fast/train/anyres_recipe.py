@@ -435,7 +435,8 @@ class AnyresRecipe(Recipe):
             red = torch.cat([ch["reduction"] for ch in chunks]).float()
             # data/fast_decode: share of the patches decoded by the fast path (docs/data.md)
             stats.update({"data/fast_decode": float((red > 0).float().mean()),
-                          "data/max_reduction": float(red.max())})
+                          "data/max_reduction": float(red.max()),
+                          "data/prepared": float(torch.cat([ch["prepared"] for ch in chunks]).float().mean())})
         return stats
 
     @torch.no_grad()

@@ -117,5 +117,6 @@ def test_tiny_phase2_run_takes_hr_patches_from_the_fast_path(tmp_path):
     lines = [json.loads(l) for l in open(tmp_path / "p2" / "stats.jsonl")]
     patch = [l for l in lines if l["patch_batch"] == 1.0]
     assert patch and all(l["data/fast_decode"] == 1.0 and l["data/max_reduction"] >= 1 for l in patch)
+    assert all(l["data/prepared"] == 0.0 for l in patch)           # not a prepared set
     rep = json.load(open(tmp_path / "p2" / "data_report.json"))
     assert {f["name"] for f in rep["hr"]["skipped_files"]} == BAD_NAMES and rep["hr"]["images"] == 2

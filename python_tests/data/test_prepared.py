@@ -71,6 +71,7 @@ def test_prepared_set_gives_the_fast_path_patches_through_the_region_decoder(tmp
         for draw in range(12):
             a, b = fast[(index, draw)], prepared[(index, draw)]
             assert (a["image"] == b["image"]).all() and a["reduction"] == b["reduction"]
+            assert b["prepared"] == (prep.listing.names[index] != "img0.png") and not a["prepared"]
     assert len(calls) == 4 * 12 and set(calls) >= {1, 2}   # every JPEG patch, not the PNG's
 
     # a stale index (the file changed after prepare) is refused: whole-file decode, same patch
