@@ -32,6 +32,7 @@ from .segmented import SIDECAR, open_segmented
 from .sources import ImageSource
 
 DECODE_MODES = ("fast", "exact")
+FAST_FORMATS = ("JPEG", "MPO")   # MPO: a camera JPEG with a multi-picture index; frame 0 is the photo
 
 
 def sample_rng(seed: int, draw: int) -> np.random.Generator:
@@ -187,7 +188,7 @@ class HRPatchDataset(torch.utils.data.Dataset):
             name = self.source.listing.names[index]
             data = self.source.read_bytes(name)
             im = Image.open(io.BytesIO(data))
-            if im.format == "JPEG":
+            if im.format in FAST_FORMATS:
                 markers = self.source.read_sidecar(name, SIDECAR)      # a prepared set (prepare.py)
                 seg = open_segmented(data, markers) if markers is not None else None
                 choices = self.draw(rng, *upright_size(im))

@@ -92,6 +92,17 @@ def test_a_planted_offset_or_wrong_scale_is_caught(oriented, monkeypatch):
     assert not _within_budget(_compare(src, draws=10))
 
 
+def test_camera_mpo_jpegs_take_the_fast_path(tmp_path):
+    rgb = np.stack([natural_image(200, 260, c) for c in range(3)], 2)
+    im = Image.fromarray(np.round(rgb * 255).astype(np.uint8))
+    (tmp_path / "mpo").mkdir()
+    im.save(tmp_path / "mpo" / "cam.jpg", "MPO", save_all=True, append_images=[im.resize((130, 100))], quality=90)
+    src = ImageSource(str(tmp_path / "mpo"), min_size=P)
+    assert Image.open(os.path.join(src.path, "cam.jpg")).format == "MPO"
+    stats = _compare(src, draws=12)
+    assert 0 not in stats and stats[1][1] <= 1e-3 and _within_budget(stats), stats
+
+
 def test_parallel_listing_equals_the_serial_one_and_names_bad_files(tmp_path):
     folder = write_images(str(tmp_path / "data"), [(24 + i % 5, 20 + i % 3) for i in range(40)], bad=True)
     serial = ImageSource(folder, min_size=16, list_workers=1)
