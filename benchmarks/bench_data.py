@@ -8,7 +8,8 @@ difference; the listing rate with 1 and N processes.
 
 Phase-2 distribution (anyres_fast/train/anyres_recipe.py defaults scale_max 0.5, scale_min None, as
 HRPatchDataset draws it): canvas n uniform in [p / 0.5, L] and rounded, s = p / n, L the short side.
-Fixed scales: s = p / L (native pixels), the middle of the n range, s = 0.5 (n = 2p, the lower bound of n).
+Fixed scales: s = p / L (native pixels), the middle of the n range, s = 0.5 (n = 2p, the lower bound of n);
+--samples keys each, the distribution 4 x --samples.
 "Per worker" is one process calling the dataset sample by sample (torch threads 1), as a loader worker does;
 the paths' samples are interleaved key by key, so that load changes on a shared machine hit them alike.
 The JPEGs (quality 90, sinusoids + Gaussian noise) are written to a temporary folder first; the same
@@ -78,10 +79,11 @@ def rates(datasets: dict, keys: list) -> tuple:
 
 def speed_table(src: ImageSource, prepared, p: int, samples: int, size: int) -> list:
     """Rows: exact, fast and (when `prepared` is a source) prepared-form patches/s per draw kind."""
-    keys = [(i % len(src), 10_000 + i) for i in range(samples)]
     rows = []
     for label, where in (("s = p/L (native)", "native"), ("s middle of n range", "middle"),
                          ("s = 0.5 (n = 2p)", "low"), ("phase-2 distribution", None)):
+        n_keys = samples if where is not None else 4 * samples     # a distribution needs more draws
+        keys = [(i % len(src), 10_000 + i) for i in range(n_keys)]
         def make(source, **kw):
             if where is None:
                 return HRPatchDataset(source, p, scale_max=0.5, seed=0, **kw)
