@@ -28,7 +28,7 @@ from PIL import Image
 from ..utils.images import upright_size
 
 from .fastpatch import DEFAULT_OVERSAMPLING, fast_region
-from .segmented import SIDECAR, open_segmented
+from .segmented import SIDECAR, NotSegmented, open_segmented
 from .sources import ImageSource
 
 DECODE_MODES = ("fast", "exact")
@@ -192,7 +192,13 @@ class HRPatchDataset(torch.utils.data.Dataset):
                 markers = self.source.read_sidecar(name, SIDECAR)      # a prepared set (prepare.py)
                 seg = open_segmented(data, markers) if markers is not None else None
                 choices = self.draw(rng, *upright_size(im))
-                crop, box, reduction = fast_region(im, choices, p, self.oversampling, segmented=seg)
+                try:
+                    crop, box, reduction = fast_region(im, choices, p, self.oversampling, segmented=seg)
+                except NotSegmented:   # a stale marker index: the whole file instead
+                    seg = None
+                    im.close()
+                    im = Image.open(io.BytesIO(data))
+                    crop, box, reduction = fast_region(im, choices, p, self.oversampling)
                 arr = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) if box is None
                        else lanczos_float(crop, p, box=box))
             im.close()

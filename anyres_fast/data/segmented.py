@@ -95,11 +95,10 @@ class SegmentedJPEG:
         self.header = data[:sos_end]
         if markers is None:
             markers = find_markers(data, sos_end)
-        else:        # stored positions: each must hold a marker of this file (a stale file is refused)
+        else:        # stored positions: checked where used (sub_jpeg), and the scan's end here
             markers = np.asarray(markers, dtype=np.int64)
-            raw = np.frombuffer(data, dtype=np.uint8)
-            if (len(markers) == 0 or markers.min() < sos_end or markers.max() + 1 >= len(raw)
-                    or not (raw[markers] == 0xFF).all() or not ((raw[markers[:-1] + 1] & 0xF8) == 0xD0).all()):
+            if (len(markers) == 0 or markers[0] < sos_end or markers[-1] + 1 >= len(data)
+                    or data[markers[-1]] != 0xFF or data[markers[-1] + 1] in (0x00, *range(0xD0, 0xD8))):
                 raise NotSegmented("stored marker positions do not match the file")
         if len(markers) != self.cols * self.rows:
             raise NotSegmented(f"{len(markers) - 1} restart markers for {self.cols * self.rows} MCUs")
@@ -118,20 +117,32 @@ class SegmentedJPEG:
         return c0, m0, c1, m1
 
     def sub_jpeg(self, c0: int, m0: int, c1: int, m1: int) -> bytes:
-        """A JPEG of the MCUs [c0, c1) x [m0, m1)."""
+        """A JPEG of the MCUs [c0, c1) x [m0, m1).
+
+        Raises:
+            NotSegmented: a used segment does not end in a restart marker (a stale marker index).
+        """
         w = min(self.width, c1 * self.mcu_w) - c0 * self.mcu_w
         h = min(self.height, m1 * self.mcu_h) - m0 * self.mcu_h
         head = bytearray(self.header)
         head[self.sof + 5:self.sof + 9] = struct.pack(">HH", h, w)
-        seg = (np.arange(m0, m1)[:, None] * self.cols + np.arange(c0, c1)[None, :]).ravel()
-        data, starts, ends = self.data, self.seg_start[seg].tolist(), self.seg_end[seg].tolist()
-        markers = [bytes((0xFF, 0xD0 + k % 8)) for k in range(8)]
-        pieces = [head]
-        for k, (a, b) in enumerate(zip(starts, ends)):
-            pieces.append(data[a:b])
-            pieces.append(markers[k % 8])
-        pieces[-1] = b"\xff\xd9"
-        return b"".join(pieces)
+        rows = np.arange(m0, m1) * self.cols
+        first, last = rows + c0, rows + c1 - 1
+        # one slice per MCU row, from its first segment through the marker after its last one
+        lo, hi = self.seg_start[first], self.seg_end[last] + 2
+        ends = self.seg_end[(rows[:, None] + np.arange(c0, c1)[None, :]).ravel()]
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        row_of = np.repeat(np.arange(len(rows)), c1 - c0)
+        out_base = len(head) + np.concatenate([[0], np.cumsum(hi - lo)[:-1]])
+        pos = out_base[row_of] + (ends - lo[row_of])            # each segment's end marker in the output
+        buf = np.frombuffer(b"".join([bytes(head)] + [self.data[a:b] for a, b in zip(lo.tolist(), hi.tolist())]),
+                            dtype=np.uint8).copy()
+        inner = ends[:-1]
+        if not ((raw[ends] == 0xFF).all() and ((raw[inner + 1] & 0xF8) == 0xD0).all()):
+            raise NotSegmented("stored marker positions do not match the file")
+        buf[pos[:-1] + 1] = 0xD0 + (np.arange(len(pos) - 1) % 8)
+        buf[pos[-1] + 1] = 0xD9                                # EOI after the last segment
+        return buf[:pos[-1] + 2].tobytes()
 
     def decode_region(self, box: tuple, r: int) -> Image.Image:
         """Pixels of the stored-frame box (x0, y0, x1, y1), integer pixels of the 1/r decode, equal to
