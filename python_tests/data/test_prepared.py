@@ -1,7 +1,8 @@
 """Prepared HR sets (anyres_fast/data/prepare.py, segmented.py): region decoding of per-MCU restart JPEGs
 equals cropping the whole file's decode at every reduction and chroma layout; a prepared set gives the
 fast path's patches bit for bit, through the region decoder; a stale marker index falls back to the
-whole-file decode; `anyres-fast prepare` writes the set, names bad files and refuses an OUT inside SRC."""
+whole-file decode; `anyres-fast prepare` writes the set, names bad files and refuses an OUT inside SRC;
+zip sources and a zipped prepared set."""
 import io
 import os
 
@@ -93,3 +94,19 @@ def test_prepare_command(tmp_path, capsys):
     assert os.path.isfile(tmp_path / "out" / "a.jpg") and os.path.isfile(tmp_path / "out" / "a.jpg.mcu.npy")
     rc, out, err = run_cli(["prepare", str(src), str(src / "inside")], capsys)
     assert rc == 2 and "outside" in err
+
+
+def test_prepare_from_a_zip_and_a_zipped_prepared_set(tmp_path):
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "hr.zip", "w") as z:
+        z.writestr("sub/a.jpg", _jpeg(150, 130, seed=5, orientation=6))
+    src = ImageSource(str(tmp_path / "hr.zip"), min_size=16)
+    assert prepare_source(src, str(tmp_path / "prep"), workers=1, progress=False)["jpegs"] == 1
+    with zipfile.ZipFile(tmp_path / "prep.zip", "w") as z:
+        for name in ("sub/a.jpg", sidecar_name("sub/a.jpg")):
+            z.write(tmp_path / "prep" / name, name)
+    fast = HRPatchDataset(src, 16, scale_max=1.0, seed=0)
+    zipped = HRPatchDataset(ImageSource(str(tmp_path / "prep.zip"), min_size=16), 16, scale_max=1.0, seed=0)
+    for draw in range(8):
+        a, b = fast[(0, draw)], zipped[(0, draw)]
+        assert b["prepared"] and (a["image"] == b["image"]).all()
