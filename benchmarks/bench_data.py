@@ -1,16 +1,25 @@
-"""HR patch loading throughput: patches/s from native-resolution JPEGs with 1 and 2 loader workers,
-and the time split of one sample (decode, crop, Lanczos resize, to tensor).
+"""HR patch loading: patches/s per loader worker, fast path (JPEG draft decoding of the footprint) and
+the prepared form (`anyres-fast prepare`: only the region's MCUs decoded) vs the exact path, at several
+patch scales and over the phase-2 scale distribution; the fast path's pixel
+difference; the listing rate with 1 and N processes.
 
-    python benchmarks/bench_data.py [--size 2400] [--images 6] [--resolution 256] [--samples 48] [--quick]
+    python benchmarks/bench_data.py [--sizes 2400 5000] [--images 3] [--resolution 256] [--samples 12]
+                                    [--exactness 1000] [--listing 128] [--no-prepared] [--quick] [--out FILE]
 
-The JPEGs (>= 2000 px, quality 90, smooth content + noise) are written to a temporary folder first.
-Each worker count reads the same keys through a DataLoader (batch 8) after one warm-up batch.
-Benchmarks assert nothing; the table goes to stdout (and --out as Markdown).
+Phase-2 distribution (anyres_fast/train/anyres_recipe.py defaults scale_max 0.5, scale_min None, as
+HRPatchDataset draws it): canvas n uniform in [p / 0.5, L] and rounded, s = p / n, L the short side.
+Fixed scales: s = p / L (native pixels), the middle of the n range, s = 0.5 (n = 2p, the lower bound of n);
+--samples keys each, the distribution 4 x --samples.
+"Per worker" is one process calling the dataset sample by sample (torch threads 1), as a loader worker does;
+the paths' samples are interleaved key by key, so that load changes on a shared machine hit them alike.
+The JPEGs (quality 90, sinusoids + Gaussian noise) are written to a temporary folder first; the same
+files and keys serve both paths. Benchmarks assert nothing; the tables go to stdout (and --out).
 """
 from __future__ import annotations
 
 import argparse
-import io
+import datetime
+import os
 import sys
 import tempfile
 import time
@@ -21,92 +30,183 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anyres_fast.data import HRPatchDataset, ImageSource, KeySampler, lanczos_float, sample_rng  # noqa: E402
-from anyres_fast.data.datasets import to_model_range  # noqa: E402
+from anyres_fast.data import HRPatchDataset, ImageSource  # noqa: E402
+from anyres_fast.data.prepare import jpegtran, prepare_source  # noqa: E402
+from anyres_fast.data.sources import default_list_workers  # noqa: E402
 
 
-def make_jpegs(folder: Path, n: int, size: int) -> None:
-    rng = np.random.default_rng(0)
+def make_jpegs(folder: Path, n: int, size: int, prefix: str = "photo") -> None:
+    """n JPEGs of about size x size (quality 90): smooth sinusoids + per-pixel Gaussian noise (sigma 12)."""
+    rng = np.random.default_rng(size)
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         w, h = size + 97 * i, size + 53 * (i % 3)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         a = np.stack([128 + 80 * np.sin(xx / (31 + 7 * c) + yy / (43 + c)) for c in range(3)], 2)
         a += rng.normal(0, 12, a.shape).astype(np.float32)
-        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"photo{i}.jpg", quality=90)
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(folder / f"{prefix}{i}.jpg", quality=90)
 
 
-def split_times(ds: HRPatchDataset, keys: list) -> dict:
-    """Seconds per sample of each step of HRPatchDataset.__getitem__, re-done step by step."""
-    t = {"decode": 0.0, "crop": 0.0, "resize": 0.0, "to_tensor": 0.0}
-    p = ds.resolution
-    for index, draw in keys:
+class FixedScale(HRPatchDataset):
+    """HRPatchDataset whose canvas size is one value per image: 'native' (n = L), 'middle', 'low' (2p)."""
+
+    def __init__(self, *args, where: str = "middle", **kw):
+        super().__init__(*args, **kw)
+        self.where = where
+
+    def size_bounds(self, side: int) -> tuple:
+        lo, hi = super().size_bounds(side)
+        n = {"native": hi, "middle": (lo + hi) / 2, "low": lo}[self.where]
+        return n, n
+
+
+def rates(datasets: dict, keys: list) -> tuple:
+    """({name: patches/s of one process}, {reduction: count} of the last dataset) over `keys`, the
+    datasets' samples interleaved key by key so that a shared machine's load changes hit all alike."""
+    for ds in datasets.values():
+        ds[keys[0]]                               # warm-up: imports, first file
+    spent = dict.fromkeys(datasets, 0.0)
+    counts = {}
+    for k in keys:
+        for name, ds in datasets.items():
+            t0 = time.perf_counter()
+            item = ds[k]
+            spent[name] += time.perf_counter() - t0
+        r = int(item["reduction"])
+        counts[r] = counts.get(r, 0) + 1
+    return {name: len(keys) / t for name, t in spent.items()}, counts
+
+
+def speed_table(src: ImageSource, prepared, p: int, samples: int, size: int) -> list:
+    """Rows: exact, fast and (when `prepared` is a source) prepared-form patches/s per draw kind."""
+    rows = []
+    for label, where in (("s = p/L (native)", "native"), ("s middle of n range", "middle"),
+                         ("s = 0.5 (n = 2p)", "low"), ("phase-2 distribution", None)):
+        n_keys = samples if where is not None else 4 * samples     # a distribution needs more draws
+        keys = [(i % len(src), 10_000 + i) for i in range(n_keys)]
+        def make(source, **kw):
+            if where is None:
+                return HRPatchDataset(source, p, scale_max=0.5, seed=0, **kw)
+            return FixedScale(source, p, where=where, scale_max=0.5, seed=0, **kw)
+        sets = {"exact": make(src, decode="exact")}
+        if prepared is not None:
+            sets["prepared"] = make(prepared)
+        sets["fast"] = make(src)
+        got, counts = rates(sets, keys)
+        exact, fast, prep = got["exact"], got["fast"], got.get("prepared")
+        mix = ", ".join(f"1/{r}: {c}" for r, c in sorted(counts.items()))
+        prep_cells = f"{prep:.2f} | {prep / exact:.2f}" if prep is not None else "- | -"
+        rows.append(f"| {size} | {label} | {exact:.2f} | {fast:.2f} | {fast / exact:.2f} | {prep_cells} | {mix} |")
+    return rows
+
+
+class OneImageCache(ImageSource):
+    """An ImageSource view that keeps the last decoded image (the exactness table reads each image for
+    many draws in a row; the exact path's pixels are unchanged)."""
+
+    def __init__(self, source: ImageSource):
+        self.__dict__.update(source.__dict__)
+        self._last = (None, None)
+
+    def load_rgb(self, index: int):
+        if self._last[0] != index:
+            self._last = (index, super().load_rgb(index))
+        return self._last[1]
+
+
+def exactness(src: ImageSource, fast_src: ImageSource, p: int, draws: int, oversamplings=(2.0, 3.0)) -> list:
+    """|fast - exact| in 8-bit levels over `draws` phase-2 draws, per oversampling and reduction.
+    fast_src: the source the fast path reads (a prepared copy gives the same pixels, faster)."""
+    exact = HRPatchDataset(OneImageCache(src), p, scale_max=0.5, seed=0, decode="exact")
+    fasts = {o: HRPatchDataset(fast_src, p, scale_max=0.5, seed=0, oversampling=o) for o in oversamplings}
+    acc = {o: {} for o in oversamplings}
+    per_image = -(-draws // len(src))
+    keys = [(i, 20_000 + i * per_image + k) for i in range(len(src)) for k in range(per_image)][:draws]
+    for key in keys:
+        ref = exact[key]["image"]
+        for o, ds in fasts.items():
+            item = ds[key]
+            diff = ((item["image"] - ref).abs() * 127.5).numpy()
+            acc[o].setdefault(int(item["reduction"]), []).append((diff.mean(), diff.max()))
+    rows = []
+    for o in oversamplings:
+        every = [v for vs in acc[o].values() for v in vs]
+        groups = [("all", every)] + [(f"1/{r}", v) for r, v in sorted(acc[o].items())]
+        for name, v in groups:
+            rows.append(f"| {o:g} | {name} | {len(v)} | {np.mean([m for m, _ in v]):.3f} | "
+                        f"{max(x for _, x in v):.2f} |")
+    return rows
+
+
+def listing_rates(folder: Path, files: int) -> list:
+    make_jpegs(folder, 1, 1024, prefix="seed")
+    base = (folder / "seed0.jpg").read_bytes()
+    for i in range(files - 1):
+        (folder / f"copy{i}.jpg").write_bytes(base)      # same bytes: each file is still decoded
+    rows = []
+    for workers in sorted({1, default_list_workers()}):
         t0 = time.perf_counter()
-        data = ds.source.read_bytes(ds.source.listing.names[index])
-        with Image.open(io.BytesIO(data)) as im:
-            img = im.convert("RGB")
-        t1 = time.perf_counter()
-        flip, (left, top, side), n, x, y = ds.draw(sample_rng(ds.seed, draw), *img.size)
-        if flip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        f = side / n
-        m = int(np.ceil(3 * max(f, 1.0))) + 2
-        fx0, fy0, fx1, fy1 = x * f, y * f, (x + p) * f, (y + p) * f
-        rx0, ry0 = max(0, int(np.floor(fx0)) - m), max(0, int(np.floor(fy0)) - m)
-        rx1, ry1 = min(side, int(np.ceil(fx1)) + m), min(side, int(np.ceil(fy1)) + m)
-        region = img.crop((left + rx0, top + ry0, left + rx1, top + ry1))
-        region.load()
-        t2 = time.perf_counter()
-        arr = lanczos_float(region, p, box=(fx0 - rx0, fy0 - ry0, fx1 - rx0, fy1 - ry0))
-        t3 = time.perf_counter()
-        to_model_range(arr)
-        t4 = time.perf_counter()
-        for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            t[k] += dt / len(keys)
-    return t
-
-
-def loader_rate(ds: HRPatchDataset, workers: int, batches: int, batch: int = 8) -> float:
-    sampler = KeySampler(len(ds), 0, batch)
-    keys = [sampler.next_keys() for _ in range(batches + 1)]
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=keys, num_workers=workers)
-    it = iter(loader)
-    next(it)                                   # warm-up: worker start, first decode
-    t0 = time.perf_counter()
-    n = 0
-    for b in it:
-        n += b["image"].shape[0]
-    return n / (time.perf_counter() - t0)
+        src = ImageSource(str(folder), list_workers=workers, progress=False)
+        dt = time.perf_counter() - t0
+        rows.append(f"| {len(src)} JPEGs of 1024x1024 | {workers} | {len(src) / dt:.1f} |")
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=2400, help="short side of the JPEGs (default 2400)")
-    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2400, 5000], help="short sides of the JPEGs")
+    ap.add_argument("--images", type=int, default=3, help="JPEGs per size (default 3)")
     ap.add_argument("--resolution", type=int, default=256, help="patch size p (default 256)")
-    ap.add_argument("--samples", type=int, default=48, help="patches per measurement (default 48)")
-    ap.add_argument("--quick", action="store_true", help="small run (2 images, 16 samples)")
-    ap.add_argument("--out", default=None, help="also write the table as Markdown to this file")
+    ap.add_argument("--samples", type=int, default=12, help="patches per measurement (default 12)")
+    ap.add_argument("--exactness", type=int, default=1000, help="draws of the exactness table (0: skip)")
+    ap.add_argument("--listing", type=int, default=128, help="files of the listing table (0: skip)")
+    ap.add_argument("--no-prepared", action="store_true", help="skip the prepared form (anyres-fast prepare)")
+    ap.add_argument("--quick", action="store_true", help="small run (2400 px, 2 images, 4 samples, 20 draws)")
+    ap.add_argument("--out", default=None, help="also write the tables as Markdown to this file")
     a = ap.parse_args()
     if a.quick:
-        a.images, a.samples = 2, 16
+        a.sizes, a.images, a.samples, a.exactness, a.listing = [2400], 2, 4, 20, 32
     torch.set_num_threads(1)
+    p = a.resolution
+    lines = [f"# HR patch loading — {datetime.date.today().isoformat()} — CPU ({os.cpu_count()} cores), "
+             f"torch threads 1", "",
+             f"p = {p}; phase-2 distribution: n ~ U[{2 * p}, L] rounded (scale_max 0.5, scale_min None), s = p/n.",
+             "Patches/s of one process (a loader worker); fast = JPEG draft decoding at the largest reduction r "
+             "with r <= f / oversampling (default 3), only the footprint converted.", "",
+             "| JPEG short side | draw | exact patches/s | fast patches/s | fast / exact | prepared patches/s | "
+             "prepared / exact | fast-path reductions |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "hr"
-        folder.mkdir()
-        make_jpegs(folder, a.images, a.size)
-        src = ImageSource(str(folder), min_size=a.resolution)
-        ds = HRPatchDataset(src, a.resolution, scale_max=0.5, seed=0)
-        keys = [(i % len(ds), i) for i in range(a.samples // 2)]
-        split = split_times(ds, keys)
-        rates = {w: loader_rate(ds, w, max(1, a.samples // 8)) for w in (1, 2)}
-    total = sum(split.values())
-    lines = [f"HR patches p={a.resolution} from {a.images} JPEGs of {a.size}+ px (scale_max 0.5, canvas sizes "
-             f"512..native), torch threads 1",
-             "", "| loader workers | patches/s |", "|---|---|"]
-    lines += [f"| {w} | {r:.1f} |" for w, r in rates.items()]
-    lines += ["", "| step of one sample | ms | share |", "|---|---|---|"]
-    lines += [f"| {k} | {v * 1e3:.1f} | {v / total:.0%} |" for k, v in split.items()]
-    lines += [f"| total (one process) | {total * 1e3:.1f} | dominant: {max(split, key=split.get)} |"]
+        sources, prepared_sources = {}, {}
+        for size in a.sizes:
+            make_jpegs(Path(tmp) / f"hr{size}", a.images, size)
+            sources[size] = ImageSource(str(Path(tmp) / f"hr{size}"), min_size=p, progress=False)
+            prepared = None
+            if jpegtran() is not None and not a.no_prepared:
+                t0 = time.perf_counter()
+                info = prepare_source(sources[size], str(Path(tmp) / f"prep{size}"), progress=False)
+                prep_s = time.perf_counter() - t0
+                prepared = ImageSource(str(Path(tmp) / f"prep{size}"), min_size=p, progress=False)
+                prepared_sources[size] = prepared
+                notes.append(f"prepare {size}-px: {info['jpegs']} JPEGs in {prep_s:.1f} s "
+                             f"({prep_s / max(1, info['jpegs']):.2f} s per file), bytes "
+                             f"x{info['bytes_out'] / info['bytes_in']:.3f} (file + marker index)")
+            lines += speed_table(sources[size], prepared, p, a.samples, size)
+            print("\n".join(lines[-4:]), flush=True)
+        lines += [""] + notes
+        if a.exactness:
+            size = max(a.sizes)
+            fast_src = prepared_sources.get(size, sources[size])
+            lines += ["", f"Fast vs exact over {a.exactness} phase-2 draws ({size}-px JPEGs), |difference| in "
+                      "8-bit levels (mean over pixels and draws; max over all). The fast path read the "
+                      f"{'prepared copy (the same pixels, tests/data/test_prepared.py)' if size in prepared_sources else 'JPEGs'}.",
+                      "", "| oversampling | reduction | draws | mean | max |", "|---|---|---|---|---|"]
+            lines += exactness(sources[size], fast_src, p, a.exactness)
+        if a.listing:
+            lines += ["", "Listing (header check + full decode of every file, no cache)", "",
+                      "| files | processes | files/s |", "|---|---|---|"]
+            lines += listing_rates(Path(tmp) / "listing", a.listing)
     text = "\n".join(lines)
     print(text)
     if a.out:

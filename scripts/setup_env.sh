@@ -62,4 +62,10 @@ if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command 
   echo "setup: installing chromium and chromium-driver (apt-get)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
+# jpegtran (libjpeg-turbo) for `anyres-fast prepare` and its tests (docs/data.md, "Prepared HR sets").
+if ! command -v jpegtran >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing libjpeg-turbo-progs (apt-get, for jpegtran)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjpeg-turbo-progs >/dev/null; } \
+    || echo "setup: libjpeg-turbo-progs not installed: anyres-fast prepare and its tests are unavailable"
+fi
 echo "setup: ok ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -4,6 +4,7 @@
     anyres-fast demo [--out DIR]     the default end-to-end run (see README)
     anyres-fast generate ...         render images from a generator (anyres-fast generate -h)
     anyres-fast train ...            train the any-resolution GAN (anyres-fast train -h)
+    anyres-fast prepare SRC OUT      an HR set whose JPEGs the patch loader decodes region by region
     anyres-fast metrics ...          fid@R, pfid, scaleinv-fid@k, kid, pr@R, ppr, eqt-int, ... (metrics -h)
     anyres-fast plot RUN             losses, metrics and sample grids of a run as PNGs
     anyres-fast outpaint ...         extend a photo to any width (InfinityGAN)
@@ -33,6 +34,8 @@ COMMANDS = {
     "demo": ("anyres_fast.cli.demo", "train both phases on real photos for a few steps, then render (CPU: minutes)"),
     "generate": ("anyres_fast.cli.generate", "render images from a generator at any resolution"),
     "train": ("anyres_fast.cli.train", "train the any-resolution GAN (phases fixed and patch; torchrun for several GPUs)"),
+    "prepare": ("anyres_fast.cli.prepare", "a lossless copy of an HR set that the patch loader decodes region by region "
+                                           "(needs jpegtran)"),
     "metrics": ("anyres_fast.cli.metrics", "FID at any resolution, patch-FID, ScaleInv-FID, KID, precision/recall, "
                                            "equivariance"),
     "plot": ("anyres_fast.cli.plot", "losses, metrics and sample grids of a training run as PNGs"),

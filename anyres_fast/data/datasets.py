@@ -10,9 +10,14 @@ n drawn uniformly in [p/scale_max, min(L, p/scale_min)] and rounded (an image wi
 bound is used at its native size), Lanczos-3 resize of the square to n x n, random p x p crop at
 integer (x, y). The resize and the crop are one Pillow resize of the crop's footprint (`box=`), which
 equals resizing the whole square and cropping: same kernel centres, support and border handling.
+
+Two decode paths (docs/data.md, "Fast patch path"): "exact" decodes the whole file at full resolution
+(the reference, used by the metrics); "fast" (the training default) decodes JPEGs at a DCT-domain
+reduction where the scale allows and converts only the patch's footprint (fastpatch.py).
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Optional
 
@@ -20,7 +25,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..utils.images import upright_size
+
+from .fastpatch import DEFAULT_OVERSAMPLING, fast_region
+from .segmented import SIDECAR, NotSegmented, open_segmented
 from .sources import ImageSource
+
+DECODE_MODES = ("fast", "exact")
+FAST_FORMATS = ("JPEG", "MPO")   # MPO: a camera JPEG with a multi-picture index; frame 0 is the photo
 
 
 def sample_rng(seed: int, draw: int) -> np.random.Generator:
@@ -100,7 +112,10 @@ class HRPatchDataset(torch.utils.data.Dataset):
         box: (2,) float32 (x, y), the patch's top-left pixel on that canvas;
         s: float32 scalar p / n; v: (2,) float32 patch centre in [-1, 1]^2 canvas units;
         transform: (3, 3) float32 [[s, 0, v_x/2], [0, s, v_y/2], [0, 0, 1]];
-        crop: (3,) int64 (left, top, side) of the square crop in the (flipped) native image; flip: bool.
+        crop: (3,) int64 (left, top, side) of the square crop in the (flipped) native image; flip: bool;
+        reduction: int64 scalar, the JPEG draft reduction the fast path decoded at (1, 2, 4, 8), 0 for
+        the exact path (decode="exact" or a file that is not a JPEG); prepared: bool, only the region's
+        MCUs were decoded (a prepared set, prepare.py).
 
     Args:
         source: an ImageSource whose short sides are >= p (use min_size=p).
@@ -110,13 +125,21 @@ class HRPatchDataset(torch.utils.data.Dataset):
         random_crop: random (True) or centred square crop.
         xflip: flip with probability 1/2 (before cropping).
         seed: run seed of the counter-based randomness.
+        decode: "fast" (JPEGs decoded at a DCT-domain reduction and only around the patch, fastpatch.py)
+            or "exact" (every file decoded whole at full resolution; the reference).
+        oversampling: fast path: reduced samples kept per output pixel (the reduction r <= f / this).
 
     Raises:
-        ValueError: bad bounds or an empty source.
+        ValueError: bad bounds, decode mode or an empty source.
     """
 
     def __init__(self, source: ImageSource, resolution: int, scale_max: float = 0.5, scale_min: Optional[float] = None,
-                 random_crop: bool = True, xflip: bool = True, seed: int = 0):
+                 random_crop: bool = True, xflip: bool = True, seed: int = 0, decode: str = "fast",
+                 oversampling: float = DEFAULT_OVERSAMPLING):
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        if not oversampling >= 1:
+            raise ValueError(f"oversampling must be >= 1, got {oversampling}")
         if not 0 < scale_max <= 1:
             raise ValueError(f"scale_max must be in (0, 1], got {scale_max}")
         if scale_min is not None and not 0 < scale_min <= scale_max:
@@ -126,6 +149,7 @@ class HRPatchDataset(torch.utils.data.Dataset):
         self.source, self.resolution = source, resolution
         self.scale_max, self.scale_min = scale_max, scale_min
         self.random_crop, self.xflip, self.seed = random_crop, xflip, seed
+        self.decode, self.oversampling = decode, float(oversampling)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -159,31 +183,65 @@ class HRPatchDataset(torch.utils.data.Dataset):
         index, draw = key
         rng = sample_rng(self.seed, draw)
         p = self.resolution
-        img = self.source.load_rgb(index)
-        flip, crop, n, x, y = self.draw(rng, *img.size)
-        if flip:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        left, top, side = crop
-        if n == side:      # native resolution: a plain crop
-            region = img.crop((left + x, top + y, left + x + p, top + y + p))
-            arr = np.asarray(region, dtype=np.float32).transpose(2, 0, 1)
-        else:
-            # Resize only the patch's footprint plus the kernel support (3 f pixels): cropping first
-            # changes nothing (taps outside the square are excluded either way) and decodes less.
-            f = side / n
-            fx0, fy0, fx1, fy1 = x * f, y * f, (x + p) * f, (y + p) * f
-            m = math.ceil(3 * max(f, 1.0)) + 2
-            rx0, ry0 = max(0, math.floor(fx0) - m), max(0, math.floor(fy0) - m)
-            rx1, ry1 = min(side, math.ceil(fx1) + m), min(side, math.ceil(fy1) + m)
-            region = img.crop((left + rx0, top + ry0, left + rx1, top + ry1))
-            arr = lanczos_float(region, p, box=(fx0 - rx0, fy0 - ry0, fx1 - rx0, fy1 - ry0))
+        arr, choices, reduction, seg = None, None, 0, None
+        if self.decode == "fast":
+            name = self.source.listing.names[index]
+            data = self.source.read_bytes(name)
+            im = Image.open(io.BytesIO(data))
+            if im.format in FAST_FORMATS:
+                markers = self.source.read_sidecar(name, SIDECAR)      # a prepared set (prepare.py)
+                seg = open_segmented(data, markers) if markers is not None else None
+                choices = self.draw(rng, *upright_size(im))
+                try:
+                    crop, box, reduction = fast_region(im, choices, p, self.oversampling, segmented=seg)
+                except NotSegmented:   # a stale marker index: the whole file instead
+                    seg = None
+                    im.close()
+                    im = Image.open(io.BytesIO(data))
+                    crop, box, reduction = fast_region(im, choices, p, self.oversampling)
+                arr = (np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) if box is None
+                       else lanczos_float(crop, p, box=box))
+            im.close()
+        if arr is None:
+            choices, arr = self.exact_patch(index, rng)
+        flip, crop, n, x, y = choices
         s = p / n
         v = ((x + p / 2) / n * 2 - 1, (y + p / 2) / n * 2 - 1)
         t = torch.tensor([[s, 0, v[0] / 2], [0, s, v[1] / 2], [0, 0, 1]], dtype=torch.float32)
         return {"image": to_model_range(arr), "c": torch.from_numpy(self.source.label(index).copy()),
                 "canvas": torch.tensor(float(n)), "box": torch.tensor([float(x), float(y)]),
                 "s": torch.tensor(s, dtype=torch.float32), "v": torch.tensor(v, dtype=torch.float32),
-                "transform": t, "crop": torch.tensor(crop, dtype=torch.int64), "flip": flip}
+                "transform": t, "crop": torch.tensor(crop, dtype=torch.int64), "flip": flip,
+                "reduction": torch.tensor(reduction, dtype=torch.int64), "prepared": seg is not None}
+
+    def exact_patch(self, index: int, rng: np.random.Generator) -> tuple:
+        """The reference path: the whole image decoded at full resolution (upright RGB), flipped, cropped
+        to the patch's footprint and resized (module docstring).
+
+        Args:
+            index: image index. rng: the sample's generator (draw() is called on it).
+
+        Returns:
+            (draw()'s choices, array (3, p, p) float32 in [0, 255] before clipping).
+        """
+        p = self.resolution
+        img = self.source.load_rgb(index)
+        flip, crop, n, x, y = choices = self.draw(rng, *img.size)
+        if flip:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        left, top, side = crop
+        if n == side:      # native resolution: a plain crop
+            region = img.crop((left + x, top + y, left + x + p, top + y + p))
+            return choices, np.asarray(region, dtype=np.float32).transpose(2, 0, 1)
+        # Resize only the patch's footprint plus the kernel support (3 f pixels): cropping first
+        # changes nothing (taps outside the square are excluded either way) and decodes less.
+        f = side / n
+        fx0, fy0, fx1, fy1 = x * f, y * f, (x + p) * f, (y + p) * f
+        m = math.ceil(3 * max(f, 1.0)) + 2
+        rx0, ry0 = max(0, math.floor(fx0) - m), max(0, math.floor(fy0) - m)
+        rx1, ry1 = min(side, math.ceil(fx1) + m), min(side, math.ceil(fy1) + m)
+        region = img.crop((left + rx0, top + ry0, left + rx1, top + ry1))
+        return choices, lanczos_float(region, p, box=(fx0 - rx0, fy0 - ry0, fx1 - rx0, fy1 - ry0))
 
 
 class KeySampler:

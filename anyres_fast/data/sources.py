@@ -1,16 +1,19 @@
 """Image sources: a folder (recursive) or a .zip of Pillow-readable images, with optional labels.
 
-Every file is probed once (opened and fully decoded, so truncated JPEGs are caught), and the result
-(size or the reason it is bad) is kept in a listing cache keyed by the file's path, byte size and
+Every file is probed once (header checks first: Pillow can identify it and its short side is >= `min_size`;
+then a full decode, so truncated JPEGs are caught), in parallel processes with a progress bar, and the
+result (size or the reason it is bad) is kept in a listing cache keyed by the file's path, byte size and
 modification time. The cache lives in a folder the caller chooses (the run folder or a cache folder),
 never beside the user's data; files added, removed or changed since the last listing are re-probed.
 Bad files (unreadable, corrupt, truncated, empty, smaller than `min_size`) are skipped and reported.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from typing import Optional
 
 import numpy as np
 from PIL import Image
+
+from tqdm import tqdm
 
 from ..utils.files import write_json
 from ..utils.images import to_rgb8, upright_size
@@ -82,6 +87,99 @@ class BadFile:
     reason: str
 
 
+def probe_image(name: str, data: bytes, min_size: int):
+    """Check one file: header first (identifiable, upright short side >= min_size), then a full decode.
+
+    Args:
+        name: the file's name in its source (for the BadFile). data: its bytes. min_size: smallest short side.
+
+    Returns:
+        (width, height) upright, or a BadFile.
+    """
+    if not data:
+        return BadFile(name, "empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = upright_size(im)      # header only: cheap, so small files are skipped undecoded
+            if min(w, h) < min_size:
+                return BadFile(name, f"too small: {w}x{h}, the short side must be >= {min_size}")
+            im.load()                    # full decode: catches truncated and corrupt files
+    except Image.UnidentifiedImageError:
+        return BadFile(name, "not an image Pillow can read (unknown or corrupt format)")
+    except Exception as exc:  # any decoder error means: skip and report, never stop the run
+        return BadFile(name, f"unreadable: {type(exc).__name__}: {exc}")
+    return (w, h)
+
+
+def _probe_chunk(path: str, kind: str, names: list, min_size: int) -> list:
+    """probe_image for some files of a folder or zip (one zip handle per chunk); runs in a pool worker."""
+    out = []
+    z = zipfile.ZipFile(path) if kind == "zip" else None
+    try:
+        for name in names:
+            try:
+                if z is not None:
+                    data = z.read(name)
+                else:
+                    with open(os.path.join(path, name), "rb") as f:
+                        data = f.read()
+            except Exception as exc:   # vanished or unreadable file
+                out.append(BadFile(name, f"unreadable: {type(exc).__name__}: {exc}"))
+                continue
+            out.append(probe_image(name, data, min_size))
+    finally:
+        if z is not None:
+            z.close()
+    return out
+
+
+def default_list_workers() -> int:
+    """Processes for listing: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+PARALLEL_FROM = 32     # fewer files to probe than this: probed in this process (no pool start-up)
+CHUNK = 16             # files per pool task
+
+
+def probe_files(path: str, kind: str, names: list, min_size: int, workers: Optional[int] = None,
+                progress: Optional[bool] = None) -> dict:
+    """probe_image over many files of a source, in a process pool, with a tqdm progress bar.
+
+    Args:
+        path: the source folder or zip. kind: "dir" or "zip". names: files to probe.
+        min_size: smallest accepted short side. workers: processes (None: default_list_workers()).
+        progress: show the bar (None: only when stderr is a terminal).
+
+    Returns:
+        {name: (width, height) or BadFile}.
+    """
+    workers = default_list_workers() if workers is None else max(1, int(workers))
+    results = {}
+    bar = tqdm(total=len(names), desc=f"listing {os.path.basename(path)}", unit="file",
+               disable=(None if progress is None else not progress), leave=False)
+    chunks = [names[i:i + CHUNK] for i in range(0, len(names), CHUNK)]
+    try:
+        if workers == 1 or len(names) < PARALLEL_FROM:
+            for chunk in chunks:
+                results.update(zip(chunk, _probe_chunk(path, kind, chunk, min_size)))
+                bar.update(len(chunk))
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)  # fork: no re-import
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx) as pool:
+                jobs = {pool.submit(_probe_chunk, path, kind, chunk, min_size): chunk for chunk in chunks}
+                for job in concurrent.futures.as_completed(jobs):
+                    results.update(zip(jobs[job], job.result()))
+                    bar.update(len(jobs[job]))
+    finally:
+        bar.close()
+    return results
+
+
 @dataclass
 class SourceListing:
     """The usable images of a source (sorted names, their (width, height)) and the skipped files."""
@@ -98,13 +196,16 @@ class ImageSource:
         cache_dir: folder for the listing cache (None: no cache; probe every time).
         min_size: smallest accepted short side in pixels; smaller images are reported as bad.
         use_labels: read `dataset.json` ({"labels": [[name, label], ...]}, StyleGAN's format).
+        list_workers: processes probing new files (None: every CPU this process may use).
+        progress: listing progress bar (None: only when stderr is a terminal).
 
     Raises:
         FileNotFoundError: path is neither a folder nor a zip file.
         ValueError: the labels file is malformed, or lists no label for a usable image.
     """
 
-    def __init__(self, path: str, cache_dir: Optional[str] = None, min_size: int = 1, use_labels: bool = False):
+    def __init__(self, path: str, cache_dir: Optional[str] = None, min_size: int = 1, use_labels: bool = False,
+                 list_workers: Optional[int] = None, progress: Optional[bool] = None):
         self.path = os.path.abspath(path)
         self.min_size = int(min_size)
         if os.path.isdir(self.path):
@@ -114,27 +215,11 @@ class ImageSource:
         else:
             raise FileNotFoundError(f"{path}: not a folder or a .zip file")
         self._zip = None
+        self.list_workers, self.progress = list_workers, progress
         self.listing = self._list(cache_dir)
         self.labels = self._load_labels() if use_labels else None
 
     # -- listing ------------------------------------------------------------------------------------
-    def _probe(self, name: str):
-        """(width, height) or a BadFile."""
-        try:
-            data = self.read_bytes(name)
-            if not data:
-                return BadFile(name, "empty file (0 bytes)")
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()           # full decode: catches truncated and corrupt files
-                w, h = upright_size(im)
-        except Image.UnidentifiedImageError:
-            return BadFile(name, "not an image Pillow can read (unknown or corrupt format)")
-        except Exception as exc:  # any decoder error means: skip and report, never stop the run
-            return BadFile(name, f"unreadable: {type(exc).__name__}: {exc}")
-        if min(w, h) < self.min_size:
-            return BadFile(name, f"too small: {w}x{h}, the short side must be >= {self.min_size}")
-        return (w, h)
-
     def _cache_path(self, cache_dir: str) -> str:
         key = hashlib.sha1(f"{self.path}|{self.min_size}".encode()).hexdigest()[:16]
         return os.path.join(cache_dir, f"listing-{key}.json")
@@ -152,17 +237,20 @@ class ImageSource:
                     cached = blob["files"]
             except (OSError, ValueError, KeyError):
                 cached = {}
-        files, changed = {}, False
+        files, todo = {}, []
         for name, stamp in sorted(entries.items()):
             stamp = list(stamp) if isinstance(stamp, tuple) else stamp
             hit = cached.get(name)
             if hit is not None and hit["stamp"] == json.loads(json.dumps(stamp)):
                 files[name] = hit
-                continue
-            result = self._probe(name)
-            files[name] = ({"stamp": stamp, "size": list(result)} if isinstance(result, tuple)
-                           else {"stamp": stamp, "bad": result.reason})
-            changed = True
+            else:
+                files[name] = {"stamp": stamp}
+                todo.append(name)
+        probed = probe_files(self.path, self.kind, todo, self.min_size, self.list_workers, self.progress)
+        for name in todo:
+            result = probed[name]
+            files[name].update({"size": list(result)} if isinstance(result, tuple) else {"bad": result.reason})
+        changed = bool(todo)
         if set(cached) != set(files):
             changed = True
         if cache_path is not None and changed:
@@ -212,9 +300,32 @@ class ImageSource:
         if self.kind == "dir":
             with open(os.path.join(self.path, name), "rb") as f:
                 return f.read()
+        return self._zip_handle().read(name)
+
+    def _zip_handle(self) -> zipfile.ZipFile:
         if self._zip is None or self._zip_pid != os.getpid():   # one handle per loader process
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._zip.read(name)
+        return self._zip
+
+    def read_sidecar(self, name: str, suffix: str):
+        """The .npy array stored beside file `name` as name + suffix (prepared sets), or None."""
+        side = name + suffix
+        try:
+            if self.kind == "dir":
+                path = os.path.join(self.path, side)
+                if not os.path.isfile(path):
+                    return None
+                return np.load(path, allow_pickle=False)
+            z = self._zip_handle()
+            if side not in z.NameToInfo:
+                return None
+            return np.load(io.BytesIO(z.read(side)), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def open_image(self, index: int) -> Image.Image:
+        """Image `index` opened by Pillow, not decoded (stored frame: EXIF orientation not applied)."""
+        return Image.open(io.BytesIO(self.read_bytes(self.listing.names[index])))
 
     def load_rgb(self, index: int) -> Image.Image:
         """Image `index` as a decoded RGB Pillow image."""

@@ -363,7 +363,8 @@ def _patch_pairs(G, detector: Detector, hr, opts: Options, cache: StatsCache, si
     num_real = opts.num_real or opts.num
     source = pfid_source(hr, size, cache)
     dataset = HRPatchDataset(source, size, scale_max=opts.scale_max, scale_min=opts.scale_min,
-                             random_crop=opts.crop == "random", xflip=opts.xflip, seed=opts.seed)
+                             random_crop=opts.crop == "random", xflip=opts.xflip, seed=opts.seed,
+                             decode="exact")   # the reference pixels: metric values stay comparable
     reals = RealPatches(dataset, num_real)
     fingerprint = source_fingerprint(source)
     fields = dict(metric="pfid", sampler="anyres_fast.data.HRPatchDataset+KeySampler", listing=fingerprint,

@@ -520,6 +520,11 @@ class AnyresRecipe(Recipe):
         if self.cfg.phase == "patch" and kind == "hr":
             s = chunks[0]["s"]
             stats.update({"scale/min_s": float(s.min()), "scale/max_s": float(s.max())})
+            red = torch.cat([ch["reduction"] for ch in chunks]).float()
+            # data/fast_decode: share of the patches decoded by the fast path (docs/data.md)
+            stats.update({"data/fast_decode": float((red > 0).float().mean()),
+                          "data/max_reduction": float(red.max()),
+                          "data/prepared": float(torch.cat([ch["prepared"] for ch in chunks]).float().mean())})
         return stats
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from anyres_fast import ops
+from anyres_fast.data import sources
 from anyres_fast.data import HRPatchDataset, ImageSource, KeySampler, LRDataset, sample_rng
 
 
@@ -121,8 +122,8 @@ def test_listing_cache_lives_outside_the_data_and_is_invalidated(tmp_path, monke
         _save(str(data / f"{i}.png"), 40, 40, seed=i)
     before = sorted(os.listdir(data))
     probes = []
-    orig = ImageSource._probe
-    monkeypatch.setattr(ImageSource, "_probe", lambda self, name: probes.append(name) or orig(self, name))
+    orig = sources.probe_image
+    monkeypatch.setattr(sources, "probe_image", lambda name, *a: probes.append(name) or orig(name, *a))
     ImageSource(str(data), cache_dir=str(cache))
     assert sorted(probes) == ["0.png", "1.png", "2.png"] and len(os.listdir(cache)) == 1
     assert sorted(os.listdir(data)) == before          # nothing written beside the user's data
