@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,35 @@ def run_cli(argv, capsys):
         rc = exc.code
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
+
+
+# -- browser tests (serve) ---------------------------------------------------------------------------
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def chromium_driver(profile: str):
+    """Debian's headless Chromium under Selenium, offline (no driver download); profile: a fresh folder."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert os.path.exists(path), f"{path} missing: apt-get install chromium chromium-driver (scripts/setup_env.sh)"
+    os.environ["SE_OFFLINE"] = "true"       # Selenium Manager must not look for a browser online
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--window-size=520,400",
+                 f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def wait_for(driver, script: str, timeout: float = 90.0, settle: int = 2):
+    """Poll until `script` returns true `settle` times in a row (the viewer stays fully loaded)."""
+    deadline, ok = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        ok = ok + 1 if driver.execute_script(script) else 0
+        if ok >= settle:
+            return
+        time.sleep(0.15)
+    raise AssertionError(f"timed out waiting for: {script}")

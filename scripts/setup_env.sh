@@ -55,6 +55,23 @@ if [ ! -f "$osd_dir/openseadragon.min.js" ]; then
     echo "setup: npm not found; anyres-fast serve needs OpenSeadragon $osd_version (install npm and rerun)" >&2
   fi
 fi
+# The panorama viewer of `anyres-fast serve` for 360-degree models: pannellum from the npm registry,
+# pinned and unpacked into the cache like OpenSeadragon.
+pnl_version=2.5.7
+pnl_dir=${ANYRES_FAST_PANNELLUM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/viewer/pannellum-$pnl_version}
+if [ ! -f "$pnl_dir/pannellum.js" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "pannellum@$pnl_version" >/dev/null)
+    tar xzf "$tmp/pannellum-$pnl_version.tgz" -C "$tmp"
+    mkdir -p "$(dirname "$pnl_dir")" && rm -rf "$pnl_dir"
+    cp -r "$tmp/package/build" "$pnl_dir"
+    rm -rf "$tmp"
+    echo "setup: installed pannellum $pnl_version into $pnl_dir"
+  else
+    echo "setup: npm not found; anyres-fast serve of panorama models needs pannellum $pnl_version" >&2
+  fi
+fi
 # Headless Chromium and its driver for the browser test of `anyres-fast serve` (Debian packages; only
 # when missing, and only where apt-get can run).
 if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1 \

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=positive_int, default=2 ** 20,
                         help="infinity: strip width in pixels (default 2^20)")
     parser.add_argument("--height", type=positive_int, default=None,
-                        help="infinity: strip height in pixels (default 4 patches)")
+                        help="infinity: strip height in pixels (default 4 patches); a panorama model: the "
+                             "panorama page's strip height (default 2 patches)")
     parser.add_argument("--zoom-out", type=nonnegative_int, default=3,
                         help="infinity: zoomed-out levels below native scale (default 3: down to 1/8)")
     parser.add_argument("--tile-size", type=positive_int, default=256, help="Deep Zoom tile side (default 256)")
@@ -114,10 +115,10 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from ..serve.app import make_app, serve_forever
+    from ..serve.app import PanoramaStrips, make_app, serve_forever
     from ..serve.cache import TileCache, hash_weights
     from ..serve.tiles import AnyresTiles, InfinityTiles
-    from ..serve.viewer import find_viewer
+    from ..serve.viewer import find_pannellum, find_viewer
     from ..serve.worker import RenderWorker
     from . import weights as weights_arg
     from .args import CommandError, check_extension_environment, parse_device
@@ -130,8 +131,10 @@ def main(args: argparse.Namespace) -> int:
         if args.max_size % p or k & (k - 1):
             raise CommandError(f"--max-size {args.max_size}: must be the patch size {p} times a power of two "
                                f"(e.g. {p * 2 ** max(0, (max(k, 1)).bit_length() - 1)})")
+    panorama_model = weights.family == "anyres" and getattr(weights.config, "panorama", False)
     try:
         viewer = find_viewer()
+        pannellum = find_pannellum() if panorama_model else None
     except FileNotFoundError as exc:
         raise CommandError(str(exc)) from None
     check_extension_environment()
@@ -154,14 +157,24 @@ def main(args: argparse.Namespace) -> int:
                                        source.tile, getattr(source, "top", ""), args.precision, device.type, "v1")))
         cache = TileCache(None if args.no_cache else _cache_root(args), namespace)
         worker = RenderWorker(source, max_batch=args.max_batch)
-        app = make_app(source, worker, cache, viewer_dir=viewer, fmt=args.format)
+        strips = None
+        if panorama_model:
+            strips = PanoramaStrips(G, args.height or 2 * G.img_resolution, device=device,
+                                    force_fp32=half is None or device.type != "cuda", half_dtype=half or torch.float16)
+            try:
+                strips.size(strips.default_height)
+            except ValueError as exc:
+                raise CommandError(f"--height {strips.default_height}: {exc}") from None
+        app = make_app(source, worker, cache, viewer_dir=viewer, fmt=args.format, panorama=strips,
+                       pannellum_dir=pannellum)
         logging.basicConfig(level=logging.INFO, format="anyres-fast serve: %(message)s", stream=sys.stderr)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
 
         def ready():
-            print(f"serving {source.family} {source.width}x{source.height} ({source.levels} levels, tiles "
-                  f"{source.tile}) at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
+            what = (f"panorama strips (360 degrees, height {strips.default_height})" if strips is not None else
+                    f"{source.family} {source.width}x{source.height} ({source.levels} levels, tiles {source.tile})")
+            print(f"serving {what} at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
         try:
             asyncio.run(serve_forever(app, sock, ready=ready))
         except KeyboardInterrupt:

@@ -8,6 +8,10 @@ Routes:
     GET /dzi/{settings}.dzi                     the Deep Zoom descriptor of one pyramid
     GET /dzi/{settings}_files/{level}/{col}_{row}.{png|jpg}   its tiles (the DZI convention)
     GET /tiles/{settings}/{level}/{col}_{row}.{png|jpg}       the same tiles (used by the page)
+    GET /panorama                               (panorama models) the 360-degree viewer page (pannellum)
+    GET /pannellum/...                          pannellum's files, from the local cache
+    GET /api/panorama?height=H                  the strip's size and angles at height H
+    GET /api/panorama/{seed}.{png|jpg}?height=H the whole 360-degree strip of one seed
 
 A tile outside the pyramid (or a malformed settings string) is 404; a render that fails is 500 with
 one logged line. Tiles come from the disk cache or the render worker; PNG/JPEG encoding and cache
@@ -48,12 +52,53 @@ def encode_tile(array, fmt: str, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
+class PanoramaStrips:
+    """The 360-degree strips of a panorama generator for the panorama page: rendered on request, one at a
+    time (a strip is a whole render), the last few kept in memory.
+
+    Args:
+        G: a Generator with config.panorama. default_height: the page's strip height (pixels).
+        max_height: the largest height served. render_kwargs: passed to G.render_panorama.
+    """
+
+    def __init__(self, G, default_height: int, max_height: int = 2048, keep: int = 4, **render_kwargs):
+        import threading
+        self.G, self.default_height, self.max_height, self.keep = G, default_height, max_height, keep
+        self.render_kwargs = render_kwargs
+        self._lock = threading.Lock()
+        self._done = {}
+
+    def size(self, height: int) -> tuple:
+        """(width, height) of the strip at `height`. Raises ValueError outside [p, max_height]."""
+        p = self.G.img_resolution
+        if not p <= height <= self.max_height:
+            raise ValueError(f"height must be in [{p}, {self.max_height}], got {height}")
+        return self.G.panorama_width(height), height
+
+    def strip(self, seed: int, height: int):
+        """(height, width, C) uint8 array of seed's whole strip (blocking; call from a thread)."""
+        import torch
+        self.size(height)
+        key = (seed, height)
+        with self._lock:
+            if key not in self._done:
+                z = torch.randn(1, self.G.z_dim, generator=torch.Generator().manual_seed(seed))
+                img = self.G.render_panorama(z, height, out_dtype=torch.uint8, progress=False, **self.render_kwargs)
+                self._done[key] = img[0].permute(1, 2, 0).numpy()
+                while len(self._done) > self.keep:
+                    self._done.pop(next(iter(self._done)))
+            return self._done[key]
+
+
+def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png", panorama: Optional[PanoramaStrips] = None,
+             pannellum_dir: Optional[str] = None):
     """Build the web application.
 
     Args:
         source: AnyresTiles or InfinityTiles. worker: RenderWorker over it. cache: TileCache.
         viewer_dir: folder with openseadragon.min.js and images/. fmt: tile format the page uses.
+        panorama: for a panorama generator, its strips (adds the /panorama page, which `/` leads to).
+        pannellum_dir: folder with pannellum.js and pannellum.css (with panorama).
     Returns:
         aiohttp.web.Application.
     """
@@ -75,7 +120,39 @@ def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
             return web.Response(status=500, text="internal error\n")
 
     async def index(request):
+        if panorama is not None:
+            raise web.HTTPFound("/panorama")
         return web.FileResponse(os.path.join(STATIC_DIR, "index.html"))
+
+    def _height(request) -> int:
+        try:
+            height = int(request.query.get("height", panorama.default_height))
+            panorama.size(height)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"bad height: {exc}\n") from None
+        return height
+
+    async def panorama_page(request):
+        return web.FileResponse(os.path.join(STATIC_DIR, "panorama.html"))
+
+    async def pannellum_file(request):
+        name = request.match_info["name"]
+        if name not in ("pannellum.js", "pannellum.css"):
+            raise web.HTTPNotFound()
+        return web.FileResponse(os.path.join(pannellum_dir, name))
+
+    async def panorama_info(request):
+        width, height = panorama.size(_height(request))
+        return web.json_response({"width": width, "height": height, "haov": 360.0, "vaov": 360.0 * height / width,
+                                  "fov": panorama.G.config.fov})
+
+    async def panorama_strip(request):
+        height, kind = _height(request), request.match_info["fmt"]
+        seed = int(request.match_info["seed"])
+        loop = asyncio.get_running_loop()
+        array = await loop.run_in_executor(pool, panorama.strip, seed, height)
+        body = await loop.run_in_executor(pool, encode_tile, array, "png" if kind == "png" else "jpg", 92)
+        return web.Response(body=body, content_type=_TYPES["png" if kind == "png" else "jpg"])
 
     async def static(request):
         name = request.match_info["name"]
@@ -150,6 +227,13 @@ def make_app(source, worker, cache, *, viewer_dir: str, fmt: str = "png"):
         web.get(r"/dzi/{settings:[^/]+}_files/" + tile_path, tile),
         web.get(r"/tiles/{settings:[^/]+}/" + tile_path, tile),
     ])
+    if panorama is not None:
+        app.add_routes([
+            web.get("/panorama", panorama_page),
+            web.get("/pannellum/{name}", pannellum_file),
+            web.get("/api/panorama", panorama_info),
+            web.get(r"/api/panorama/{seed:\d+}.{fmt:png|jpg}", panorama_strip),
+        ])
 
     async def shutdown(app):
         pool.shutdown(wait=False)

@@ -1,4 +1,5 @@
-"""Where the page's deep-zoom viewer (OpenSeadragon, from the npm registry) lives on this machine.
+"""Where the page's viewers live on this machine: the deep-zoom viewer (OpenSeadragon) and, for
+360-degree panorama models, the panorama viewer (pannellum), both from the npm registry.
 
 scripts/setup_env.sh unpacks the pinned version into the cache; nothing of it is in the repository.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import os
 
 OPENSEADRAGON_VERSION = "6.1.1"
+PANNELLUM_VERSION = "2.5.7"
 
 
 def viewer_dir() -> str:
@@ -36,4 +38,34 @@ def find_viewer() -> str:
             f"the viewer OpenSeadragon {OPENSEADRAGON_VERSION} is not installed in {d}; run "
             f"`bash scripts/setup_env.sh`, or `npm pack openseadragon@{OPENSEADRAGON_VERSION}` and unpack "
             f"its package/build/openseadragon folder there")
+    return d
+
+
+def pannellum_dir() -> str:
+    """The pannellum folder: $ANYRES_FAST_PANNELLUM_DIR, else
+    ${XDG_CACHE_HOME:-~/.cache}/anyres_fast/viewer/pannellum-<version>.
+
+    Returns:
+        path (may not exist).
+    """
+    if os.environ.get("ANYRES_FAST_PANNELLUM_DIR"):
+        return os.environ["ANYRES_FAST_PANNELLUM_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "anyres_fast", "viewer", f"pannellum-{PANNELLUM_VERSION}")
+
+
+def find_pannellum() -> str:
+    """The pannellum folder, checked (needed only to serve a panorama model).
+
+    Returns:
+        path of a folder holding pannellum.js and pannellum.css.
+    Raises:
+        FileNotFoundError: the files are missing; the message says how to install them.
+    """
+    d = pannellum_dir()
+    if not all(os.path.isfile(os.path.join(d, f)) for f in ("pannellum.js", "pannellum.css")):
+        raise FileNotFoundError(
+            f"the panorama viewer pannellum {PANNELLUM_VERSION} is not installed in {d}; run "
+            f"`bash scripts/setup_env.sh`, or `npm pack pannellum@{PANNELLUM_VERSION}` and unpack its "
+            f"package/build folder there")
     return d

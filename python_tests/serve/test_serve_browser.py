@@ -16,38 +16,9 @@ import torch
 from PIL import Image
 
 from anyres_fast.serve.viewer import find_viewer
+from helpers import chromium_driver as _driver, wait_for as _wait
 
 TINY = "random:64,channel_base=256,channel_max=8,z_dim=8,w_dim=8"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def _driver(profile: str):
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert os.path.exists(path), f"{path} missing: apt-get install chromium chromium-driver (scripts/setup_env.sh)"
-    os.environ["SE_OFFLINE"] = "true"       # Selenium Manager must not look for a browser online
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--window-size=520,400",
-                 f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
-
-def _wait(driver, script: str, timeout: float = 90.0, settle: int = 2):
-    """Poll until `script` returns true `settle` times in a row (the viewer stays fully loaded)."""
-    deadline, ok = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline:
-        ok = ok + 1 if driver.execute_script(script) else 0
-        if ok >= settle:
-            return
-        time.sleep(0.15)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
 LOADED = ("const v = window.anyres && window.anyres.viewer; const it = v && v.world.getItemAt(0);"
           "return !!(it && it.getFullyLoaded() && !v.world.needsDraw());")
 
