@@ -18,4 +18,4 @@ else
   echo "run_tests: no nvcc on this machine: the extension build is not checked here"
   "$venv/bin/anyres-fast" doctor
 fi
-exec "$venv/bin/python" -m pytest python_tests -q -ra "$@"
+exec "$venv/bin/python" -m pytest python_tests -q -ra --durations=25 "$@"   # the slowest tests, to keep the suite short

@@ -427,7 +427,7 @@ class Trainer:
                            desc=os.path.basename(os.path.abspath(o.out)) or "train", leave=True,
                            bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
         stats, acc, t_tick, steps_here = {}, {}, time.perf_counter(), 0
-        interrupt = _Interrupt(ctx.world == 1)
+        interrupt = _Interrupt(True, grace=2.0 if ctx.world > 1 else 0.0)
         try:
             while ctx.nimg < total and (o.max_steps is None or steps_here < o.max_steps):
                 step_stats = ctx.mean_over_ranks(self.recipe.train_step(ctx, ctx.step))
@@ -454,11 +454,10 @@ class Trainer:
                                 if k not in ("step", "kimg"):
                                     writer.add_scalar(k, v, global_step=int(ctx.nimg / 1000 * 1000))
                             writer.flush()
-                if (o.snap and ctx.step % o.snap == 0) or done:
+                stop = self._agreed_stop(interrupt.requested)
+                if (o.snap and ctx.step % o.snap == 0) or done or stop:
                     self.save()
-                elif interrupt.requested:
-                    self.save()
-                if interrupt.requested:
+                if stop:
                     self.log(f"interrupted: checkpoint of step {ctx.step} written; --resume continues from it")
                     raise KeyboardInterrupt
         finally:
@@ -468,6 +467,15 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return stats
+
+    def _agreed_stop(self, requested: bool) -> bool:
+        """Whether any rank was interrupted (one tiny all_reduce per step under torchrun), so that every
+        rank stops after the same step and the checkpoint, which needs them all, can be written."""
+        if self.ctx.world == 1:
+            return requested
+        flag = torch.tensor([1.0 if requested else 0.0], device=self.ctx.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def save(self) -> Optional[str]:
         """Checkpoint (every rank takes part in gathering RNG states; rank 0 writes) and snapshot."""
@@ -487,19 +495,26 @@ class Trainer:
 
 class _Interrupt:
     """Ctrl-C (SIGINT) during training: the first one lets the step in progress finish, then the loop
-    writes a checkpoint and stops (KeyboardInterrupt); a second one stops at once, as Python's default.
-    Only for one process in the main thread: under torchrun every rank gets the signal at a slightly
-    different step and a checkpoint needs all of them (there Ctrl-C stops without one; docs/training.md)."""
+    writes a checkpoint and stops (KeyboardInterrupt); a later one stops at once, as Python's default.
+    Under torchrun a terminal's Ctrl-C reaches the agent and every worker, and the agent then sends each
+    worker a SIGINT of its own: a second SIGINT within `grace` seconds of the first is that echo and is
+    ignored, and the ranks agree on the step to stop after (Trainer._agreed_stop). Main thread only."""
 
-    def __init__(self, active: bool):
-        self.requested, self._installed, self._previous = False, False, None
+    def __init__(self, active: bool, grace: float = 0.0):
+        self.requested, self._installed, self._previous, self._first_at = False, False, None, None
+        self.grace = grace
         if active and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._first)
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
             self._installed = True
 
-    def _first(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)   # the second Ctrl-C interrupts at once
+    def _on_sigint(self, signum, frame):
+        now = time.monotonic()
+        if not self.requested:
+            self.requested, self._first_at = True, now
+            return
+        if now - self._first_at <= self.grace:
+            return
+        raise KeyboardInterrupt     # a second Ctrl-C interrupts at once
 
     def restore(self) -> None:
         if self._installed:

@@ -85,3 +85,31 @@ def test_second_sigint_stops_at_once(tmp_path):
     proc.communicate(timeout=30)
     assert proc.returncode == 130 and time.time() - t0 < 30
     assert list_checkpoints(out) == []                 # stopped inside the (slowed) save, before writing
+
+
+def test_ctrl_c_under_torchrun_checkpoints_one_step_for_every_rank(tmp_path):
+    """A terminal's Ctrl-C reaches torchrun's agent and both workers (the agent then sends each worker its
+    own SIGINT): the ranks agree on one step, write its checkpoint with both ranks' RNG states, and stop."""
+    import json
+
+    lr = write_images(str(tmp_path / "lr"), [(64, 64), (80, 64), (70, 90)])
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+           str(29700 + os.getpid() % 200), "-m", "anyres_fast"] + _train_cmd(lr, out)[3:]
+    proc = subprocess.Popen(cmd, env=dict(_env(), ANYRES_FAST_EXT="off"), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_steps(out, proc, 2, timeout=240)
+        os.killpg(proc.pid, signal.SIGINT)          # the whole process group, as a terminal does
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = err.decode()
+    assert "interrupted: checkpoint of step" in err, err[-3000:]
+    (step, path), = list_checkpoints(out)
+    state = load_checkpoint(path)
+    assert state["step"] == step >= 2 and len(state["rng"]) == 2
+    assert state["rng"][0]["python"] != state["rng"][1]["python"]      # each rank's own (seeded per rank)
+    steps = [json.loads(line)["step"] for line in open(os.path.join(out, "stats.jsonl"))]
+    assert steps == list(range(1, step + 1))
