@@ -22,6 +22,10 @@
 #include <cmath>
 #ifdef ANYRES_FAST_HOST_EMULATION
 #include <vector>
+#else
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
 #endif
 
 #ifdef ANYRES_FAST_HOST_EMULATION
@@ -585,6 +589,31 @@ bool filtered_lrelu_specialised(const FilteredLReluParams& p) {
                                  filter_code(p.fd_w, p.fd_h, p.fd_separable)) != nullptr;
 }
 
+#ifndef ANYRES_FAST_HOST_EMULATION
+// The device's opt-in shared-memory limit, queried once per device (not per launch).
+static cudaError_t device_smem_optin(int device, int& bytes) {
+  static std::atomic<int> cached[64] = {};
+  if (device >= 0 && device < 64 && (bytes = cached[device].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  cudaError_t err = cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err == cudaSuccess && device >= 0 && device < 64) cached[device].store(bytes, std::memory_order_relaxed);
+  return err;
+}
+
+// cudaFuncSetAttribute once per kernel and device, to the device's limit (the attribute is a ceiling, not
+// a reservation: each launch still gets the dynamic shared memory it asks for), not on every launch.
+static cudaError_t allow_dynamic_smem(KernelFn kernel, int device, int bytes) {
+  static std::mutex mutex;
+  static std::unordered_map<const void*, unsigned long long> done;   // kernel -> devices already set
+  const unsigned long long bit = 1ull << (device & 63);
+  std::lock_guard<std::mutex> lock(mutex);
+  unsigned long long& devices = done[reinterpret_cast<const void*>(kernel)];
+  if (devices & bit) return cudaSuccess;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess) devices |= bit;
+  return err;
+}
+#endif
+
 int filtered_lrelu_launch(const FilteredLReluParams& p, DType dtype, cudaStream_t stream) {
   if (!params_ok(p)) return kFilteredLReluBadParams;
   KernelFn kernel = pick_kernel(dtype, p);
@@ -598,7 +627,7 @@ int filtered_lrelu_launch(const FilteredLReluParams& p, DType dtype, cudaStream_
   int device = 0;
   err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  err = cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  err = device_smem_optin(device, max_smem);
   if (err != cudaSuccess) return err;
 #endif
   FilteredLReluTile tile;
@@ -608,7 +637,7 @@ int filtered_lrelu_launch(const FilteredLReluParams& p, DType dtype, cudaStream_
 
 #ifndef ANYRES_FAST_HOST_EMULATION
   if (tile.smem_bytes > 48 * 1024) {
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(tile.smem_bytes));
+    err = allow_dynamic_smem(kernel, device, max_smem);
     if (err != cudaSuccess) return err;
   }
 #endif
