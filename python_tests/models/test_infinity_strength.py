@@ -20,7 +20,7 @@ from anyres_fast.models import from_official
 from anyres_fast.models import infinity_canvas as cv
 from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator
 from anyres_fast.train.infinity_recipe import TINY_G
-from test_infinity_convert import filled, published_layout
+from helpers import filled, published_layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
