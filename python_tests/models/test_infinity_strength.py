@@ -274,3 +274,29 @@ def test_converted_texture_convs_and_torgb_are_the_published_layers(converted):
         with torch.no_grad():
             got = ts.torgbs[p](x, wv, None)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_fusion_weights_equal_a_brute_force_nearest_centre_box_average():
+    # Centres at fractional pixels, one tie (pixel (3, 3) equidistant to centres 0 and 2 -> the lower index).
+    centres = torch.tensor([[1.0, 3.0], [9.5, 2.25], [5.0, 3.0], [4.0, 11.0]], dtype=torch.float64)
+    kernel = 5
+    grids = [(torch.tensor([-2, 0, 3, 7, 12]), torch.tensor([-1, 3, 4, 10])),
+             (torch.tensor([5]), torch.tensor([-6, 15]))]
+    got = cv.fusion_weights(centres, kernel, grids, "cpu")
+
+    def nearest(y, x):
+        d = [(x - cx) ** 2 + (y - cy) ** 2 for cx, cy in centres.tolist()]
+        return d.index(min(d))                                   # first minimum: ties to the lower index
+
+    assert nearest(3, 3) == 0
+    half = kernel // 2
+    for (ys, xs), w in zip(grids, got):
+        assert w.shape == (4, len(ys), len(xs)) and w.dtype == torch.float32
+        for i, y in enumerate(ys.tolist()):
+            for j, x in enumerate(xs.tolist()):
+                counts = [0] * 4
+                for yy in range(y - half, y + half + 1):
+                    for xx in range(x - half, x + half + 1):
+                        counts[nearest(yy, xx)] += 1
+                want = torch.tensor(counts, dtype=torch.float32) / kernel ** 2
+                assert torch.equal(w[:, i, j], want), (y, x, w[:, i, j], want)
