@@ -300,3 +300,22 @@ def test_fusion_weights_equal_a_brute_force_nearest_centre_box_average():
                         counts[nearest(yy, xx)] += 1
                 want = torch.tensor(counts, dtype=torch.float32) / kernel ** 2
                 assert torch.equal(w[:, i, j], want), (y, x, w[:, i, j], want)
+
+
+def test_style_centres_window_is_half_open_and_errors_name_the_window():
+    top, left, h, w = -4, 10, 20, 30
+    ok = cv.check_centres([[10, -4], [39.5, 15.75]], 2, top, left, h, w)        # the window's first pixel, inside
+    assert ok.dtype == torch.float64 and ok.tolist() == [[10.0, -4.0], [39.5, 15.75]]
+    assert cv.check_centres([[3, 2]], 1, 0, 0, 5, 5).dtype == torch.float64       # int input -> float64
+    for x, y in [(40, 0), (9.99, 0), (20, 16), (20, -4.01)]:                       # x < left + w, y < top + h
+        with pytest.raises(ValueError) as e:
+            cv.check_centres([[20, 0], [x, y]], 2, top, left, h, w)
+        assert str(e.value) == (f"InfinityGenerator.generate: style centre 1 at (x={x:g}, y={y:g}) is outside the "
+                                f"canvas window x in [10, 40), y in [-4, 16)")
+    with pytest.raises(ValueError, match=r"must have shape \(K, 2\) = \(3, 2\) \(one \(x, y\) per z_g row\), "
+                                         r"got \(2, 2\)$"):
+        cv.check_centres([[1, 1], [2, 2]], 3, 0, 0, 9, 9)
+    with pytest.raises(ValueError, match="^InfinityGenerator.generate: style_centres must be finite$"):
+        cv.check_centres([[1, float("nan")]], 1, 0, 0, 9, 9)
+    with pytest.raises(ValueError, match="must be a .K, 2. array of .x, y. pixels, got 'abc'"):
+        cv.check_centres("abc", 1, 0, 0, 9, 9)
