@@ -26,6 +26,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXTRA = ("benchmarks", "scripts")       # some tests import or run files from these
 # mutmut's result words -> the table's columns
 COLUMNS = {"killed": "killed", "survived": "survived", "timeout": "timeout", "no tests": "no-tests",
            "suspicious": "suspicious", "skipped": "skipped", "segfault": "killed", "caught by type check": "killed"}
@@ -33,7 +34,7 @@ COLUMNS = {"killed": "killed", "survived": "survived", "timeout": "timeout", "no
 
 def _scratch(folder: str, module: str, tests: list, pytest_args: list) -> None:
     """Copy the package and tests into `folder` and write mutmut's configuration there."""
-    for name in ("anyres_fast", "python_tests"):
+    for name in ("anyres_fast", "python_tests") + EXTRA:
         shutil.copytree(os.path.join(ROOT, name), os.path.join(folder, name),
                         ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), folder)
@@ -41,7 +42,7 @@ def _scratch(folder: str, module: str, tests: list, pytest_args: list) -> None:
 
 
 def _scratch_config(folder: str, module: str, tests: list, pytest_args: list) -> None:
-    lines = ["[mutmut]", "source_paths = anyres_fast", f"only_mutate = {module}", "also_copy = python_tests",
+    lines = ["[mutmut]", "source_paths = anyres_fast", f"only_mutate = {module}", "also_copy ="] + [f"    {d}" for d in ("python_tests",) + EXTRA] + [
              "use_git_change_detection = false", "pytest_add_cli_args ="]
     lines += [f"    {a}" for a in pytest_args]
     lines.append("pytest_add_cli_args_test_selection =")
