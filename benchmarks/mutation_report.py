@@ -43,7 +43,8 @@ def _scratch(folder: str, module: str, tests: list, pytest_args: list) -> None:
 
 def _scratch_config(folder: str, module: str, tests: list, pytest_args: list) -> None:
     lines = ["[mutmut]", "source_paths = anyres_fast", f"only_mutate = {module}", "also_copy ="] + [f"    {d}" for d in ("python_tests",) + EXTRA] + [
-             "use_git_change_detection = false", "pytest_add_cli_args ="]
+             "use_git_change_detection = false", "timeout_multiplier = 3.0", "timeout_constant = 5.0",
+             "pytest_add_cli_args ="]
     lines += [f"    {a}" for a in pytest_args]
     lines.append("pytest_add_cli_args_test_selection =")
     lines += [f"    {t}" for t in tests]

@@ -211,3 +211,23 @@ def test_pfid_cache_key_every_field_misses_when_changed(tmp_path, asked, monkeyp
         "listing": _rewrite_one_file(tmp_path / "hr", sizes),         # last: the files stay changed
     }
     _check_every_field(run, {}, recipes, {"metric", "sampler"}, [{"batch": 2}], asked, monkeypatch)
+
+
+def test_kid_defaults_smaller_real_set_and_every_input_check():
+    rng = np.random.default_rng(5)
+    real, fake = rng.standard_normal((9, 4)), rng.standard_normal((14, 4)) + 0.2
+    # Fewer reals than fakes: the subset size is capped by the real set (9), not only by the fake set.
+    for size in (5, 9, 50):
+        got = kernel_inception_distance(real, fake, 3, size, 2)
+        want = published_kid(real, fake, 3, size, 2)[:2]
+        assert got == pytest.approx(want, rel=1e-10), size
+    # The defaults are the published 100 subsets of at most 1000, seed 0.
+    assert kernel_inception_distance(real, fake) == pytest.approx(published_kid(real, fake, 100, 1000, 0)[:2],
+                                                                  rel=1e-10)
+    for bad in [(real[0], fake), (real, fake[0]), (real[:, :3], fake), (real, fake[:, :3])]:
+        with pytest.raises(ValueError, match=r"expected \(N, D\) arrays with equal D"):
+            kernel_inception_distance(*bad)
+    for args in [(real[:1], fake, 2, 5), (real, fake[:1], 2, 5), (real, fake, 2, 1), (real, fake, 0, 5)]:
+        with pytest.raises(ValueError, match="needs >= 2 items per set and num_subsets >= 1"):
+            kernel_inception_distance(*args)
+    assert np.isfinite(kernel_inception_distance(real[:2], fake[:2], 1, 2)[0])      # 2 items are enough
