@@ -231,3 +231,47 @@ def test_kid_defaults_smaller_real_set_and_every_input_check():
         with pytest.raises(ValueError, match="needs >= 2 items per set and num_subsets >= 1"):
             kernel_inception_distance(*args)
     assert np.isfinite(kernel_inception_distance(real[:2], fake[:2], 1, 2)[0])      # 2 items are enough
+
+
+def test_feature_stats_against_numpy_with_max_items_errors_and_round_trip():
+    from anyres_fast.metrics import FeatureStats
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal((b, 3)) * [1, 2, 3] + [0.5, -1, 2] for b in (4, 5, 6)]
+    s = FeatureStats(keep_features=True, max_items=12)
+    assert not s.is_full() and s.num_features is None
+    s.append(torch.from_numpy(batches[0]))                  # tensors are accepted
+    s.append(batches[1])
+    assert s.num_items == 9 and not s.is_full()
+    s.append(batches[2])                                    # only 3 of these 6 rows fit
+    assert s.num_items == 12 and s.is_full() and s.num_features == 3
+    s.append(np.full((2, 3), np.nan))                       # full: nothing more is read
+    kept = np.concatenate(batches)[:12].astype(np.float32)
+    np.testing.assert_array_equal(s.features(), kept)
+    mean, cov = s.mean_cov()
+    x = kept.astype(np.float64)
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False, bias=True), rtol=1e-9, atol=1e-12)
+    assert np.array_equal(cov, cov.T)
+    back = FeatureStats.from_arrays(s.to_arrays())
+    assert back.num_items == 12 and back.num_features == 3 and back.keep_features
+    np.testing.assert_array_equal(back.features(), kept)
+    for a, b in zip(back.mean_cov(), s.mean_cov()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    plain = FeatureStats()
+    plain.append(batches[0])
+    arrays = plain.to_arrays()
+    assert "features" not in arrays and not FeatureStats.from_arrays(arrays).keep_features
+    with pytest.raises(ValueError, match=r"features were not kept \(keep_features=False\)"):
+        plain.features()
+    assert FeatureStats(keep_features=True).features().shape == (0, 0)
+    with pytest.raises(ValueError, match="expected 3 features, got 4"):
+        plain.append(np.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"expected \(B, D\) features, got shape \(3,\)"):
+        plain.append(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        plain.append(np.array([[0.0, np.inf, 0.0]]))
+    with pytest.raises(ValueError, match="no features were added"):
+        FeatureStats().mean_cov()
+    unlimited = FeatureStats()
+    unlimited.append(np.zeros((50, 2)))
+    assert not unlimited.is_full() and unlimited.num_items == 50
