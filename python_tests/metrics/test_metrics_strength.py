@@ -275,3 +275,33 @@ def test_feature_stats_against_numpy_with_max_items_errors_and_round_trip():
     unlimited = FeatureStats()
     unlimited.append(np.zeros((50, 2)))
     assert not unlimited.is_full() and unlimited.num_items == 50
+
+
+def test_frechet_scalars_asymmetric_input_and_every_input_check():
+    from anyres_fast.metrics import frechet_distance
+    # D = 1 from plain numbers: (m1 - m2)^2 + s1 + s2 - 2 sqrt(s1 s2).
+    assert frechet_distance(1, 4, 3, 9) == pytest.approx((1 - 3) ** 2 + 4 + 9 - 2 * 6, abs=1e-12)
+    assert frechet_distance([1], [[4]], [3], [[9]]) == pytest.approx(1.0 * 4 + 4 + 9 - 12, abs=1e-12)
+    # Integer inputs are read as float64; an asymmetric covariance counts by its symmetric part.
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    s1, s2 = a @ a.T + np.eye(4), b @ b.T + np.eye(4)
+    skew = np.triu(np.ones((4, 4)), 1) - np.tril(np.ones((4, 4)), -1)
+    mu1, mu2 = np.arange(4), np.arange(4)[::-1]
+    sym = frechet_distance(mu1, s1, mu2, s2)
+    w, v = np.linalg.eigh(s1)
+    r = (v * np.sqrt(w)) @ v.T
+    want = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.linalg.eigvalsh(r @ s2 @ r)).sum())
+    assert sym == pytest.approx(want, rel=1e-10)
+    assert frechet_distance(mu1, s1 + skew, mu2, s2 - 2 * skew) == pytest.approx(sym, rel=1e-10)
+    good = [np.zeros(4), s1, np.zeros(4), s2]
+    for i, bad in enumerate([np.zeros(3), s1[:3, :3], np.zeros(5), s2[:3]]):
+        args = list(good)
+        args[i] = bad
+        with pytest.raises(ValueError, match="^frechet_distance: shapes disagree: mu1 "):
+            frechet_distance(*args)
+    for i, name in enumerate(["mu1", "sigma1", "mu2", "sigma2"]):
+        args = [x.copy() for x in good]
+        args[i].flat[1] = np.nan
+        with pytest.raises(ValueError, match=f"^frechet_distance: {name} has NaN or inf$"):
+            frechet_distance(*args)
