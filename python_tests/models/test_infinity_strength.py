@@ -319,3 +319,17 @@ def test_style_centres_window_is_half_open_and_errors_name_the_window():
         cv.check_centres([[1, float("nan")]], 1, 0, 0, 9, 9)
     with pytest.raises(ValueError, match="must be a .K, 2. array of .x, y. pixels, got 'abc'"):
         cv.check_centres("abc", 1, 0, 0, 9, 9)
+
+
+def test_ring_columns_boundaries_and_suggestions():
+    assert cv.ring_columns(8, 4, 8) == 2                      # exactly one patch wide is a ring
+    assert cv.ring_columns(12, 4, 8) == 3
+    with pytest.raises(ValueError, match="^w 7: a cyclic canvas must be at least one 8-pixel patch wide$"):
+        cv.ring_columns(7, 4, 8, "w")
+    with pytest.raises(ValueError, match=r"multiple of 4 pixels .* e\.g\. 12 or 16$"):
+        cv.ring_columns(13, 4, 12)                            # the lower multiple equals the patch: offered
+    with pytest.raises(ValueError, match=r"e\.g\. 16$"):
+        cv.ring_columns(14, 4, 13)                            # 12 is below the patch: only 16
+    for bad in (True, 8.0, "8"):
+        with pytest.raises(ValueError, match="must be an int"):
+            cv.ring_columns(bad, 4, 8)
