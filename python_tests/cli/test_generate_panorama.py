@@ -2,7 +2,6 @@
 height, with --w-interp; misuse is one clear line."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ the training source, the metrics' reals and the outpaint photo all read a file t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 

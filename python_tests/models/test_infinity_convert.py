@@ -10,63 +10,10 @@ import torch
 
 from anyres_fast import InfinityGenerator
 from anyres_fast.models import convert_official_state_dict, from_official, load_official_checkpoint
+from helpers import filled, published_layout
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny ops run faster on one thread
-
-
-def published_layout(depth, z, local, chans, ss_layers, radius, n_mlp):
-    """name -> (shape, kind) of the published generator: kind "param", "filter" (fixed [1,2,1] buffer),
-    "noise" (unused noise buffer) or "const" (unused constant input)."""
-    k = 2 * radius + 1
-    out = {}
-    for b in range(ss_layers):
-        pre = f"structure_synthesizer.implicit_model.conv_stack.{b}.conv."
-        out[pre + "conv.weight"] = ((1, local, local + 3, k, k), "param")
-        out[pre + "conv.modulation.weight"] = ((local + 3, z), "param")
-        out[pre + "conv.modulation.bias"] = ((local + 3,), "param")
-        out[pre + "activate.bias"] = ((local,), "param")
-    for i in range(1, n_mlp + 1):                         # entry 0 is the PixelNorm
-        out[f"texture_synthesizer.mapping.{i}.weight"] = ((z, z), "param")
-        out[f"texture_synthesizer.mapping.{i}.bias"] = ((z,), "param")
-    out["texture_synthesizer.const_z.input"] = ((1, local, 4, 4), "const")
-    cin = local
-    for i in range(2 * depth):
-        res = (i + 5) // 2
-        out[f"texture_synthesizer.noises.noise_{i}"] = ((1, 1, 2 ** res, 2 ** res), "noise")
-        cout = chans[i // 2]
-        pre = f"texture_synthesizer.convs.{i}."
-        out[pre + "conv.weight"] = ((1, cout, cin, 3, 3), "param")
-        out[pre + "conv.modulation.weight"] = ((cin, z), "param")
-        out[pre + "conv.modulation.bias"] = ((cin,), "param")
-        if i % 2 == 0:
-            out[pre + "conv.blur.kernel"] = ((3, 3), "filter")
-        out[pre + "noise.weight"] = ((1,), "param")
-        out[pre + "activate.bias"] = ((cout,), "param")
-        cin = cout
-    for p in range(depth):
-        pre = f"texture_synthesizer.to_rgbs.{p}."
-        out[pre + "upsample.kernel"] = ((3, 3), "filter")
-        out[pre + "conv.weight"] = ((1, 3, chans[p], 1, 1), "param")
-        out[pre + "conv.modulation.weight"] = ((chans[p], z), "param")
-        out[pre + "conv.modulation.bias"] = ((chans[p],), "param")
-        out[pre + "bias"] = ((1, 3, 1, 1), "param")
-    return out
-
-
-def filled(layout, seed=0, empty=False):
-    g = torch.Generator().manual_seed(seed)
-    f = torch.tensor([1.0, 2.0, 1.0])
-    filt = torch.outer(f, f) / 16 * 4
-    sd = {}
-    for name, (shape, kind) in layout.items():
-        if kind == "filter":
-            sd[name] = filt.clone()
-        elif empty:
-            sd[name] = torch.empty(shape)
-        else:
-            sd[name] = torch.randn(shape, generator=g) * 0.5 + (1.0 if name.endswith("modulation.bias") else 0.0)
-    return sd
 
 
 def test_published_101_layout_lands_completely():
