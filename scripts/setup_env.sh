@@ -38,40 +38,28 @@ if [ ! -x "$venv/bin/anyres-fast" ] || ! (cd / && "$venv/bin/python" -c \
   rm -f "$log"
   echo "setup: installed $root into $venv (editable)"
 fi
-# The deep-zoom viewer of `anyres-fast serve`: OpenSeadragon from the npm registry at a pinned version,
-# unpacked into the cache (never committed) and served from there, so the page works offline.
-osd_version=6.1.1
-osd_dir=${ANYRES_FAST_VIEWER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/viewer/openseadragon-$osd_version}
-if [ ! -f "$osd_dir/openseadragon.min.js" ]; then
-  if command -v npm >/dev/null 2>&1; then
-    tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent "openseadragon@$osd_version" >/dev/null)
-    tar xzf "$tmp/openseadragon-$osd_version.tgz" -C "$tmp"
-    mkdir -p "$(dirname "$osd_dir")" && rm -rf "$osd_dir"
-    cp -r "$tmp/package/build/openseadragon" "$osd_dir"
-    rm -rf "$tmp"
-    echo "setup: installed OpenSeadragon $osd_version into $osd_dir"
-  else
-    echo "setup: npm not found; anyres-fast serve needs OpenSeadragon $osd_version (install npm and rerun)" >&2
+# The page viewers of `anyres-fast serve`, from the npm registry at pinned versions, unpacked into the
+# cache (never committed) and served from there, so the pages work offline: OpenSeadragon (deep zoom)
+# and pannellum (360-degree panorama models).
+npm_viewer() {   # npm_viewer PACKAGE VERSION FOLDER_IN_PACKAGE DEST FILE_THAT_MARKS_IT_INSTALLED
+  local pkg=$1 version=$2 inner=$3 dest=$4 marker=$5 tmp
+  [ -f "$dest/$marker" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm not found; anyres-fast serve needs $pkg $version (install npm and rerun)" >&2
+    return 0
   fi
-fi
-# The panorama viewer of `anyres-fast serve` for 360-degree models: pannellum from the npm registry,
-# pinned and unpacked into the cache like OpenSeadragon.
-pnl_version=2.5.7
-pnl_dir=${ANYRES_FAST_PANNELLUM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/viewer/pannellum-$pnl_version}
-if [ ! -f "$pnl_dir/pannellum.js" ]; then
-  if command -v npm >/dev/null 2>&1; then
-    tmp=$(mktemp -d)
-    (cd "$tmp" && npm pack --silent "pannellum@$pnl_version" >/dev/null)
-    tar xzf "$tmp/pannellum-$pnl_version.tgz" -C "$tmp"
-    mkdir -p "$(dirname "$pnl_dir")" && rm -rf "$pnl_dir"
-    cp -r "$tmp/package/build" "$pnl_dir"
-    rm -rf "$tmp"
-    echo "setup: installed pannellum $pnl_version into $pnl_dir"
-  else
-    echo "setup: npm not found; anyres-fast serve of panorama models needs pannellum $pnl_version" >&2
-  fi
-fi
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$pkg@$version" >/dev/null)
+  tar xzf "$tmp/$pkg-$version.tgz" -C "$tmp"
+  mkdir -p "$(dirname "$dest")" && rm -rf "$dest"
+  cp -r "$tmp/package/$inner" "$dest"
+  rm -rf "$tmp"
+  echo "setup: installed $pkg $version into $dest"
+}
+viewers=${XDG_CACHE_HOME:-$HOME/.cache}/anyres_fast/viewer
+npm_viewer openseadragon 6.1.1 build/openseadragon "${ANYRES_FAST_VIEWER_DIR:-$viewers/openseadragon-6.1.1}" \
+  openseadragon.min.js
+npm_viewer pannellum 2.5.7 build "${ANYRES_FAST_PANNELLUM_DIR:-$viewers/pannellum-2.5.7}" pannellum.js
 # Headless Chromium and its driver for the browser test of `anyres-fast serve` (Debian packages; only
 # when missing, and only where apt-get can run).
 if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null 2>&1 \

@@ -27,7 +27,7 @@ import torch
 from ..serve.export import FORMATS as FILE_FORMATS, write_pyramid
 from ..utils.files import save_png
 from . import weights as weights_arg
-from .args import check_file_format, parse_seeds, parse_zoom
+from .args import CommandError, check_file_format, parse_seeds, parse_zoom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,15 +118,7 @@ def main(args: argparse.Namespace) -> int:
         if x0 < 0 or y0 < 0 or x0 + width > args.size or y0 + height > args.size:
             raise CommandError(f"--zoom {','.join(map(str, args.zoom))}: the window ({x0}..{x0 + width}, "
                                f"{y0}..{y0 + height}) must lie inside the {args.size}x{args.size} canvas of --size")
-    num_ws = cfg.num_layers + 2
-    if args.truncation_cutoff is not None and args.truncation_cutoff > num_ws:
-        raise CommandError(f"--truncation-cutoff {args.truncation_cutoff}: this model has {num_ws} ws "
-                           f"(use 0..{num_ws})")
-    if cfg.c_dim == 0 and args.class_idx is not None:
-        raise CommandError(f"--class {args.class_idx}: this model is unconditional (it has no classes)")
-    if cfg.c_dim > 0 and (args.class_idx is None or args.class_idx >= cfg.c_dim):
-        got = "missing" if args.class_idx is None else f"got {args.class_idx}"
-        raise CommandError(f"--class: this model is conditional, pass --class in [0, {cfg.c_dim}) ({got})")
+    _check_cutoff_and_class(args, cfg)
     tiled = check_file_format(args, p)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.precision]
     try:
@@ -176,6 +168,19 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_cutoff_and_class(args: argparse.Namespace, cfg) -> None:
+    """--truncation-cutoff within the model's ws; --class given exactly when the model is conditional."""
+    num_ws = cfg.num_layers + 2
+    if args.truncation_cutoff is not None and args.truncation_cutoff > num_ws:
+        raise CommandError(f"--truncation-cutoff {args.truncation_cutoff}: this model has {num_ws} ws "
+                           f"(use 0..{num_ws})")
+    if cfg.c_dim == 0 and args.class_idx is not None:
+        raise CommandError(f"--class {args.class_idx}: this model is unconditional (it has no classes)")
+    if cfg.c_dim > 0 and (args.class_idx is None or args.class_idx >= cfg.c_dim):
+        got = "missing" if args.class_idx is None else f"got {args.class_idx}"
+        raise CommandError(f"--class: this model is conditional, pass --class in [0, {cfg.c_dim}) ({got})")
+
+
 def _panorama(args: argparse.Namespace, weights) -> int:
     """`generate --panorama`: one PNG per seed with the whole 360-degree strip (docs/panorama.md)."""
     from ..models import tiling as _render
@@ -206,14 +211,7 @@ def _panorama(args: argparse.Namespace, weights) -> int:
     anchors = None
     if args.w_interp is not None:
         anchors = max(2, round(width / args.w_interp))
-    num_ws = cfg.num_layers + 2
-    if args.truncation_cutoff is not None and args.truncation_cutoff > num_ws:
-        raise CommandError(f"--truncation-cutoff {args.truncation_cutoff}: this model has {num_ws} ws "
-                           f"(use 0..{num_ws})")
-    if cfg.c_dim == 0 and args.class_idx is not None:
-        raise CommandError(f"--class {args.class_idx}: this model is unconditional (it has no classes)")
-    if cfg.c_dim > 0 and (args.class_idx is None or args.class_idx >= cfg.c_dim):
-        raise CommandError(f"--class: this model is conditional, pass --class in [0, {cfg.c_dim})")
+    _check_cutoff_and_class(args, cfg)
     check_extension_environment()
     device = parse_device(args.device)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[args.precision]

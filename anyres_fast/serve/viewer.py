@@ -11,6 +11,13 @@ OPENSEADRAGON_VERSION = "6.1.1"
 PANNELLUM_VERSION = "2.5.7"
 
 
+def _cached(env: str, name: str) -> str:
+    if os.environ.get(env):
+        return os.environ[env]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "anyres_fast", "viewer", name)
+
+
 def viewer_dir() -> str:
     """The OpenSeadragon folder: $ANYRES_FAST_VIEWER_DIR, else
     ${XDG_CACHE_HOME:-~/.cache}/anyres_fast/viewer/openseadragon-<version>.
@@ -18,10 +25,7 @@ def viewer_dir() -> str:
     Returns:
         path (may not exist).
     """
-    if os.environ.get("ANYRES_FAST_VIEWER_DIR"):
-        return os.environ["ANYRES_FAST_VIEWER_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "anyres_fast", "viewer", f"openseadragon-{OPENSEADRAGON_VERSION}")
+    return _cached("ANYRES_FAST_VIEWER_DIR", f"openseadragon-{OPENSEADRAGON_VERSION}")
 
 
 def find_viewer() -> str:
@@ -48,10 +52,7 @@ def pannellum_dir() -> str:
     Returns:
         path (may not exist).
     """
-    if os.environ.get("ANYRES_FAST_PANNELLUM_DIR"):
-        return os.environ["ANYRES_FAST_PANNELLUM_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "anyres_fast", "viewer", f"pannellum-{PANNELLUM_VERSION}")
+    return _cached("ANYRES_FAST_PANNELLUM_DIR", f"pannellum-{PANNELLUM_VERSION}")
 
 
 def find_pannellum() -> str:
