@@ -110,9 +110,10 @@ def test_hr_canvas_bounds_at_and_around_the_lower_limit():
 
 @pytest.fixture
 def probes(monkeypatch):
+    """Names the listing decodes (sources.probe_image; small sources are probed in this process)."""
     seen = []
-    orig = ImageSource._probe
-    monkeypatch.setattr(ImageSource, "_probe", lambda self, name: seen.append(name) or orig(self, name))
+    orig = sources_mod.probe_image
+    monkeypatch.setattr(sources_mod, "probe_image", lambda name, *a: seen.append(name) or orig(name, *a))
     return seen
 
 
