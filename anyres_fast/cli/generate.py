@@ -130,19 +130,14 @@ def main(args: argparse.Namespace) -> int:
             tile_batch=args.tile_batch, device=device, out_dtype=torch.uint8,
             device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg), half is not None and device.type == "cuda"),
             extra_host_bytes=held_w * held_h * cfg.img_channels)
-        if tile_batch < args.tile_batch:
-            print(f"anyres-fast generate: {tile_batch} tile(s) per pass instead of --tile-batch {args.tile_batch}, "
-                  f"to fit the available memory", file=sys.stderr)
+        _say_fitted_tile_batch(tile_batch, args.tile_batch)
     except _render.MemoryLimitError as exc:
         flag = f"--size {args.size}" if args.zoom is None else f"--zoom {','.join(map(str, args.zoom))}"
         raise CommandError(f"{flag}: {exc}") from None
     out = prepare_out_dir(args.out)
 
     G = weights_arg.load(weights, device)
-    c = None
-    if G.c_dim > 0:
-        c = torch.zeros(1, G.c_dim)
-        c[0, args.class_idx] = 1
+    c = _class_label(G.c_dim, args.class_idx)
     x0, y0 = (args.zoom[0], args.zoom[1]) if args.zoom is not None else (0, 0)
     for seed in args.seeds:
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -166,6 +161,22 @@ def main(args: argparse.Namespace) -> int:
         save_png(path, img[0])
         print(f"wrote {path} ({img.shape[3]}x{img.shape[2]})")
     return 0
+
+
+def _say_fitted_tile_batch(tile_batch: int, asked: int) -> None:
+    """One stderr line when fitting_tile_batch lowered --tile-batch to fit memory."""
+    if tile_batch < asked:
+        print(f"anyres-fast generate: {tile_batch} tile(s) per pass instead of --tile-batch {asked}, "
+              f"to fit the available memory", file=sys.stderr)
+
+
+def _class_label(c_dim: int, class_idx) -> torch.Tensor | None:
+    """The (1, c_dim) one-hot label of --class for a conditional model, None for an unconditional one."""
+    if c_dim == 0:
+        return None
+    c = torch.zeros(1, c_dim)
+    c[0, class_idx] = 1
+    return c
 
 
 def _check_cutoff_and_class(args: argparse.Namespace, cfg) -> None:
@@ -222,17 +233,12 @@ def _panorama(args: argparse.Namespace, weights) -> int:
             out_dtype=torch.uint8 if anchors is None else torch.float32,
             device_bytes_per_tile=estimate_tile_bytes(layer_schedule(cfg), half is not None and device.type == "cuda"),
             extra_host_bytes=width * height * cfg.img_channels)
-        if tile_batch < args.tile_batch:
-            print(f"anyres-fast generate: {tile_batch} tile(s) per pass instead of --tile-batch {args.tile_batch}, "
-                  f"to fit the available memory", file=sys.stderr)
+        _say_fitted_tile_batch(tile_batch, args.tile_batch)
     except _render.MemoryLimitError as exc:
         raise CommandError(f"--height {height}: {exc}") from None
     out = prepare_out_dir(args.out)
     G = weights_arg.load(weights, device)
-    c = None
-    if G.c_dim > 0:
-        c = torch.zeros(1, G.c_dim)
-        c[0, args.class_idx] = 1
+    c = _class_label(G.c_dim, args.class_idx)
     for seed in args.seeds:
         if anchors is None:
             z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
