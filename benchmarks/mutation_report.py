@@ -3,7 +3,7 @@
     python benchmarks/mutation_report.py --modules anyres_fast/models/infinity_canvas.py \\
         --tests python_tests/models/test_infinity_strength.py python_tests/models/test_infinity_cyclic.py
 
-Not part of CI (docs/testing.md, "Mutation testing"): each mutant re-runs the tests that reach the mutated
+Not part of CI (docs/architecture.md, "Mutation testing"): each mutant re-runs the tests that reach the mutated
 function, so a module takes minutes. The tool is pinned in scripts/requirements-mutation.txt
 (`pip install -r scripts/requirements-mutation.txt` into the dev venv).
 
