@@ -124,3 +124,35 @@ def test_record_load_refusals(tmp_path):
         inv.InversionRecord.load(str(q))
     with pytest.raises(OSError):
         inv.InversionRecord.load(str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("box", [(3, 21, 30, 32), (0, 0, 32, 32), (17, 40, 9, 5)])
+def test_plan_canvas_and_window_slices_by_hand(G, box):
+    top, left, h, w = box
+    H, W = 60, 90
+    c = inv.plan_canvas(G, H, W, [box])
+    r = c.regions[0]
+    s, R = 2 ** G.depth, G.ss_margin
+    n_for = lambda size: next(n for n in range(G.min_zs_size(), 200) if G.output_size(n) >= size)
+    a_y, a_x = top // s, left // s
+    off_y, off_x = top - s * a_y, left - s * a_x
+    assert (r.top, r.left, r.height, r.width) == box
+    assert (r.a_y, r.a_x, r.off_y, r.off_x, r.n_y, r.n_x) == (a_y, a_x, off_y, off_x, n_for(off_y + h), n_for(off_x + w))
+    assert c.zs == (max(n_for(H), a_y + r.n_y), max(n_for(W), a_x + r.n_x)) and c.ring == 0
+    zl, noise = inv.window_slices(G, r)
+    assert zl == (slice(a_y, a_y + r.n_y + 2 * R), slice(a_x, a_x + r.n_x + 2 * R))
+    for (rows, cols), spec, hh, ww in zip(noise, G.texture_synthesizer.specs, G.layer_sizes(r.n_y)[1:],
+                                           G.layer_sizes(r.n_x)[1:]):
+        assert rows == slice(spec.step * a_y, spec.step * a_y + hh)
+        assert cols == slice(spec.step * a_x, spec.step * a_x + ww)
+    wr = inv.whole(c)
+    assert (wr.top, wr.left, wr.height, wr.width, wr.a_y, wr.a_x, wr.n_y, wr.n_x, wr.off_y, wr.off_x) == \
+        (0, 0, H, W, 0, 0, c.zs[0], c.zs[1], 0, 0)
+
+
+def test_w_statistics_are_the_mapped_samples_moments(G):
+    mean, std = inv.w_statistics(G, 64, seed=5)
+    with torch.no_grad():
+        w = G.mapping(torch.randn(64, G.z_dim, generator=torch.Generator().manual_seed(5)))
+    torch.testing.assert_close(mean, w.mean(0))
+    torch.testing.assert_close(std, w.std(0))
