@@ -108,7 +108,7 @@ def test_loader_errors_name_the_file_and_the_keys(tmp_path):
     assert set(conv.load_official_checkpoint(str(p))) == set(sd)
 
 
-@pytest.mark.parametrize("depth,chans,base", [(2, [4, 2], 8), (3, [64, 64, 32], 128), (4, [8, 8, 4, 2], 16)])
+@pytest.mark.parametrize("depth,chans,base", [(2, [4, 2], 4), (3, [64, 64, 32], 128), (4, [8, 8, 4, 2], 16)])
 def test_config_finds_the_smallest_power_of_two_base(depth, chans, base):
     # channel widths min(channel_max, base / 2^pair): the smallest such base, found by hand above.
     c = conv.config_from_official_state_dict(filled(published_layout(depth, 8, 4, chans, 2, 1, 2)))
