@@ -113,3 +113,12 @@ def test_config_finds_the_smallest_power_of_two_base(depth, chans, base):
     # channel widths min(channel_max, base / 2^pair): the smallest such base, found by hand above.
     c = conv.config_from_official_state_dict(filled(published_layout(depth, 8, 4, chans, 2, 1, 2)))
     assert (c.channel_max, c.channel_base) == (max(chans), base)
+
+
+def test_a_filter_within_float_rounding_of_the_expected_is_accepted():
+    # A filter saved through half precision or another rounding is the same filter: 3e-6 off is
+    # inside atol 1e-6 + rtol 1e-5 * 0.25 and must not be refused.
+    sd = _sd()
+    name = next(n for n in sd if n.endswith("blur.kernel"))
+    sd[name] = sd[name] + 3e-6
+    assert name in conv.convert_official_state_dict(sd, return_dropped=True)[1]
