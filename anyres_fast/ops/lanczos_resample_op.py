@@ -230,7 +230,10 @@ def lanczos_resample_ref(x, size, box: BoxLike = None, a=3, antialias=True, retu
         TypeError, ValueError: as lanczos_resample.
     """
     out_hw, boxes, a = validate(OP + "_ref", x, size, box, a, antialias)
-    rows, cols = _both_axes(boxes.to(x.device), x.shape[2:], out_hw, a, antialias)
+    # table widths from the validated host boxes: _both_axes would otherwise read them back from x's device
+    (h, w), (ho, wo) = x.shape[2:], out_hw
+    taps_yx = (max_taps(boxes, 1, h, ho, a, antialias), max_taps(boxes, 0, w, wo, a, antialias))
+    rows, cols = _both_axes(boxes.to(x.device), x.shape[2:], out_hw, a, antialias, taps_yx)
     y = _apply(x, axis_matrix(rows, x.shape[2]), axis_matrix(cols, x.shape[3]))
     return (y, _mask(rows.valid, cols.valid)) if return_mask else y
 
@@ -441,8 +444,13 @@ def _estimate_bytes(x, out_hw, taps_yx, path: str) -> int:
     return data + b * (ho * h + wo * w) * 8 * 2 + b * (ho * taps_yx[0] + wo * taps_yx[1]) * 8 * 4
 
 
-def validate(op, x, size, box, a, antialias):
+def validate(op, x, size, box, a, antialias, box_host=None):
     """Checks all arguments of lanczos_resample.
+
+    Args:
+        op: op name for messages. x, size, box, a, antialias: as lanczos_resample.
+        box_host: None, or a CPU tensor holding the same values as the tensor `box` (see
+            lanczos_resample); the checks then read it instead of copying `box` to the host.
 
     Returns:
         ((H_out, W_out), host (B, 4) float64 boxes, a).
@@ -456,7 +464,17 @@ def validate(op, x, size, box, a, antialias):
     a = _dispatch.check_int(op, "a", a, allowed=range(1, MAX_A + 1))
     if not isinstance(antialias, bool):
         raise TypeError(f"{op}: antialias must be a bool, got {antialias!r}")
-    boxes = boxes_tensor(op, box, x.shape[0], x.shape[2:])
+    if box_host is not None:
+        if not isinstance(box, torch.Tensor):
+            raise TypeError(f"{op}: box_host is the host copy of a tensor box; box is {type(box).__name__}")
+        if not isinstance(box_host, torch.Tensor) or box_host.device.type != "cpu":
+            raise TypeError(f"{op}: box_host must be a CPU tensor, got "
+                            f"{box_host.device if isinstance(box_host, torch.Tensor) else type(box_host).__name__}")
+        if tuple(box_host.shape) != tuple(box.shape):
+            raise ValueError(f"{op}: box_host has shape {tuple(box_host.shape)} but box {tuple(box.shape)}")
+        if box.device.type == "cpu" and not torch.compiler.is_compiling() and not torch.equal(box_host.to(torch.float64), box.detach().to(torch.float64)):
+            raise ValueError(f"{op}: box_host holds other values than box")
+    boxes = boxes_tensor(op, box if box_host is None else box_host, x.shape[0], x.shape[2:])
     return out_hw, boxes, a
 
 
@@ -468,8 +486,9 @@ def _is_identity(boxes: torch.Tensor, in_hw, out_hw) -> bool:
 def _device_boxes(box: BoxLike, host: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The validated (B,4) float64 host boxes on `device`, without a pageable host-to-device copy per call:
     one box for the whole batch is written by fill kernels (its four values travel as kernel arguments),
-    per-sample boxes already on the device are converted there, and per-sample host boxes go through
-    pinned memory (an asynchronous DMA copy)."""
+    per-sample boxes already on the device are converted there (the same float64 values as the host
+    copy: the conversion from float32/int is exact), and per-sample host boxes go through pinned memory
+    (an asynchronous DMA copy)."""
     if device.type == "cpu":
         return host
     if isinstance(box, torch.Tensor) and box.ndim == 2 and box.shape[0] > 1:
@@ -482,7 +501,8 @@ def _device_boxes(box: BoxLike, host: torch.Tensor, device: torch.device) -> tor
     return torch.stack([torch.full((batch,), v, dtype=torch.float64, device=device) for v in host[0].tolist()], 1)
 
 
-def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_mask=False, impl="auto"):
+def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_mask=False, impl="auto",
+                     box_host=None):
     """Separable Lanczos resampling of x over a box (PIL's LANCZOS for a=3); docs/ops.md §3.1.
 
     Args:
@@ -498,6 +518,10 @@ def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_m
         antialias: bool; True stretches the kernel by the shrink factor when downsampling.
         return_mask: bool; also return the validity mask.
         impl: "auto", "cuda" or "ref" (docs/ops.md §1).
+        box_host: None, or a CPU tensor with the same shape and values as a tensor `box` that lives
+            on the GPU. The checks and the table widths then read box_host, so the call makes no
+            device-to-host copy (a synchronisation) of the boxes, and the kernels read `box` where it
+            is (docs/ops.md §3.1). Values that differ from box's are not detected on the GPU.
 
     Returns:
         y: (B, C, H_out, W_out) in x's dtype (the identity, whole input at the same size, returns a
@@ -508,14 +532,16 @@ def lanczos_resample(x, size, box: BoxLike = None, a=3, antialias=True, return_m
 
     Raises:
         TypeError: x not a tensor or of an unsupported dtype; size/a not ints; antialias not a bool;
-            box not numbers or a float/int tensor.
+            box not numbers or a float/int tensor; box_host not a CPU tensor, or given with a box
+            that is not a tensor.
         ValueError: x not 4-D or empty; size < 1 or not 2 values; a outside 1..8; a box of the wrong
-            shape or batch, non-finite, empty, inverted or not overlapping the input.
+            shape or batch, non-finite, empty, inverted or not overlapping the input; box_host of
+            another shape than box (or, for a CPU box, other values).
         MemoryError: the estimated output, intermediates and weight tables exceed the available memory.
         OpUnsupported: impl="cuda" with tensors off the GPU or an unsupported dtype/size.
         ExtensionUnavailable: impl="cuda" and the extension is disabled or failed to build.
     """
-    out_hw, boxes, a = validate(OP, x, size, box, a, antialias)
+    out_hw, boxes, a = validate(OP, x, size, box, a, antialias, box_host)
     h, w = x.shape[2:]
     if not isinstance(box, torch.Tensor):
         # Host numbers: decided in Python, so this also traces under torch.compile(fullgraph=True).

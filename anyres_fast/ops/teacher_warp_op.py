@@ -111,6 +111,8 @@ def teacher_warp(patch, canvas_size, box_xy, teacher_size, a=3, impl="auto"):
         patch: (B, C, ph, pw) float tensor (dtypes as lanczos_resample).
         canvas_size: N, the canvas side in pixels: a number, or a (B,) / (1,) float or int tensor.
         box_xy: the patch's top-left canvas pixel (x0, y0): 2 numbers, or a (2,) / (B, 2) tensor.
+            Both are read on the host: pass CPU tensors (training keeps host copies) to avoid a
+            device-to-host copy, which synchronises the GPU (docs/ops.md §3.2).
         teacher_size: T, the teacher's image side, int >= 1.
         a: Lanczos order, int in 1..8.
         impl: "auto", "cuda" or "ref".

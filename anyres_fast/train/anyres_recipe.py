@@ -418,8 +418,11 @@ class AnyresRecipe(Recipe):
         if self.teacher is not None and self.cfg.teacher_lambda > 0:
             with torch.no_grad():
                 t_img = self.teacher(z, c)
-            n = chunk.get("canvas", torch.full((z.shape[0],), float(self.cfg.resolution)))
-            box = chunk.get("box", torch.zeros(z.shape[0], 2))
+            # host copies when train_step kept them (no device-to-host copy per step, docs/ops.md §3.2)
+            n = chunk.get("canvas_host", chunk.get("canvas"))
+            box = chunk.get("box_host", chunk.get("box"))
+            n = torch.full((z.shape[0],), float(self.cfg.resolution)) if n is None else n
+            box = torch.zeros(z.shape[0], 2) if box is None else box
             tl = losses.teacher_loss(fake, n, box, t_img, self.lpips_net)
             loss = loss + self.cfg.teacher_lambda * (tl["l1"] + tl["lpips"])
             stats.update({"G/teacher_l1": tl["l1"].mean().item(), "G/teacher_lpips": tl["lpips"].mean().item()})
@@ -457,7 +460,8 @@ class AnyresRecipe(Recipe):
         kind = "lr"
         if self.cfg.phase == "patch" and ctx.uniform("batch_kind") < self.cfg.patch_probability:
             kind = "hr"
-        chunks = [dict(ch, chunk_index=k) for k, ch in enumerate(ctx.next_batch(kind))]   # k: aug_generator
+        # canvas/box also on the host: the teacher warp's box checks and table widths read them there
+        chunks = [dict(ch, chunk_index=k) for k, ch in enumerate(ctx.next_batch(kind, host_keys=("canvas", "box")))]
         if self.c_dim > 0:       # one label draw per phase, as the published loop draws one per phase
             chunks_g = [dict(ch, fake_c=self.fake_labels(ctx, kind, ch["image"].shape[0], "G", k))
                         for k, ch in enumerate(chunks)]

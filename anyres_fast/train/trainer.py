@@ -21,7 +21,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -178,15 +178,25 @@ class Context:
         self.grad_hooks = []
 
     # -- data ---------------------------------------------------------------------------------------
-    def next_batch(self, name: str) -> list:
+    def next_batch(self, name: str, host_keys: Sequence[str] = ()) -> list:
         """This rank's share of the next global batch of dataset `name`, as `num_chunks` dicts of
-        tensors on the device (each with batch_gpu samples)."""
+        tensors on the device (each with batch_gpu samples).
+
+        Args:
+            name: dataset name.
+            host_keys: keys whose CPU slices are also kept, as chunk[key + "_host"], for code that
+                needs the values on the host (reading them back from the GPU would synchronise).
+        Returns:
+            list of num_chunks dicts.
+        """
         batch = self.streams[name].next()
         chunks = []
         for k in range(self.num_chunks):
             sl = slice(k * self.batch_gpu, (k + 1) * self.batch_gpu)
-            chunks.append({key: (v[sl].to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v[sl])
-                           for key, v in batch.items()})
+            chunk = {key: (v[sl].to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v[sl])
+                     for key, v in batch.items()}
+            chunk.update({key + "_host": batch[key][sl] for key in host_keys if key in batch})
+            chunks.append(chunk)
         return chunks
 
     # -- random numbers -----------------------------------------------------------------------------

@@ -211,3 +211,22 @@ def test_trim_stats_keeps_lines_after_a_cut_one(tmp_path):
     assert run_folder.trim_stats(str(tmp_path), 5) == 2     # the cut line and step 9
     assert (tmp_path / "stats.jsonl").read_text(encoding="utf-8") == "".join(
         json.dumps({"step": s}) + "\n" for s in (1, 3, 4))
+
+
+def test_release_frees_the_lock_while_a_forked_child_holds_the_fd(tmp_path):
+    # a forked child (a DataLoader worker) shares the lock's open file; closing our fd alone would
+    # leave the flock held until the child exits, so release() must unlock explicitly (flock(2))
+    lock = run_folder.RunFolderLock(str(tmp_path))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                            # child: wait until the parent is done
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    try:
+        os.close(r)
+        lock.release()
+        run_folder.RunFolderLock(str(tmp_path)).release()
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
