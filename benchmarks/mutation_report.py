@@ -149,7 +149,7 @@ def rerun_survivors(folder: str, module: str, tests: list, timeout: int, childre
     mutmut = [sys.executable, "-m", "mutmut"]
     before = load_verdicts(folder) or statuses(subprocess.run(mutmut + ["results", "--all", "true"], cwd=folder,
                                                               env=_env(), capture_output=True, text=True).stdout)
-    todo = [n for n, s in before.items() if s in ("survived", "no tests")]
+    todo = [n for n, s in before.items() if s in ("survived", "no tests", "not checked")]   # not checked: an aborted rerun
     for dst in (os.path.join(folder, "python_tests"), os.path.join(folder, "mutants", "python_tests")):
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(os.path.join(ROOT, "python_tests"), dst, ignore=shutil.ignore_patterns("__pycache__"))

