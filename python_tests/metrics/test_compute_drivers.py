@@ -109,7 +109,7 @@ def test_each_driver_shows_its_bars_and_uses_the_cache_folder_it_is_given(name, 
     assert again["real_stats_cache"] == "hit" and capsys.readouterr().err == ""
     # --no-cache: nothing is written anywhere.
     off = run(dataclasses.replace(opts, progress=False, use_cache=False, cache_dir=str(tmp_path / "c2")))
-    assert off["real_stats_cache"] == "miss"
+    assert off["real_stats_cache"] == "miss" and capsys.readouterr().err == ""      # (real and fake bars off)
     assert sorted(os.listdir(tmp_path)) == ["c", "hr"]
 
 
