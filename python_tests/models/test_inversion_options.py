@@ -574,3 +574,43 @@ def test_record_load_maps_to_the_cpu(G, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", spy)
     inv.InversionRecord.load(path)
     assert seen.get("map_location") == "cpu" and seen.get("weights_only") is True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Devices (the meta device stands in for a GPU: CPU inputs mixed with meta weights are refused)
+
+class _ConvPerceptual(torch.nn.Module):
+    """A perceptual stand-in with a weight, so it runs only on its own device."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1, bias=False)
+
+    def forward(self, x, y):
+        return (self.conv(x) - self.conv(y)).square().mean(dim=(1, 2, 3), keepdim=True)
+
+
+def test_memory_estimate_runs_on_the_generator_s_device(G):
+    import copy
+    canvas = inv.plan_canvas(G, 60, 90, [(3, 5, 50, 70)])
+    torch.manual_seed(0)
+    lp = _ConvPerceptual()
+    want = inv.estimate_inversion_bytes(G, canvas, lpips_net=lp)
+    Gm = copy.deepcopy(G).to("meta")
+    lpm = copy.deepcopy(lp).to("meta")
+    assert inv.estimate_inversion_bytes(Gm, canvas, lpips_net=lpm) == want        # default: G's device
+    assert inv.estimate_inversion_bytes(Gm, canvas, device=torch.device("meta"), lpips_net=lpm) == want
+
+
+def test_w_statistics_on_the_given_device(G):
+    import copy
+    Gm = copy.deepcopy(G).to("meta")
+    mean, std = inv.w_statistics(Gm, 8, torch.device("meta"))
+    assert mean.device.type == "meta" and std.device.type == "meta" and mean.shape == (G.z_dim,)
+
+
+def test_seam_stats_mean_of_one_inside_column():
+    img = torch.zeros(1, 3, 2, 3)
+    img[..., 2] = 1.0                                      # columns 0,1 -> 128; 2 -> 255
+    s = inv.seam_stats(img, 1, [2])
+    assert s["seam"] == 0.0 and s["inside"] == {2: 127.0} and s["inside_mean"] == 127.0
