@@ -1,6 +1,6 @@
 """Static kernel report: what the compiler made of every kernel, for sm_90. Counts, not timings.
 
-    python benchmarks/kernel_report.py [--csrc DIR] [--arch 90] [--out FILE.md] [--loops]
+    python benchmarks/kernel_report.py [--csrc DIR] [--arch 90] [--out FILE.md] [--loops] [--only REGEX] [--jobs N]
 
 Compiles each `csrc/kernels/*.cu` to a cubin with the extension's flags (`nvcc -O3 -lineinfo`, ptxas -v),
 disassembles it (`nvdisasm -g`) and prints one row per kernel variant (template instantiation):
@@ -386,9 +386,9 @@ def ratio(a: int, b: int) -> str:
     return f"{a / b:.2f}" if b else "-"
 
 
-def build_report(csrc: Path, arch: str, root: Path, show_loops: bool) -> str:
-    kernels = sorted((csrc / "kernels").glob("*.cu"))
-    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+def build_report(csrc: Path, arch: str, root: Path, show_loops: bool, only: str = "", jobs: int = 4) -> str:
+    kernels = [cu for cu in sorted((csrc / "kernels").glob("*.cu")) if not only or re.search(only, cu.stem)]
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         results = dict(zip(kernels, pool.map(lambda cu: compile_kernel(cu, csrc, arch, Path(tmp)), kernels)))
     rows, loop_rows = [], []
     for cu, (ptxas, sass, elf) in results.items():
@@ -460,6 +460,9 @@ def main(argv=None) -> int:
     parser.add_argument("--loops", metavar="REGEX", default="",
                         help="also list every inner loop of the variants matching REGEX (e.g. 'half')")
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    parser.add_argument("--only", metavar="REGEX", default="",
+                        help="report only the csrc/kernels/*.cu files whose stem matches REGEX (e.g. 'lanczos')")
+    parser.add_argument("--jobs", type=int, default=4, help="nvcc processes at a time (default 4)")
     parser.add_argument("--skip-without-tools", action="store_true",
                         help="exit 0 (after saying so) when nvcc/nvdisasm/cuobjdump are missing (CI)")
     args = parser.parse_args(argv)
@@ -467,7 +470,8 @@ def main(argv=None) -> int:
     if missing:
         print(f"kernel_report: {', '.join(missing)} not found (CUDA_HOME, PATH, triton wheel); nothing to report")
         return 0 if args.skip_without_tools else 2
-    text = build_report(args.csrc.resolve(), args.arch, args.csrc.resolve().parent, args.loops)
+    text = build_report(args.csrc.resolve(), args.arch, args.csrc.resolve().parent, args.loops, args.only,
+                        max(1, args.jobs))
     print(text, end="")
     if args.out:
         args.out.write_text(text)

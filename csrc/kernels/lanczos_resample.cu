@@ -295,8 +295,14 @@ struct FusedSmem {
   }
 };
 
+// Minimum resident CTAs per SM for ptxas. Without it ptxas fits the 16-bit variants into 32 registers on sm_90
+// (full occupancy) and spills the channel loop's counters (28 B of spill traffic per thread, kernel_report);
+// 6 CTAs x 256 threads allows 40 registers, which every variant fits without spilling (float used 40 on sm_90
+// already; 8 CTAs makes it spill there, none lets it take 66-72). Register allocation only: same arithmetic.
+constexpr int kFusedMinBlocks = 6;
+
 template <typename Tin, typename Tout>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kFusedMinBlocks)
 resample_fused_kernel(const Tin* __restrict__ in, Tout* __restrict__ out, int channels, int chunk, int chunks,
                       int h, int w, int ho, int wo, AxisTables rows, AxisTables cols) {
   ANYRES_DYNAMIC_SMEM(smem);
