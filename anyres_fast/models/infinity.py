@@ -403,6 +403,8 @@ class StructureSynthesizer(torch.nn.Module):
     def forward(self, z_g: torch.Tensor, z_l: torch.Tensor, coords: torch.Tensor,
                 style_maps: Optional[Sequence[torch.Tensor]] = None, demod: str = "exact") -> torch.Tensor:
         h = z_l
+        if coords.shape[0] != h.shape[0]:        # one coordinate map for the whole batch (checked by the caller)
+            coords = coords.expand(h.shape[0], -1, -1, -1)
         for i, block in enumerate(self.blocks):
             h = block(h, coords, z=z_g, style_map=None if style_maps is None else style_maps[i], demod=demod)
         return h
