@@ -468,8 +468,9 @@ int resample_fused(int type, const void* in, void* out, int64_t batch, int64_t c
   if (layout.bytes() > max_smem || h * w >= limit || ho * wo >= limit || batch > 65535 || row_tiles > 65535 ||
       channels >= limit)
     return kNotFused;
-  // channels per CTA: all of them when the grid allows (tables loaded once per sample and tile), else
-  // chunks so that batch · chunks <= 65535
+  // channels per CTA: one whenever batch · channels <= 65535 (the most CTAs, each reloading the tap tables
+  // into shared memory for its one channel: tables are taps x tile, small next to the image rows a channel
+  // reads; not measured on a GPU), else the fewest per CTA that keep batch · chunks <= 65535 (grid.z)
   const int64_t chunks = std::min<int64_t>(channels, std::max<int64_t>(1, 65535 / batch));
   const int chunk = static_cast<int>(ceil_div64(channels, chunks));
   const int nchunks = static_cast<int>(ceil_div64(channels, chunk));
