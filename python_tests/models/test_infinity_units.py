@@ -82,3 +82,49 @@ def test_structure_input_checks_name_the_argument_and_each_dimension(G):
         with pytest.raises(ValueError, match=re.escape(f"InfinityGenerator: coords must be (B, 3, {n}, {n + 1}), "
                                                        f"got {tuple(bad.shape)}")):
             G.structure(z_g, torch.randn(2, 4, n, n + 1), bad)
+
+
+ROW = re.compile(r"^(\S+)\s+(.+?)\s+(\d+)\s+(\d+)\s+(\d+)->(\d+)\s+([\d,]+)$")
+
+
+def test_schedule_table_rows_are_the_layers_a_training_patch_passes_through(G):
+    # Record every layer's input/output size and channels in one real forward of a training patch.
+    seen = {}
+
+    def hook(name):
+        def record(module, args, out):
+            seen[name] = (args[0].shape[-1], out.shape[-1], args[0].shape[1], out.shape[1])
+        return record
+
+    mods = {f"G_S.{i}": b for i, b in enumerate(G.structure_synthesizer.blocks)}
+    mods.update({f"G_T.conv{s.index}": c for s, c in zip(G.texture_synthesizer.specs, G.texture_synthesizer.convs)})
+    mods.update({f"G_T.torgb{p}": t for p, t in enumerate(G.texture_synthesizer.torgbs)})
+    handles = [m.register_forward_hook(hook(name)) for name, m in mods.items()]
+    try:
+        n = G.config.zl_size
+        with torch.no_grad():
+            img = G(torch.randn(1, 8), torch.randn(1, 4, n, n))
+    finally:
+        for h in handles:
+            h.remove()
+    assert img.shape[-1] == G.patch_size
+    lines = G.schedule_table().splitlines()
+    assert lines[0] == (f"InfinityGenerator: patch 21 = 2^3 * 7 - 5 * (2^3 - 1); z_g 8, z_l 4 x {G.config.zl_size}^2; "
+                        f"W+ {G.num_ws}")
+    rows = {m.group(1): m.groups()[1:] for m in map(ROW.match, lines[2:]) if m}
+    assert set(rows) == set(mods)
+    for name, (kind, n_in, n_out, c_in, c_out, params) in rows.items():
+        size_in, size_out, ch_in, ch_out = seen[name]
+        if name.startswith("G_T.torgb"):
+            assert (int(n_in), int(n_out)) == (size_in, size_in)          # 1x1: the size it reads
+            assert int(c_out) == 3 and int(c_in) == ch_in
+        else:
+            coords = 3 if name.startswith("G_S") else 0                   # G_S concatenates the 3 coordinates
+            assert (int(n_in), int(n_out), int(c_in), int(c_out)) == (size_in, size_out, ch_in + coords, ch_out), name
+        assert int(params.replace(",", "")) == sum(p.numel() for p in mods[name].parameters()), name
+        assert kind.startswith({"G_S": "valid 7x7", "G_T.c": "up 3x3" if size_out > size_in else "valid 3x3",
+                                "G_T.t": "1x1, W+ "}[name[:3] if name.startswith("G_S") else name[:5]]), (name, kind)
+    total = sum(p.numel() for p in G.parameters())
+    assert lines[-1].endswith(f"total {total:,} ({total / 1e6:.2f}M)")
+    mapping = sum(p.numel() for p in G.mapping_network.parameters())
+    assert lines[-2] == f"mapping: 2 x fc 8, {mapping:,} params"
