@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from anyres_fast.models.infinity import InfinityConfig, InfinityGenerator, depth_for
+from anyres_fast.train.infinity_recipe import TINY_G
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,36 +53,33 @@ def test_config_refusals_at_each_boundary():
                 InfinityConfig(**{name: bad})
 
 
-SMALL = dict(patch_size=21, ts_input=7, z_dim=8, local_dim=4, ss_layers=2, ss_radius=1, mapping_layers=2,
-             channel_base=16, channel_max=4)
-
-
 @pytest.fixture(scope="module")
 def G():
     torch.manual_seed(0)
-    return InfinityGenerator(InfinityConfig(**SMALL)).eval()
+    return InfinityGenerator(InfinityConfig(**TINY_G)).eval()
 
 
 def test_structure_input_checks_name_the_argument_and_each_dimension(G):
     n = G.min_zs_size() + 2 * G.ss_margin                        # smallest z_l: z_S >= min_zs_size
-    z_g = torch.randn(2, 8)
-    ok = G.structure(z_g, torch.randn(2, 4, n, n))
-    assert ok.shape == (2, 4, n - 2 * G.ss_margin, n - 2 * G.ss_margin)
+    zd, ld = G.z_dim, G.local_dim
+    z_g = torch.randn(2, zd)
+    ok = G.structure(z_g, torch.randn(2, ld, n, n))
+    assert ok.shape == (2, ld, n - 2 * G.ss_margin, n - 2 * G.ss_margin)
     for h, w in ((n - 1, n), (n, n - 1)):
         with pytest.raises(ValueError, match=re.escape(f"InfinityGenerator: z_l must be at least {n}x{n} "
                                                        f"(z_S >= {G.min_zs_size()}), got {(h, w)}")):
-            G.structure(z_g, torch.randn(2, 4, h, w))
-    with pytest.raises(ValueError, match=r"^InfinityGenerator: z_g must have shape \(B, 8\), got \(2, 7\)$"):
-        G.structure(torch.randn(2, 7), torch.randn(2, 4, n, n))
-    with pytest.raises(ValueError, match=r"^InfinityGenerator: z_l must have shape \(2, 4, \*, \*\), got \(2, 3, "):
-        G.structure(z_g, torch.randn(2, 3, n, n))
+            G.structure(z_g, torch.randn(2, ld, h, w))
+    with pytest.raises(ValueError, match=rf"^InfinityGenerator: z_g must have shape \(B, {zd}\), got \(2, {zd - 1}\)$"):
+        G.structure(torch.randn(2, zd - 1), torch.randn(2, ld, n, n))
+    with pytest.raises(ValueError, match=rf"^InfinityGenerator: z_l must have shape \(2, {ld}, \*, \*\), got \(2, {ld - 1}, "):
+        G.structure(z_g, torch.randn(2, ld - 1, n, n))
     good = torch.randn(1, 3, n, n + 1)
-    assert G.structure(z_g, torch.randn(2, 4, n, n + 1), good).shape[0] == 2    # one coordinate map for the batch
+    assert G.structure(z_g, torch.randn(2, ld, n, n + 1), good).shape[0] == 2    # one coordinate map for the batch
     for bad in (torch.randn(3, n, n + 1), torch.randn(1, 2, n, n + 1), torch.randn(1, 3, n + 1, n + 1),
                 torch.randn(1, 3, n, n), torch.randn(3, 3, n, n + 1)):
         with pytest.raises(ValueError, match=re.escape(f"InfinityGenerator: coords must be (B, 3, {n}, {n + 1}), "
                                                        f"got {tuple(bad.shape)}")):
-            G.structure(z_g, torch.randn(2, 4, n, n + 1), bad)
+            G.structure(z_g, torch.randn(2, ld, n, n + 1), bad)
 
 
 ROW = re.compile(r"^(\S+)\s+(.+?)\s+(\d+)\s+(\d+)\s+(\d+)->(\d+)\s+([\d,]+)$")
@@ -103,14 +101,15 @@ def test_schedule_table_rows_are_the_layers_a_training_patch_passes_through(G):
     try:
         n = G.config.zl_size
         with torch.no_grad():
-            img = G(torch.randn(1, 8), torch.randn(1, 4, n, n))
+            img = G(torch.randn(1, G.z_dim), torch.randn(1, G.local_dim, n, n))
     finally:
         for h in handles:
             h.remove()
     assert img.shape[-1] == G.patch_size
     lines = G.schedule_table().splitlines()
-    assert lines[0] == (f"InfinityGenerator: patch 21 = 2^3 * 7 - 5 * (2^3 - 1); z_g 8, z_l 4 x {G.config.zl_size}^2; "
-                        f"W+ {G.num_ws}")
+    assert formula(2, 11) == G.patch_size == 29                           # TINY_G: depth 2, ts_input 11
+    assert lines[0] == (f"InfinityGenerator: patch 29 = 2^2 * 11 - 5 * (2^2 - 1); z_g 16, z_l 8 x "
+                        f"{11 + 2 * 2 * 1}^2; W+ {G.num_ws}")                # z_l = ts + 2 layers x radius 1 per side
     rows = {m.group(1): m.groups()[1:] for m in map(ROW.match, lines[2:]) if m}
     assert set(rows) == set(mods)
     for name, (kind, n_in, n_out, c_in, c_out, params) in rows.items():
@@ -127,4 +126,4 @@ def test_schedule_table_rows_are_the_layers_a_training_patch_passes_through(G):
     total = sum(p.numel() for p in G.parameters())
     assert lines[-1].endswith(f"total {total:,} ({total / 1e6:.2f}M)")
     mapping = sum(p.numel() for p in G.mapping_network.parameters())
-    assert lines[-2] == f"mapping: 2 x fc 8, {mapping:,} params"
+    assert lines[-2] == f"mapping: 2 x fc 16, {mapping:,} params"
