@@ -57,6 +57,12 @@ inline long misaligned_stores = 0;  // word stores to an address that is not 4-b
 #else
 #define ANYRES_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
+// A memory access of stage 4 recorded for the access counts (host_emulation.h); nothing elsewhere.
+#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
+#define ANYRES_TRACE_ACCESS(site, address, bytes) ::anyres_fast::emulation::trace_access(site, address, bytes)
+#else
+#define ANYRES_TRACE_ACCESS(site, address, bytes) ((void)0)
+#endif
 
 namespace anyres_fast {
 namespace {
@@ -66,6 +72,8 @@ constexpr int kMaxGridY = 65535;
 constexpr int kMaxGridZ = 65535;
 constexpr int kRU = 4;  // up passes: input steps per thread block (UP·kRU outputs)
 constexpr int kRD = 4;  // down passes: outputs per thread block
+// Labels of stage 4's memory accesses in the emulation's access trace (benchmarks/flrelu_access_counts.py).
+enum TraceSite { kTraceActLoad = 0, kTraceFilterLoad = 1, kTraceMidStore = 2, kTraceMidLoad = 3, kTraceOutStore = 4 };
 
 __host__ __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
@@ -165,11 +173,47 @@ struct UpBlock {
 // Block of kRD decimated outputs of a down pass with K taps: out[j] = sum_k in[j·DOWN + k] · f[k].
 template <int DOWN, int K>
 struct DownBlock {
-  static constexpr int W = (kRD - 1) * DOWN + K;
-  __device__ __forceinline__ static void run(const float* in, int step, const float* f, float (&out)[kRD]) {
-    float w[W];
+  static constexpr int W = (kRD - 1) * DOWN + K;  // window: inputs one block reads
+  // w[t] = in[t·step], one 4-byte load each (`site`: the access-trace label of these loads)
+  __device__ __forceinline__ static void load(const float* in, int step, float (&w)[W], int site) {
+    (void)site;
 #pragma unroll
-    for (int t = 0; t < W; ++t) w[t] = in[t * step];
+    for (int t = 0; t < W; ++t) {
+      ANYRES_TRACE_ACCESS(site, in + t * step, 4);
+      w[t] = in[t * step];
+    }
+  }
+  // The same window of contiguous inputs with 8-byte loads (one 4-byte load at each end when `in` is
+  // not 8-byte aligned): threads of a warp whose windows start 2·odd words apart then cover all 32
+  // banks once per half warp, where 4-byte loads would hit only the even or only the odd banks.
+  __device__ __forceinline__ static void load_pairs(const float* in, float (&w)[W], int site) {
+    static_assert(W % 2 == 0, "load_pairs needs an even window");
+    (void)site;
+    if (reinterpret_cast<uintptr_t>(in) % 8 == 0) {  // uniform over the CTA (see the caller)
+      const float2* pairs = reinterpret_cast<const float2*>(in);
+#pragma unroll
+      for (int t = 0; t < W / 2; ++t) {
+        ANYRES_TRACE_ACCESS(site, pairs + t, 8);
+        const float2 v = pairs[t];
+        w[2 * t] = v.x;
+        w[2 * t + 1] = v.y;
+      }
+    } else {
+      ANYRES_TRACE_ACCESS(site, in, 4);
+      w[0] = in[0];
+      const float2* pairs = reinterpret_cast<const float2*>(in + 1);
+#pragma unroll
+      for (int t = 0; t < W / 2 - 1; ++t) {
+        ANYRES_TRACE_ACCESS(site, pairs + t, 8);
+        const float2 v = pairs[t];
+        w[2 * t + 1] = v.x;
+        w[2 * t + 2] = v.y;
+      }
+      ANYRES_TRACE_ACCESS(site, in + W - 1, 4);
+      w[W - 1] = in[W - 1];
+    }
+  }
+  __device__ __forceinline__ static void apply(const float (&w)[W], const float (&f)[K], float (&out)[kRD]) {
 #pragma unroll
     for (int j = 0; j < kRD; ++j) {
       float acc = 0.f;
@@ -177,6 +221,12 @@ struct DownBlock {
       for (int k = 0; k < K; ++k) acc = fmaf(w[j * DOWN + k], f[k], acc);
       out[j] = acc;
     }
+  }
+  __device__ __forceinline__ static void run(const float* in, int step, const float (&f)[K], float (&out)[kRD],
+                                             int site) {
+    float w[W];
+    load(in, step, w, site);
+    apply(w, f, out);
   }
 };
 
@@ -396,19 +446,27 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
       for (int k = 0; k < KD; ++k) f[k] = s_fd[k];
       for_each_2d(d.ah, d.tw / kRD, [&](int r, int bj) {
         float out[kRD];
-        DownBlock<DOWN, KD>::run(act + r * d.act_stride + bj * kRD * DOWN, 1, f, out);
+        DownBlock<DOWN, KD>::run(act + r * d.act_stride + bj * kRD * DOWN, 1, f, out, kTraceActLoad);
 #pragma unroll
-        for (int j = 0; j < kRD; ++j) s_mid[r * d.down_stride + bj * kRD + j] = out[j];
+        for (int j = 0; j < kRD; ++j) {
+          float* dst = s_mid + r * d.down_stride + bj * kRD + j;
+          ANYRES_TRACE_ACCESS(kTraceMidStore, dst, 4);
+          *dst = out[j];
+        }
       });
       __syncthreads();
       for_each_2d(d.tw, d.th / kRD, [&](int oj, int bi) {
         float out[kRD];
-        DownBlock<DOWN, KD>::run(s_mid + bi * kRD * DOWN * d.down_stride + oj, d.down_stride, f, out);
+        DownBlock<DOWN, KD>::run(s_mid + bi * kRD * DOWN * d.down_stride + oj, d.down_stride, f, out, kTraceMidLoad);
         const int gx = ox0 + oj;
 #pragma unroll
         for (int j = 0; j < kRD; ++j) {
           const int gy = oy0 + bi * kRD + j;
-          if (gy < p.out_h && gx < p.out_w) y[int64_t(gy) * p.out_w + gx] = from_float<T>(out[j]);
+          if (gy < p.out_h && gx < p.out_w) {
+            T* dst = y + int64_t(gy) * p.out_w + gx;
+            ANYRES_TRACE_ACCESS(kTraceOutStore, dst, int(sizeof(T)));
+            *dst = from_float<T>(out[j]);
+          }
         }
       });
     } else {
@@ -438,8 +496,14 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
 #pragma unroll
         for (int j = 0; j < kRD; ++j) acc[j] = 0.f;
         for (int ky = 0; ky < KD; ++ky) {
+          float f[KD];
+#pragma unroll
+          for (int k = 0; k < KD; ++k) {
+            ANYRES_TRACE_ACCESS(kTraceFilterLoad, s_fd + ky * KD + k, 4);
+            f[k] = s_fd[ky * KD + k];
+          }
           float part[kRD];
-          DownBlock<DOWN, KD>::run(base + ky * d.act_stride, 1, s_fd + ky * KD, part);
+          DownBlock<DOWN, KD>::run(base + ky * d.act_stride, 1, f, part, kTraceActLoad);
 #pragma unroll
           for (int j = 0; j < kRD; ++j) acc[j] += part[j];
         }
@@ -447,7 +511,11 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
 #pragma unroll
         for (int j = 0; j < kRD; ++j) {
           const int gx = ox0 + bj * kRD + j;
-          if (gy < p.out_h && gx < p.out_w) y[int64_t(gy) * p.out_w + gx] = from_float<T>(acc[j]);
+          if (gy < p.out_h && gx < p.out_w) {
+            T* dst = y + int64_t(gy) * p.out_w + gx;
+            ANYRES_TRACE_ACCESS(kTraceOutStore, dst, int(sizeof(T)));
+            *dst = from_float<T>(acc[j]);
+          }
         }
       });
     } else {

@@ -44,6 +44,24 @@ inline long error_count = 0;
 inline long misaligned_stores = 0;  // filtered_lrelu's sign words stored off 4-byte alignment
 inline std::string first_error;
 
+// Access trace (benchmarks/flrelu_access_counts.py): while trace_on, each ANYRES_TRACE_ACCESS site appends
+// one record per thread and execution; a thread's n-th record of a site and its warp neighbours' n-th
+// records form one warp-wide memory instruction. Threads run one at a time, so no lock is needed.
+struct Access {
+  unsigned block, thread;  // block: the CTA's linear index
+  int site, seq;
+  uintptr_t address;
+  int bytes;
+};
+inline bool trace_on = false;
+inline std::vector<Access> trace;
+inline thread_local int trace_seq[16];  // per site: records of this thread so far (a fresh thread per CTA)
+
+inline void trace_access(int site, const void* address, int bytes) {
+  if (!trace_on) return;
+  trace.push_back({block_idx.x + grid_dim.x * (block_idx.y + grid_dim.y * block_idx.z), thread_idx.x, site, trace_seq[site]++, reinterpret_cast<uintptr_t>(address), bytes});
+}
+
 inline void report(const std::string& message) {
   if (error_count++ == 0) first_error = message;
 }
