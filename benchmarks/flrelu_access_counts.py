@@ -10,8 +10,9 @@ every site it prints, summed over the CTA's instructions:
   are served per half warp, 16-byte ones per quarter warp) against the ideal, ceil(bytes / 128) each;
   global memory: 32-byte sectors touched against the ideal, ceil(bytes / 32) each.
 A ratio of 1.00 is conflict-free / fully coalesced. The model is the usual one for sm_80/sm_90 shared
-memory and L1/L2 sectors; it counts the accesses as the source writes them (the SASS load widths are in
-benchmarks/kernel_report.py's table). Needs g++ and the CUDA headers, no GPU.
+memory and L1/L2 sectors; it counts the accesses as the source writes them (the SASS may merge some:
+nvcc turns the 12 broadcast fd tap loads of a filter row into 3 LDS.128). Needs g++ and the CUDA headers,
+no GPU.
 """
 from __future__ import annotations
 

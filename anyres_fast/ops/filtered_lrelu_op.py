@@ -127,7 +127,7 @@ def _tile_smem(up, down, fu_w, fu_h, fu_sep, fd_w, fd_h, fd_sep, sign_write, tw,
     in_stride, act_stride, down_stride = iw | 1, mw | 1, tw + 1
     fu_count = _round4(fu_w if fu_sep else fu_w * fu_h)
     fd_count = _round4(fd_w if fd_sep else fd_w * fd_h)
-    mid = _round4(max(ih * act_stride if fu_sep else 0, ah * down_stride if fd_sep else 0))
+    mid = _round4(max(ih * act_stride if fu_sep else 0, (ah if fd_sep else th) * down_stride))
     floats = fu_count + fd_count + _round4(ih * in_stride) + mid + mh * act_stride
     dims = dict(aw=aw, ah=ah, mw=mw, mh=mh, iw=iw, ih=ih)
     return floats * 4 + (mh * mw if sign_write else 0), dims

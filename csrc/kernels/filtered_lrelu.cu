@@ -111,7 +111,8 @@ __host__ __device__ __forceinline__ TileDims tile_dims(const FilteredLReluParams
   d.fu_count = round4(p.fu_separable ? p.fu_w : p.fu_w * p.fu_h);
   d.fd_count = round4(p.fd_separable ? p.fd_w : p.fd_w * p.fd_h);
   const int mid_up = p.fu_separable ? d.ih * d.act_stride : 0;  // after the horizontal upsampling pass
-  const int mid_down = p.fd_separable ? d.ah * d.down_stride : 0;  // after the horizontal downsampling pass
+  // after the horizontal downsampling pass (separable), the output tile (2-D: stored from there)
+  const int mid_down = p.fd_separable ? d.ah * d.down_stride : d.th * d.down_stride;
   d.mid_count = round4(imax(mid_up, mid_down));
   return d;
 }
@@ -490,6 +491,13 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
     }
   } else {
     if constexpr (FD < 0) {
+      // Work item (oi, bj): outputs bj·kRD .. +kRD-1 of row oi, one window load per filter row reused by
+      // all kRD. Consecutive threads take consecutive rows oi, so their windows start DOWN·act_stride =
+      // 2·odd words apart: 8-byte loads (load_pairs) keep every half warp on 32 distinct banks. The row
+      // parity of the window start is the same for the whole CTA at each ky, so load_pairs' branch is
+      // uniform. The results go through s_mid (row stride tw + 1: distinct banks down a column) and are
+      // stored row by row, so a warp writes consecutive output columns.
+      static_assert(DOWN == 2, "the 2-D down pass relies on windows 2·odd words apart");
       for_each_2d(d.th, d.tw / kRD, [&](int oi, int bj) {
         const float* base = act + oi * DOWN * d.act_stride + bj * kRD * DOWN;
         float acc[kRD];
@@ -502,21 +510,30 @@ filtered_lrelu_kernel(FilteredLReluParams p, int tile_w, int tile_h, int64_t nc_
             ANYRES_TRACE_ACCESS(kTraceFilterLoad, s_fd + ky * KD + k, 4);
             f[k] = s_fd[ky * KD + k];
           }
+          float w[DownBlock<DOWN, KD>::W];
+          DownBlock<DOWN, KD>::load_pairs(base + ky * d.act_stride, w, kTraceActLoad);
           float part[kRD];
-          DownBlock<DOWN, KD>::run(base + ky * d.act_stride, 1, f, part, kTraceActLoad);
+          DownBlock<DOWN, KD>::apply(w, f, part);
 #pragma unroll
           for (int j = 0; j < kRD; ++j) acc[j] += part[j];
         }
-        const int gy = oy0 + oi;
 #pragma unroll
         for (int j = 0; j < kRD; ++j) {
-          const int gx = ox0 + bj * kRD + j;
-          if (gy < p.out_h && gx < p.out_w) {
-            T* dst = y + int64_t(gy) * p.out_w + gx;
-            ANYRES_TRACE_ACCESS(kTraceOutStore, dst, int(sizeof(T)));
-            *dst = from_float<T>(acc[j]);
-          }
+          float* dst = s_mid + oi * d.down_stride + bj * kRD + j;
+          ANYRES_TRACE_ACCESS(kTraceMidStore, dst, 4);
+          *dst = acc[j];
         }
+      });
+      __syncthreads();
+      for_each_2d(d.tw, d.th, [&](int oj, int oi) {
+        const int gy = oy0 + oi;
+        const int gx = ox0 + oj;
+        if (gy >= p.out_h || gx >= p.out_w) return;
+        const float* src = s_mid + oi * d.down_stride + oj;
+        ANYRES_TRACE_ACCESS(kTraceMidLoad, src, 4);
+        T* dst = y + int64_t(gy) * p.out_w + gx;
+        ANYRES_TRACE_ACCESS(kTraceOutStore, dst, int(sizeof(T)));
+        *dst = from_float<T>(*src);
       });
     } else {
       for_each_2d(d.tw, d.th, [&](int oj, int oi) {

@@ -40,8 +40,9 @@ extern "C" int emu_barrier_lines(int* lines, int capacity) {
 # up 1/2/4, down 1/2/4, separable and 2-D filters on both sides, flip, no clamp, several tiles
 CASES = [EMU_CASES[i] for i in (0, 3, 6, 7, 8)]
 ORDERS = {"forward": 0, "reverse": 1}
-# one plane of the first case (separable up and down filters, so all four barriers run), two tiles tall
-MUTATION_CASE = ((1, 1, 38, 20),) + EMU_CASES[0][1:]
+# one plane of the first case (separable up and down filters, so all four barriers run), two tiles tall, and
+# of the radial case (12x12 down filter: its own barrier before the output tile is stored)
+MUTATION_CASES = {"separable": ((1, 1, 38, 20),) + EMU_CASES[0][1:], "radial": ((1, 1, 36, 20),) + EMU_CASES[2][1:]}
 
 
 class _Emulation:
@@ -106,10 +107,12 @@ def _forward_error(case):
                                               0.2, clamp, flip))
 
 
-def test_each_missing_barrier_is_detected(emulation):
+@pytest.mark.parametrize("kind", MUTATION_CASES)
+def test_each_missing_barrier_is_detected(emulation, kind):
     """Mutation check: with any one of the kernel's barriers turned off, the forward pass of a case that
-    runs them all (separable up and down filters, sign record) goes wrong in at least one thread order."""
-    case = MUTATION_CASE
+    runs all of its path's barriers (separable up filter, separable or radial down filter, sign record)
+    goes wrong in at least one thread order."""
+    case = MUTATION_CASES[kind]
     emulation.configure(reverse=False)
     assert _forward_error(case) <= 1e-5
     emulation.assert_clean()
