@@ -262,3 +262,55 @@ def test_torgb_is_an_undemodulated_1x1_conv_plus_bias_plus_the_interpolated_skip
         want = rgb + up[:, :, 1:-1, 1:-1]                          # centre crop 9 -> 7
     torch.testing.assert_close(alone, rgb, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_texture_conv_without_noise_draws_one_map_per_sample_from_the_global_generator():
+    for up in (False, True):
+        spec = inf.TextureLayer(0, up, 3, 4, 2, 0.0, 1.0, 1.0, 1.0)
+        layer = filled_layer(inf.TextureConv(spec, 6), 4)
+        x, wl = torch.randn(2, 3, 6, 7, dtype=F64), torch.randn(2, 6, dtype=F64)
+        h, w = (2 * 6 - 3, 2 * 7 - 3) if up else (4, 5)
+        with torch.no_grad():
+            torch.manual_seed(7)
+            drawn = layer(x, wl)
+            torch.manual_seed(7)
+            explicit = layer(x, wl, torch.randn(2, 1, h, w, dtype=F64))
+        torch.testing.assert_close(drawn, explicit, rtol=0, atol=0)
+
+
+def constant_map(layer, wl, h, w):
+    return layer.affine(wl)[:, :, None, None].expand(-1, -1, h, w).contiguous()
+
+
+@pytest.mark.parametrize("demod", ["exact", "pointwise"])
+def test_a_constant_style_map_gives_each_layer_its_plain_styled_output(demod):
+    """Spatial style fusion with one style everywhere is the ordinary forward (docs/infinitygan.md)."""
+    wl = torch.randn(2, 6, dtype=F64)
+    with torch.no_grad():
+        for up in (False, True):
+            layer = filled_layer(inf.TextureConv(inf.TextureLayer(0, up, 3, 4, 2, 0.0, 1.0, 1.0, 1.0), 6), 5)
+            x = torch.randn(2, 3, 6, 7, dtype=F64)
+            noise = torch.randn(2, 1, 9 if up else 4, 11 if up else 5, dtype=F64)
+            torch.testing.assert_close(layer(x, None, noise, style_map=constant_map(layer, wl, 6, 7), demod=demod),
+                                       layer(x, wl, noise), rtol=1e-10, atol=1e-12)
+        rgb = filled_layer(inf.ToRGB(5, 6, 3), 6)
+        x, skip = torch.randn(2, 5, 7, 7, dtype=F64), torch.randn(2, 3, 5, 5, dtype=F64)
+        torch.testing.assert_close(rgb(x, None, skip, style_map=constant_map(rgb, wl, 7, 7)), rgb(x, wl, skip),
+                                   rtol=1e-10, atol=1e-12)
+        block = filled_layer(inf.StructureBlock(4, 3, 1, 6), 7)
+        x, coords = torch.randn(2, 4, 8, 9, dtype=F64), torch.randn(2, 3, 10, 11, dtype=F64)
+        torch.testing.assert_close(block(x, coords, style_map=constant_map(block, wl, 10, 11), demod=demod),
+                                   block(x, coords, wl), rtol=1e-10, atol=1e-12)
+
+
+def test_structure_block_is_a_valid_modulated_conv_over_latents_and_centre_cropped_coords():
+    block = filled_layer(inf.StructureBlock(4, 3, 1, 6), 8)
+    x, coords, wl = torch.randn(2, 4, 8, 9, dtype=F64), torch.randn(2, 3, 12, 11, dtype=F64), torch.randn(2, 6, dtype=F64)
+    with torch.no_grad():
+        got = block(x, coords, wl)
+        inp = torch.cat([x, coords[:, :, 2:10, 1:10]], dim=1)        # coords centre-cropped to x
+        ws = modulated_weight(block, wl)
+        conv = torch.cat([F.conv2d(inp[b:b + 1], ws[b]) for b in range(2)])
+        want = lrelu_gain(conv + block.bias[None, :, None, None])
+    assert got.shape == (2, 4, 6, 7)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
