@@ -6,6 +6,12 @@
 
 #include <cstdint>
 
+// A memory access recorded in the threaded host emulation's access trace (host_emulation.h,
+// benchmarks/access_counts.py); nothing in any other build.
+#ifndef ANYRES_TRACE_ACCESS
+#define ANYRES_TRACE_ACCESS(site, address, bytes) ((void)0)
+#endif
+
 namespace anyres_fast {
 
 // Element types the launchers accept; the binding maps torch dtypes onto these.

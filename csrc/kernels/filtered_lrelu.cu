@@ -57,12 +57,6 @@ inline long misaligned_stores = 0;  // word stores to an address that is not 4-b
 #else
 #define ANYRES_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
-// A memory access of stage 4 recorded for the access counts (host_emulation.h); nothing elsewhere.
-#ifdef ANYRES_FAST_HOST_EMULATION_THREADS
-#define ANYRES_TRACE_ACCESS(site, address, bytes) ::anyres_fast::emulation::trace_access(site, address, bytes)
-#else
-#define ANYRES_TRACE_ACCESS(site, address, bytes) ((void)0)
-#endif
 
 namespace anyres_fast {
 namespace {
@@ -72,7 +66,7 @@ constexpr int kMaxGridY = 65535;
 constexpr int kMaxGridZ = 65535;
 constexpr int kRU = 4;  // up passes: input steps per thread block (UP·kRU outputs)
 constexpr int kRD = 4;  // down passes: outputs per thread block
-// Labels of stage 4's memory accesses in the emulation's access trace (benchmarks/flrelu_access_counts.py).
+// Labels of stage 4's memory accesses in the emulation's access trace (benchmarks/access_counts.py).
 enum TraceSite { kTraceActLoad = 0, kTraceFilterLoad = 1, kTraceMidStore = 2, kTraceMidLoad = 3, kTraceOutStore = 4 };
 
 __host__ __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }

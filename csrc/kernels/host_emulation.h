@@ -44,7 +44,7 @@ inline long error_count = 0;
 inline long misaligned_stores = 0;  // filtered_lrelu's sign words stored off 4-byte alignment
 inline std::string first_error;
 
-// Access trace (benchmarks/flrelu_access_counts.py): while trace_on, each ANYRES_TRACE_ACCESS site appends
+// Access trace (benchmarks/access_counts.py): while trace_on, each ANYRES_TRACE_ACCESS site appends
 // one record per thread and execution; a thread's n-th record of a site and its warp neighbours' n-th
 // records form one warp-wide memory instruction. Threads run one at a time, so no lock is needed.
 struct Access {
@@ -144,3 +144,5 @@ namespace emulation = emulation_threads;
 #define blockDim ::anyres_fast::emulation::block_dim
 #define gridDim ::anyres_fast::emulation::grid_dim
 #define __syncthreads() ::anyres_fast::emulation::sync(__LINE__)
+#undef ANYRES_TRACE_ACCESS  // common.cuh's no-op, when it came first
+#define ANYRES_TRACE_ACCESS(site, address, bytes) ::anyres_fast::emulation::trace_access(site, address, bytes)

@@ -174,9 +174,13 @@ template <typename T, bool kDual> struct Smem {
   static constexpr int kTotal = kPipeline > kEpilogue ? kPipeline : kEpilogue;
 };
 
+// Labels of the operand tiles' shared-memory accesses in the emulation's access trace (benchmarks/access_counts.py).
+enum IgemmTraceSite { kTraceCpAsyncStore = 10, kTraceFmaALoad = 11, kTraceFmaBLoad = 12 };
+
 // ---- cp.async -----------------------------------------------------------------------------------------------
 // 16-byte copy global -> shared; valid=false writes 16 zero bytes (src must still be a valid address).
 __device__ __forceinline__ void cp_async16(void* smem_dst, const void* global_src, bool valid) {
+  ANYRES_TRACE_ACCESS(kTraceCpAsyncStore, smem_dst, 16);
 #ifdef ANYRES_FAST_HOST_EMULATION
   igemm_emulation::cp_async16(smem_dst, global_src, valid ? 16 : 0);
 #elif ANYRES_IGEMM_DEVICE_CODE
@@ -256,9 +260,15 @@ __device__ __forceinline__ void fma_tile(const float* As, const float* Bs, int t
   for (int k = 0; k < kBK; ++k) {
     float a[8], bv[4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) a[i] = As[(ty * 8 + i) * kLd + k];
+    for (int i = 0; i < 8; ++i) {
+      ANYRES_TRACE_ACCESS(kTraceFmaALoad, As + (ty * 8 + i) * kLd + k, 4);
+      a[i] = As[(ty * 8 + i) * kLd + k];
+    }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) bv[j] = Bs[(tx + 16 * j) * kLd + k];
+    for (int j = 0; j < 4; ++j) {
+      ANYRES_TRACE_ACCESS(kTraceFmaBLoad, Bs + (tx + 16 * j) * kLd + k, 4);
+      bv[j] = Bs[(tx + 16 * j) * kLd + k];
+    }
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll

@@ -1,5 +1,5 @@
 """filtered_lrelu's down pass (stage 4) makes conflict-free shared-memory loads and coalesced output stores:
-the traced accesses of one emulated CTA (benchmarks/flrelu_access_counts.py) counted per warp instruction,
+the traced accesses of one emulated CTA (benchmarks/access_counts.py) counted per warp instruction,
 and the counting model itself on hand-made access patterns with known wavefront and sector counts."""
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from helpers import missing_toolchain
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks import flrelu_access_counts as ac  # noqa: E402
+from benchmarks import access_counts as ac  # noqa: E402
 
 
 def lanes(offsets, nbytes=4):

@@ -1,18 +1,23 @@
-"""Memory-access counts of filtered_lrelu's down pass (stage 4), per warp-wide instruction. Counts, not timings.
+"""Shared-memory and global access counts of two kernels, per warp-wide instruction. Counts, not timings.
 
-    python benchmarks/flrelu_access_counts.py [--csrc DIR]
+    python benchmarks/access_counts.py [--csrc DIR] [--kernel filtered_lrelu|implicit_gemm|all]
 
-Compiles the real kernel source with g++ as the multi-thread host emulation (csrc/kernels/host_emulation.h:
-one CTA = 256 real threads), runs one CTA of each StyleGAN3 layer kind with the access trace on, and groups
-the trace into warp instructions: the n-th access of one trace site by each of 32 consecutive threads. For
-every site it prints, summed over the CTA's instructions:
+Compiles the real kernel sources with g++ as the multi-thread host emulation (csrc/kernels/host_emulation.h:
+each CTA runs as its real threads) with the access trace on, and groups the trace into warp instructions:
+the n-th access of one trace site by each of 32 consecutive threads of a CTA. Traced sites:
+  filtered_lrelu: its down pass (stage 4), one CTA of each StyleGAN3 layer kind (window loads of the
+  upsampled tile, fd tap loads, the s_mid staging, the output stores);
+  implicit_gemm: the operand tiles of the convolution GEMM (cp.async stores into shared memory, and the
+  exact-fp32 FMA path's A and B loads; WMMA fragment loads are not traced: their per-lane addresses are
+  not documented), for one modulated 3x3 convolution.
+For every site it prints, summed over the instructions:
   shared memory: wavefronts (32 banks of 4 bytes; lanes reading the same word share it; 8-byte accesses
   are served per half warp, 16-byte ones per quarter warp) against the ideal, ceil(bytes / 128) each;
   global memory: 32-byte sectors touched against the ideal, ceil(bytes / 32) each.
-A ratio of 1.00 is conflict-free / fully coalesced. The model is the usual one for sm_80/sm_90 shared
-memory and L1/L2 sectors; it counts the accesses as the source writes them (the SASS may merge some:
-nvcc turns the 12 broadcast fd tap loads of a filter row into 3 LDS.128). Needs g++ and the CUDA headers,
-no GPU.
+A ratio of 1.00 is conflict-free / fully coalesced (a 16-byte broadcast counts one wavefront per quarter
+warp). The model is the usual one for sm_80/sm_90 shared memory and L1/L2 sectors; it counts the
+accesses as the source writes them (the SASS may merge some: nvcc turns the 12 broadcast fd tap loads of
+a filter row into 3 LDS.128). Needs g++ and the CUDA headers, no GPU.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SITES = {0: ("s_act window loads", "shared"), 1: ("fd tap loads", "shared"), 2: ("s_mid stores", "shared"),
-         3: ("s_mid loads", "shared"), 4: ("output stores", "global")}
+         3: ("s_mid loads", "shared"), 4: ("output stores", "global"),
+         10: ("cp.async stores (A, B tiles)", "shared"), 11: ("FMA A loads", "shared"), 12: ("FMA B loads", "shared")}
 
 HARNESS = r'''
 #include "kernels/filtered_lrelu.cu"
@@ -72,6 +78,69 @@ extern "C" void trace_record(long i, int64_t* out) {
 '''
 
 
+IGEMM_HARNESS = r'''
+#include "kernels/modulated_conv2d.cu"
+#include <vector>
+namespace emu = anyres_fast::emulation;
+static std::vector<unsigned char> buffers[7];
+
+static void* zeros(int i, int64_t bytes) {
+  buffers[i].assign(size_t(bytes > 0 ? bytes : 16), 0);
+  return buffers[i].data();
+}
+
+// One modulated_conv2d GEMM (dtype 0 f32, 1 f16, 2 bf16; exact_fp32: the FMA path) of zeros, traced.
+extern "C" int trace_run(int dtype, int exact_fp32, int batch, int channels, int size, int m_out, int k) {
+  anyres_fast::ImplicitGemmShape s;
+  s.batch = batch; s.channels = channels; s.h_in = size; s.w_in = size; s.m_out = m_out; s.h_out = size;
+  s.w_out = size; s.kh = k; s.kw = k; s.pad = k / 2; s.mode = 0;
+  anyres_fast::ImplicitGemmScratch sc;
+  if (int rc = anyres_fast::implicit_gemm_scratch(s, false, &sc)) return rc;
+  const int64_t e = dtype == 0 ? 4 : 2;
+  anyres_fast::ImplicitGemmOperands o;
+  o.x = zeros(0, batch * channels * int64_t(size) * size * e);
+  o.pre = static_cast<const float*>(zeros(1, batch * channels * int64_t(4)));
+  o.weight = zeros(2, m_out * int64_t(k) * k * sc.channels_padded * e);
+  o.post = static_cast<const float*>(zeros(3, batch * m_out * int64_t(4)));
+  o.out = zeros(4, batch * m_out * int64_t(size) * size * e);
+  o.staged = zeros(5, sc.staged_elements * e);
+  o.workspace = static_cast<float*>(zeros(6, sc.workspace_floats * 4));
+  o.workspace_floats = sc.workspace_floats;
+  emu::trace.clear();
+  emu::trace_on = true;
+  const int rc = anyres_fast::modulated_conv2d_igemm(s, o, anyres_fast::DType(dtype), exact_fp32 != 0, nullptr);
+  emu::trace_on = false;
+  return rc;
+}
+extern "C" long trace_length() { return long(emu::trace.size()); }
+extern "C" void trace_record(long i, int64_t* out) {
+  const emu::Access& a = emu::trace[size_t(i)];
+  out[0] = a.block; out[1] = a.thread; out[2] = a.site; out[3] = a.seq;
+  out[4] = int64_t(a.address - reinterpret_cast<uintptr_t>(emu::shared_memory)); out[5] = a.bytes;
+}
+'''
+
+
+@dataclass(frozen=True)
+class GemmCase:
+    name: str
+    dtype: int     # anyres_fast::DType: 0 f32, 1 f16, 2 bf16
+    exact_fp32: bool
+    batch: int = 1
+    channels: int = 64
+    size: int = 8
+    m_out: int = 64
+    k: int = 3
+
+
+GEMM_CASES = [
+    GemmCase("conv 64->64 3x3, fp32 FMA (exact)", 0, True),
+    GemmCase("conv 64->64 3x3, fp32 TF32", 0, False),
+    GemmCase("conv 64->64 3x3, fp16", 1, False),
+    GemmCase("conv 64->64 3x3, bf16", 2, False),
+]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -91,13 +160,13 @@ CASES = [
 ]
 
 
-def build(csrc: Path, directory: Path):
-    """The emulation library of csrc's filtered_lrelu.cu (g++, -O1, 256 threads per CTA)."""
+def build(csrc: Path, directory: Path, harness: str = HARNESS):
+    """The emulation library of csrc's filtered_lrelu.cu (or of `harness`'s kernels; g++, -O1)."""
     cxx = shutil.which("g++")
     cuda_inc = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
     if cxx is None or not (cuda_inc / "cuda_runtime.h").exists():
-        raise SystemExit("flrelu_access_counts: needs g++ and the CUDA headers (CUDA_HOME)")
-    (directory / "trace.cpp").write_text(HARNESS)
+        raise SystemExit("access_counts: needs g++ and the CUDA headers (CUDA_HOME)")
+    (directory / "trace.cpp").write_text(harness)
     cmd = [cxx, "-std=c++20", "-O1", "-w", "-x", "c++", "-pthread", "-DANYRES_FAST_HOST_EMULATION",
            "-DANYRES_FAST_HOST_EMULATION_THREADS", f"-I{csrc}", "-isystem", str(cuda_inc), "-shared", "-fPIC",
            str(directory / "trace.cpp"), "-o", str(directory / "libtrace.so")]
@@ -107,9 +176,12 @@ def build(csrc: Path, directory: Path):
     return lib
 
 
-def run_case(lib, case: Case):
-    """The trace of `case`: list of (cta, thread, site, seq, offset, bytes)."""
-    rc = lib.trace_run(case.up, case.down, *case.fu, *case.fd, case.tile, case.tile, case.pad)
+def run_case(lib, case):
+    """The trace of `case` (a Case or GemmCase): list of (cta, thread, site, seq, offset, bytes)."""
+    if isinstance(case, GemmCase):
+        rc = lib.trace_run(case.dtype, int(case.exact_fp32), case.batch, case.channels, case.size, case.m_out, case.k)
+    else:
+        rc = lib.trace_run(case.up, case.down, *case.fu, *case.fd, case.tile, case.tile, case.pad)
     if rc != 0:
         raise RuntimeError(f"{case.name}: launcher returned {rc}")
     rec = (ctypes.c_int64 * 6)()
@@ -167,16 +239,21 @@ def site_counts(trace):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csrc", type=Path, default=ROOT / "csrc", help="kernel sources (default: this checkout)")
+    ap.add_argument("--kernel", choices=("filtered_lrelu", "implicit_gemm", "all"), default="all")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = build(args.csrc.resolve(), Path(tmp))
-        print("| case | accesses | warp instructions | wavefronts / sectors | ideal | ratio |")
-        print("|---|---|---|---|---|---|")
-        for case in CASES:
-            for site, (n, cost, ideal) in site_counts(run_case(lib, case)).items():
-                label, space = SITES[site]
-                unit = "wavefronts" if space == "shared" else "sectors"
-                print(f"| {case.name} | {label} | {n} | {cost} {unit} | {ideal} | {cost / ideal:.2f} |")
+    groups = {"filtered_lrelu": (HARNESS, CASES), "implicit_gemm": (IGEMM_HARNESS, GEMM_CASES)}
+    print("| case | accesses | warp instructions | wavefronts / sectors | ideal | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, (harness, cases) in groups.items():
+        if args.kernel not in (name, "all"):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            lib = build(args.csrc.resolve(), Path(tmp), harness)
+            for case in cases:
+                for site, (n, cost, ideal) in site_counts(run_case(lib, case)).items():
+                    label, space = SITES[site]
+                    unit = "wavefronts" if space == "shared" else "sectors"
+                    print(f"| {case.name} | {label} | {n} | {cost} {unit} | {ideal} | {cost / ideal:.2f} |")
     return 0
 
 
