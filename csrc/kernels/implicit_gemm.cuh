@@ -252,34 +252,50 @@ __device__ __forceinline__ void mma_tile(const S* As, const S* Bs, int wm, int w
 }
 
 // ---- FMA accumulation (exact fp32) -------------------------------------------------------------------------
-// Thread (tx = tid%16, ty = tid/16) owns rows ty*8 + i and columns tx + 16 j.
+// Thread (tx = tid%16, ty = tid/16) owns rows ty*8 + i and columns tx + 16 j. A warp's 16 B rows tx + 16 j
+// are kLd = 36 words apart (a multiple of 4 for the 16-byte copies), so one word per row reaches only 8
+// banks (2-way conflicts), and its two A rows (ty, ty + 1) are 8 kLd words apart, in the same bank. Each
+// thread therefore reads 4 consecutive k of a row with one 16-byte load: a quarter warp's 8 B rows then
+// fall on 8 distinct 16-byte bank groups, and an A row is one broadcast (nvcc already merged the former
+// one-k-at-a-time loads into these LDS.128; written out, the access trace sees what the SASS does).
+// The FMAs run k ascending for every accumulator, as before.
 __device__ __forceinline__ void fma_tile(const float* As, const float* Bs, int tid, float (&acc)[8][4]) {
   constexpr int kLd = Tile<float>::kLd;
+  static_assert(kLd % 4 == 0 && kBK % 4 == 0, "16-byte row reads");
   const int tx = tid % 16, ty = tid / 16;
-#pragma unroll 4
-  for (int k = 0; k < kBK; ++k) {
-    float a[8], bv[4];
+#pragma unroll 1
+  for (int k = 0; k < kBK; k += 4) {
+    float4 a[8], bv[4];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      ANYRES_TRACE_ACCESS(kTraceFmaALoad, As + (ty * 8 + i) * kLd + k, 4);
-      a[i] = As[(ty * 8 + i) * kLd + k];
+      const float* src = As + (ty * 8 + i) * kLd + k;
+      ANYRES_TRACE_ACCESS(kTraceFmaALoad, src, 16);
+      a[i] = *reinterpret_cast<const float4*>(src);
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      ANYRES_TRACE_ACCESS(kTraceFmaBLoad, Bs + (tx + 16 * j) * kLd + k, 4);
-      bv[j] = Bs[(tx + 16 * j) * kLd + k];
+      const float* src = Bs + (tx + 16 * j) * kLd + k;
+      ANYRES_TRACE_ACCESS(kTraceFmaBLoad, src, 16);
+      bv[j] = *reinterpret_cast<const float4*>(src);
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+      for (int j = 0; j < 4; ++j) {
+        acc[i][j] = fmaf(a[i].x, bv[j].x, acc[i][j]);
+        acc[i][j] = fmaf(a[i].y, bv[j].y, acc[i][j]);
+        acc[i][j] = fmaf(a[i].z, bv[j].z, acc[i][j]);
+        acc[i][j] = fmaf(a[i].w, bv[j].w, acc[i][j]);
+      }
   }
 }
 
 // ---- the GEMM kernel ---------------------------------------------------------------------------------------
 
+// 16-bit single-accumulator kernels: at least 6 CTAs per SM (<= 85 registers), where ptxas otherwise
+// lands on 92 for fp16 (5 CTAs) after a change of the copy mapping; 0: no minimum.
 template <typename T, Math kMath, bool kDual>
-__global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ Problem p) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 && !kDual ? 6 : 0) conv_kernel(const __grid_constant__ Problem p) {
 #if ANYRES_IGEMM_DEVICE_CODE
   using TL = Tile<T>;
   constexpr int kStage = Smem<T, kDual>::kStage;
@@ -300,8 +316,13 @@ __global__ void __launch_bounds__(kThreads) conv_kernel(const __grid_constant__ 
   const int64_t it_begin = iters * split / p.splits, it_end = iters * (split + 1) / p.splits;
   const int n_iter = int(it_end - it_begin);
 
-  // This thread's copy rows (the same for A and B) and the output pixels of its B rows.
-  const int row0 = tid / TL::kChunksPerRow, col = tid % TL::kChunksPerRow;
+  // This thread's copy rows (the same for A and B) and the output pixels of its B rows. Eight
+  // consecutive threads (a quarter warp: one shared-memory wavefront of 16-byte stores) take eight
+  // consecutive rows of one 16-byte column: the row pitch is an odd number of 16-byte units
+  // (Tile::kLd), so their stores land in 8 distinct bank groups. A warp still covers 8 whole rows' worth of
+  // chunks (the same global sectors as one row after another).
+  static_assert(kThreads % (8 * TL::kChunksPerRow) == 0, "whole groups of 8 rows per pass");
+  const int row0 = tid % 8 + 8 * (tid / (8 * TL::kChunksPerRow)), col = tid / 8 % TL::kChunksPerRow;
   int oy[TL::kPasses], ox[TL::kPasses];
   int64_t sample[TL::kPasses];
 #pragma unroll

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,17 @@ extern "C" void emu_configure(int reverse_order, int skip_barrier_line, int skip
   ige::cp_async_copies = 0;
   ige::mma_macs = 0;
   ige::wait_lines.clear();
+}
+extern "C" void emu_trace(int on) {
+  if (on) emu::trace.clear();
+  emu::trace_on = on != 0;
+}
+extern "C" long emu_trace_length() { return long(emu::trace.size()); }
+// record i: CTA, thread, site, seq, byte offset from the shared-memory base, bytes
+extern "C" void emu_trace_record(long i, int64_t* out) {
+  const emu::Access& a = emu::trace[size_t(i)];
+  out[0] = a.block; out[1] = a.thread; out[2] = a.site; out[3] = a.seq;
+  out[4] = int64_t(a.address - reinterpret_cast<uintptr_t>(emu::shared_memory)); out[5] = a.bytes;
 }
 extern "C" int emu_max_block_threads() { return int(emu::max_block_threads); }
 extern "C" long emu_error_count() { return emu::error_count; }
@@ -140,7 +152,7 @@ def _build(directory: Path):
     lib = ctypes.CDLL(str(directory / "libemu.so"))
     lib.emu_first_error.restype = ctypes.c_char_p
     lib.emu_mma_macs.restype = ctypes.c_longlong
-    for name in ("emu_error_count", "emu_wmma_calls", "emu_cp_async_copies", "emu_fragment_load"):
+    for name in ("emu_error_count", "emu_wmma_calls", "emu_cp_async_copies", "emu_fragment_load", "emu_trace_length"):
         getattr(lib, name).restype = ctypes.c_long
     return lib
 
@@ -635,3 +647,42 @@ def test_gemm_weight_view_at_an_offset_is_realigned(cuda_path, monkeypatch):
         cuda_path.check()
     assert rel_error(y, mc.modulated_conv2d_ref(x, weight, styles, True, 1, 1, 1e-8)) < 1e-5
     assert rel_error(z, sf.style_fused_conv2d_ref(x, weight, smap, 1, 1, "exact", 1e-8)) < 1e-5
+
+
+# ---- shared-memory access pattern (the access trace, counted as in benchmarks/access_counts.py) -------------
+
+def _traced_forward(cuda_path, path):
+    """Site counts {site: (warp instructions, wavefronts, ideal)} of one modulated conv on `path`."""
+    sys.path.insert(0, str(CSRC.parent))
+    from benchmarks import access_counts as ac
+    b, i, o, h, w, k, p, up = 1, 40, 64, 6, 6, 3, 1, 1
+    dtype = PATHS[path][0]
+    x, weight, styles = _inputs(b, i, o, h, w, k, dtype, (b, i), seed=5)
+    with _math(path):
+        cuda_path.lib.emu_trace(1)
+        mc._cuda_forward(x.to(dtype), weight.to(dtype), styles.float(), True, p, up, 1e-8)
+        cuda_path.lib.emu_trace(0)
+    cuda_path.check()
+    rec = (ctypes.c_int64 * 6)()
+    trace = []
+    for n in range(cuda_path.lib.emu_trace_length()):
+        cuda_path.lib.emu_trace_record(ctypes.c_long(n), rec)
+        trace.append(tuple(rec))
+    return ac.site_counts(trace)
+
+
+@pytest.mark.parametrize("path", ["fp16", "fma"])
+def test_operand_tiles_are_written_and_read_without_bank_conflicts(cuda_path, path):
+    """cp.async's 16-byte stores: a quarter warp (one wavefront) writes 8 distinct bank groups, so every
+    store instruction costs its 4 wavefronts (512 bytes). The FMA path reads 16-byte rows: no conflict
+    within a quarter warp (4 wavefronts per instruction, broadcasts included); 4-byte reads of 16 rows
+    36 words apart would cost 2 per k."""
+    counts = _traced_forward(cuda_path, path)
+    n, cost, ideal = counts[10]
+    assert n > 0 and cost == ideal == 4 * n, counts[10]
+    if path == "fma":
+        for site in (11, 12):
+            n, cost, _ = counts[site]
+            assert n > 0 and cost == 4 * n, (site, counts[site])
+    else:
+        assert 11 not in counts and 12 not in counts
