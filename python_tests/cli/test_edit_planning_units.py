@@ -1,0 +1,135 @@
+"""What `anyres-fast outpaint` and `anyres-fast inbetween` hand to the inversion: the photo boxes on the
+canvas, the seams compared in report.json, the LPIPS check and every refusal, for each placement, worked
+out by hand here (docs/infinitygan_training.md). The inversion itself is replaced by a recorder; the
+end-to-end runs are in test_outpaint.py."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anyres_fast.cli import build_parser, inbetween, outpaint
+from anyres_fast.cli import weights as weights_arg
+from anyres_fast.cli.args import CommandError
+from anyres_fast.cli.editing import inside_columns
+from anyres_fast.models import infinity_inversion as inv
+
+PATCH = 29           # random:preset=tiny: patch_size 29, depth 2
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Replaces loading, planning, the LPIPS check and run_edit with recorders."""
+    calls = {}
+    monkeypatch.setattr(weights_arg, "load", lambda weights, device: "G")
+    monkeypatch.setattr(inv, "plan_canvas", lambda G, H, W, boxes, **kw: calls.setdefault("plan", (G, H, W, boxes, kw))
+                        and "canvas")
+    for mod in (outpaint, inbetween):
+        monkeypatch.setattr(mod, "check_lpips", lambda mode: calls.setdefault("lpips", mode))
+        monkeypatch.setattr(mod, "run_edit", lambda args, G, canvas, targets, sources, prefix, seams, device:
+                            calls.setdefault("edit", (G, canvas, [t.shape for t in targets], sources, prefix, seams)))
+    return calls
+
+
+def photo(path, w, h):
+    rng = np.random.default_rng(w * 1000 + h)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def common(tmp_path, *extra):
+    return ["--weights", "random:preset=tiny", "--out", str(tmp_path / "out"), "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("place, width, height, x0, y0", [
+    ("left", 70, None, 0, 0), ("right", 70, 36, 38, 2), ("centre", 71, 37, 19, 2), ("left", 32, None, 0, 0)])
+def test_outpaint_places_the_photo_and_compares_the_seams_it_creates(tmp_path, recorded, place, width, height, x0, y0):
+    img = photo(tmp_path / "p.png", 32, 32)
+    argv = ["outpaint", "--image", img, "--width", str(width), "--place", place] + common(tmp_path)
+    if height is not None:
+        argv += ["--height", str(height)]
+    assert run(argv) == 0
+    H = height or 32
+    assert recorded["plan"] == ("G", H, width, [(y0, x0, 32, 32)], {})
+    G, canvas, shapes, sources, prefix, seams = recorded["edit"]
+    assert (G, canvas, shapes, sources, prefix) == ("G", "canvas", [(1, 3, 32, 32)], [os.path.abspath(img)], "outpaint")
+    want = ([(x0 + 32, inside_columns(x0, 32))] if x0 + 32 < width else []) + \
+           ([(x0, inside_columns(x0, 32))] if x0 > 0 else [])
+    assert seams == want
+    assert all(x0 < c < x0 + 32 for _, cols in seams for c in cols)
+    assert recorded["lpips"] == "alex" and os.path.isdir(tmp_path / "out")
+
+
+def test_outpaint_with_a_record_needs_no_lpips_weights(tmp_path, recorded):
+    img = photo(tmp_path / "p.png", 32, 32)
+    run(["outpaint", "--image", img, "--width", "40", "--record", str(tmp_path / "r.pt")] + common(tmp_path))
+    assert recorded["lpips"] == "random"
+    run(["outpaint", "--image", img, "--width", "40", "--lpips", "random"] + common(tmp_path))
+
+
+def test_outpaint_refusals_name_the_flag_and_the_sizes(tmp_path, recorded):
+    small = photo(tmp_path / "s.png", 40, 28)
+    ok = photo(tmp_path / "p.png", 32, 32)
+    cases = [(["--image", small, "--width", "60"], f"--image {small!r}: 40x28 is smaller than the model's 29x29 patch"),
+             (["--image", ok, "--width", "31"], "--width 31: smaller than the photo's width 32"),
+             (["--image", ok, "--width", "40", "--height", "31"], "--height 31: smaller than the photo's height 32")]
+    for flags, message in cases:
+        with pytest.raises(CommandError, match="^" + re.escape(message) + "$"):
+            run(["outpaint", *flags] + common(tmp_path))
+    assert "edit" not in recorded and "lpips" not in recorded     # refused before any work
+
+
+@pytest.mark.parametrize("width", [100, 80])
+def test_inbetween_puts_the_photos_at_both_ends_centred_vertically(tmp_path, recorded, width):
+    a, b = photo(tmp_path / "a.png", 30, 36), photo(tmp_path / "b.png", 50, 30)
+    assert run(["inbetween", "--left", a, "--right", b, "--width", str(width)] + common(tmp_path)) == 0
+    assert recorded["plan"] == ("G", 36, width, [(0, 0, 36, 30), (3, width - 50, 30, 50)], {})
+    G, canvas, shapes, sources, prefix, seams = recorded["edit"]
+    assert shapes == [(1, 3, 36, 30), (1, 3, 30, 50)] and prefix == "inbetween"
+    assert sources == [os.path.abspath(a), os.path.abspath(b)]
+    want = [(30, inside_columns(0, 30))] + ([(width - 50, inside_columns(width - 50, 50))] if width > 80 else [])
+    assert seams == want
+    assert recorded["lpips"] == "alex"
+
+
+def test_inbetween_refusals(tmp_path, recorded):
+    a, b = photo(tmp_path / "a.png", 30, 36), photo(tmp_path / "b.png", 50, 30)
+    small = photo(tmp_path / "s.png", 28, 40)
+    cases = [(["--left", a, "--width", "90"], "--right is required (or --cyclic, to close a ring with the --left "
+                                              "photo alone)"),
+             (["--left", a, "--right", b, "--cyclic", "--width", "90"],
+              "--cyclic closes the ring with the --left photo on both sides; drop --right"),
+             (["--left", small, "--right", b, "--width", "90"],
+              f"--left {small!r}: 28x40 is smaller than the model's 29x29 patch"),
+             (["--left", a, "--right", small, "--width", "90"],
+              f"--right {small!r}: 28x40 is smaller than the model's 29x29 patch"),
+             (["--left", a, "--right", b, "--width", "79"],
+              "--width 79: smaller than the two photos side by side (30 + 50 = 80)"),
+             (["--left", small, "--cyclic", "--width", "96"],
+              f"--left {small!r}: 28x40 is smaller than the model's 29x29 patch"),
+             (["--left", b, "--cyclic", "--width", "48"], "--cyclic --width 48: smaller than the --left photo's width 50")]
+    for flags, message in cases:
+        with pytest.raises(CommandError, match="^" + re.escape(message) + "$"):
+            run(["inbetween", *flags] + common(tmp_path))
+    with pytest.raises(CommandError, match="--cyclic --width"):       # not a multiple of 2^depth = 4
+        run(["inbetween", "--left", a, "--cyclic", "--width", "62"] + common(tmp_path))
+    assert "edit" not in recorded and "lpips" not in recorded
+
+
+@pytest.mark.parametrize("width, wa", [(64, 30), (32, 32)])
+def test_inbetween_cyclic_rings_the_photo_with_the_wrap_seam(tmp_path, recorded, width, wa):
+    """A ring of `width` (a multiple of 2^depth = 4); a photo as wide as the ring has only the wrap seam."""
+    a = photo(tmp_path / "a.png", wa, 32)
+    assert run(["inbetween", "--left", a, "--cyclic", "--width", str(width), "--record", "x.pt"] + common(tmp_path)) == 0
+    assert recorded["plan"] == ("G", 32, width, [(0, 0, 32, wa)], {"cyclic": True})
+    seams = recorded["edit"][5]
+    assert seams == ([(wa, inside_columns(0, wa))] if wa < width else []) + [(0, inside_columns(0, wa))]
+    assert recorded["lpips"] == "random"
