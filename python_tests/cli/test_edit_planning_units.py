@@ -133,3 +133,27 @@ def test_inbetween_cyclic_rings_the_photo_with_the_wrap_seam(tmp_path, recorded,
     seams = recorded["edit"][5]
     assert seams == ([(wa, inside_columns(0, wa))] if wa < width else []) + [(0, inside_columns(0, wa))]
     assert recorded["lpips"] == "random"
+
+
+def test_outpaint_options_parse_as_documented(tmp_path, recorded, capsys):
+    img = photo(tmp_path / "p.png", 29, 29)                   # exactly the patch: accepted
+    assert run(["outpaint", "--image", img, "--width", "30", "--place", "right"] + common(tmp_path)) == 0
+    assert recorded["plan"][3] == [(0, 1, 29, 29)] and recorded["edit"][5] == [(1, inside_columns(1, 29))]
+    for argv, missing in ((["--width", "40"], "--image"), (["--image", img], "--width")):
+        with pytest.raises(SystemExit):
+            run(["outpaint", *argv] + common(tmp_path))
+        assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["outpaint", "--image", img, "--width", "40", "--place", "top"] + common(tmp_path))
+    assert "invalid choice: 'top'" in capsys.readouterr().err
+    args = build_parser().parse_args(["outpaint", "--image", img, "--width", "40"] + common(tmp_path))
+    assert (args.place, args.height) == ("left", None)
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "outpaint")[1]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and action.help.strip(), action.dest       # every option is explained
+    with pytest.raises(CommandError, match=re.escape(f"--image {str(tmp_path / 'gone.png')!r}: no such file")):
+        run(["outpaint", "--image", str(tmp_path / "gone.png"), "--width", "40"] + common(tmp_path))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(CommandError, match="^--image .*bad.png': cannot read the image"):
+        run(["outpaint", "--image", str(tmp_path / "bad.png"), "--width", "40"] + common(tmp_path))
