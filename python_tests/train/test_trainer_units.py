@@ -246,6 +246,7 @@ class _OtherRank:
 
     def broadcast(self, t, src):
         self.calls.append(("broadcast", src))
+        self.sent = getattr(self, "sent", []) + [t]
 
     def barrier(self):
         self.calls.append(("barrier",))
@@ -678,8 +679,13 @@ def test_interrupt_handler_grace_and_restore(monkeypatch):
         it._on_sigint(signal.SIGINT, None)
     it.restore()
     assert signal.getsignal(signal.SIGINT) is prev
-    it.restore()
-    assert signal.getsignal(signal.SIGINT) is prev
+    mine = lambda signum, frame: None                         # noqa: E731
+    signal.signal(signal.SIGINT, mine)
+    try:
+        it.restore()                                          # a second restore changes nothing
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, prev)
     quiet = trainer._Interrupt(False)
     assert signal.getsignal(signal.SIGINT) is prev and not quiet._installed
     quiet.restore()
@@ -757,11 +763,13 @@ def test_rank_zero_of_two_broadcasts_gathers_and_writes(tmp_path, monkeypatch):
     rec, stats, _ = _train(out, batch=4, kimg=0.008, seed=2)
     n_tensors = len(list(rec.net.parameters())) + len(list(rec.net.buffers()))
     assert [c for c in dist.calls if c[0] == "broadcast"] == [("broadcast", 0)] * n_tensors
+    # the tensors themselves (in place), parameters then buffers
+    assert [t.data_ptr() for t in dist.sent] == [t.data_ptr() for t in [rec.net.w, rec.net.count]]
     assert dist.calls.count(("barrier",)) == 1 and dist.calls.count(("gather",)) == 1
     maxes = [c for c in dist.calls if c[0] == "all_reduce" and c[3] == torch.distributed.ReduceOp.MAX]
     assert len(maxes) == 2 and all(c[2] == 1 for c in maxes)     # the stop flag, once per step
     state = checkpoint.load_checkpoint(checkpoint.list_checkpoints(str(out))[-1][1])
-    assert len(state["rng"]) == 2 and state["rng"][1] == {"other": True}
+    assert len(state["rng"]) == 2 and state["rng"][1] == {"other": True} and "torch" in state["rng"][0]
     assert json.loads((out / "training_options.json").read_text())["world"] == 2
     s = seed_of(2, "stream", "real") & 0xFFFFFFFF              # rank 0 takes the first half of each batch
     assert rec.keys == perm_keys(5, s, 0, 2) + perm_keys(5, s, 4, 2)
@@ -876,3 +884,89 @@ def test_training_options_file_keeps_the_field_order(tmp_path):
     obj = json.loads(text)
     assert list(obj) == ["options", "config", "world"]
     assert list(obj["options"]) == [f.name for f in trainer.dataclasses.fields(TrainOptions)]
+
+
+def test_save_returns_the_checkpoint_on_rank_zero_only(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    t = Trainer(Toy(), _opts(out, max_steps=1))
+    t.run()
+    assert t.save() == os.path.join(str(out), "checkpoints", "checkpoint-00000001.pt")
+    dist = _OtherRank().install(monkeypatch)
+    t.ctx = Context(t.options, torch.device("cpu"), 1, 2)
+    assert t.save() is None and dist.calls[-1] == ("barrier",)
+
+
+def test_run_body_refuses_a_resume_whose_checkpoint_is_gone(tmp_path):
+    # run() checks first; the body checks again (the folder may change in between)
+    t = Trainer(Toy(), _opts(tmp_path, resume=True))
+    t.ctx = Context(t.options, torch.device("cpu"), 0, 1)
+    with pytest.raises(ValueError, match=re.escape(f"--resume: no checkpoint in {os.path.join(str(tmp_path), 'checkpoints')}")):
+        t._run()
+
+
+def test_the_device_option_reaches_the_process_group_setup(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(trainer, "init_distributed", lambda device: (asked.append(device), (torch.device("cpu"), 0, 1))[1])
+    _train(tmp_path / "run", max_steps=1, device="cpu")
+    assert asked == ["cpu"]
+
+
+# ---------------------------------------------------------------- what the recipes hand the loop
+
+def _adam(opt):
+    g = opt.param_groups[0]
+    return g["lr"], g["betas"], g["eps"]
+
+
+def test_lazy_regularisation_rescales_lr_and_betas_by_interval_over_interval_plus_one(tmp_path):
+    """StyleGAN2 (Karras et al. 2020, appendix B): a regulariser applied every k steps in its own step
+    scales Adam's lr by c = k / (k + 1) and its betas to beta ** c. Anyres: R1 on D only (k = 16 by
+    default); InfinityGAN: R1 on D (16) and path length on G (4)."""
+    from anyres_fast.train.anyres_recipe import AnyresRecipe
+    from anyres_fast.train.infinity_recipe import InfinityRecipe, InfinityTrainConfig
+    from helpers import micro_config, write_images
+
+    lr = write_images(str(tmp_path / "lr"), [(64, 64)] * 2)
+    ctx = Context(_opts(tmp_path / "a", batch=4), torch.device("cpu"), 0, 1)
+    rec = AnyresRecipe(micro_config(phase="fixed", lr_data=lr, r1_interval=3, lr_g=0.01, lr_d=0.02,
+                                    betas=(0.5, 0.9)))
+    rec.build(ctx)
+    c = 3 / 4
+    assert _adam(rec.opt_G) == (0.01, (0.5, 0.9), 1e-8)
+    lr_d, betas_d, eps_d = _adam(rec.opt_D)
+    assert lr_d == pytest.approx(0.02 * c, rel=1e-15) and eps_d == 1e-8
+    assert betas_d == pytest.approx((0.5 ** c, 0.9 ** c), rel=1e-15)
+    rec = AnyresRecipe(micro_config(phase="fixed", lr_data=lr))
+    rec.build(ctx)
+    assert _adam(rec.opt_G) == (0.0025, (0.0, 0.99), 1e-8)            # docs/training.md, phase fixed
+    assert _adam(rec.opt_D)[0] == pytest.approx(0.002 * 16 / 17, rel=1e-15)
+    assert _adam(rec.opt_D)[1] == pytest.approx((0.0, 0.99 ** (16 / 17)), rel=1e-15)
+
+    inf = InfinityRecipe(InfinityTrainConfig(data=lr, tiny=True, lr=0.004, r1_every=5, pl_every=2,
+                                             betas=(0.25, 0.8)))
+    inf.build(Context(_opts(tmp_path / "b", batch=4), torch.device("cpu"), 0, 1))
+    for opt, k in ((inf.opt_G, 2), (inf.opt_D, 5)):
+        c = k / (k + 1)
+        got_lr, got_betas, eps = _adam(opt)
+        assert got_lr == pytest.approx(0.004 * c, rel=1e-15) and eps == 1e-8
+        assert got_betas == pytest.approx((0.25 ** c, 0.8 ** c), rel=1e-15)
+
+
+def test_regularisation_steps_come_every_interval_from_step_zero(tmp_path):
+    """Lazy R1 at steps 0, k, 2k, ... (docs/training.md "The lazy-R1 step is step 0, 16, 32"), seen as
+    the optimiser phases the loop steps."""
+    from anyres_fast.train.anyres_recipe import AnyresRecipe
+    from helpers import micro_config, write_images
+
+    lr = write_images(str(tmp_path / "lr"), [(64, 64)] * 2)
+    rec = AnyresRecipe(micro_config(phase="fixed", lr_data=lr, r1_interval=2))
+    phases = []
+
+    class Spy(Trainer):
+        def _loop(self):
+            self.ctx.grad_hooks.append(lambda name, params: phases.append((self.ctx.step, name)))
+            return super()._loop()
+    Spy(rec, _opts(tmp_path / "run", batch=2, max_steps=3), log=lambda m: None).run()
+    regs = [s for s, n in phases if n == "Dreg"]
+    assert regs == [0, 2] and sorted({n for _, n in phases}) == ["D", "Dreg", "G"]
+    assert [s for s, n in phases if n == "G"] == [0, 1, 2]
