@@ -343,9 +343,9 @@ def test_next_batch_chunks_host_copies_and_positions(tmp_path):
     assert ctx.streams["real"].consumed == 4 + 6
     ctx2 = Context(_opts(tmp_path, batch=6, batch_gpu=1, seed=5), torch.device("cpu"), 0, 2)
     ctx2.streams["real"] = trainer._Stream(_DS(), 5, "real", 6, 0, 2, 0, start=10)
-    chunks = ctx2.next_batch("real")
+    chunks = ctx2.next_batch("real", host_keys=("key",))
     assert [[tuple(k.tolist()) for k in c["key"]] for c in chunks] == [[k] for k in perm_keys(5, s, 10, 3)]
-    assert all(c["v"].shape == (1,) for c in chunks)
+    assert all(c["v"].shape == (1,) and torch.equal(c["key_host"], c["key"]) for c in chunks)
 
 
 def test_a_stream_with_a_loader_worker_resumes_at_its_position(tmp_path):
