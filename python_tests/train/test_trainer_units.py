@@ -175,7 +175,8 @@ def test_generators_are_seeded_by_the_hash_of_the_parts():
     # per chunk: the global chunk index, rank * num_chunks + chunk = 1 * 2 + 1
     want = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed_of(11, 7, "z", 3)))
     assert torch.equal(ctx.randn((2, 3), "z", 1), want)
-    assert ctx.randn((2, 3), "z", 1).device.type == "cpu"
+    meta = Context(_opts("x", batch=8, batch_gpu=2, seed=11), torch.device("meta"), 1, 2)
+    assert ctx.randn((2, 3), "z", 1).device.type == "cpu" and meta.randn((2, 3), "z", 1).device.type == "meta"
     want = float(torch.rand((), generator=torch.Generator().manual_seed(seed_of(11, 7, "pick"))))
     u = ctx.uniform("pick")
     assert isinstance(u, float) and u == want and 0 <= u < 1
@@ -346,6 +347,12 @@ def test_next_batch_chunks_host_copies_and_positions(tmp_path):
     chunks = ctx2.next_batch("real", host_keys=("key",))
     assert [[tuple(k.tolist()) for k in c["key"]] for c in chunks] == [[k] for k in perm_keys(5, s, 10, 3)]
     assert all(c["v"].shape == (1,) and torch.equal(c["key_host"], c["key"]) for c in chunks)
+    # tensors go to the run's device, the host copies stay on the CPU ("meta" stands in for a GPU)
+    ctx3 = Context(_opts(tmp_path, batch=6, batch_gpu=3, seed=5), torch.device("meta"), 0, 1)
+    ctx3.streams["real"] = trainer._Stream(_DS(), 5, "real", 6, 0, 1, 0)
+    chunks = ctx3.next_batch("real", host_keys=("v",))
+    assert [(c["v"].device.type, c["v_host"].device.type, c["key"].shape) for c in chunks] == [("meta", "cpu", (3, 2))] * 2
+    assert [c["name"] for c in chunks] == [[f"f{i}" for i, _ in perm_keys(5, s, 3 * j, 3)] for j in range(2)]
 
 
 def test_a_stream_with_a_loader_worker_resumes_at_its_position(tmp_path):
