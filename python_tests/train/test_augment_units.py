@@ -448,6 +448,22 @@ def test_warp_beyond_one_reflection_is_zero():
     assert (got - want)[..., 8:, :].abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("G", [_tr(3.3, -2.1) @ _rot(0.5) @ _scl(0.9, 1.05), _tr(-4.6, 3.2) @ _rot(-2.9) @ _scl(1.05, 0.85),
+                               _tr(6.2, 1.5) @ _rot(0.3) @ _scl(0.8, 0.8)], ids=["a", "b", "c"])
+def test_warp_depends_only_on_the_reflect_extended_image(G):
+    """Rotations, scalings and translations whose sources stay within one reflection: warping the image
+    equals warping the image reflect-padded beforehand (by as much as the padding allows) and cropping
+    the centre, so the padding warp chooses is enough (none of its edge shows)."""
+    H, W = 20, 28
+    x = _x(n=2, h=H, w=W)
+    Gt = torch.tensor(G, dtype=torch.float64).expand(2, 3, 3)
+    big = F.pad(x, [W - 1, W - 1, H - 1, H - 1], mode="reflect")
+    want = warp(big, Gt)[..., H - 1:2 * H - 1, W - 1:2 * W - 1]
+    got = warp(x, Gt)
+    assert (got - want).abs().max() < 1e-6
+    assert (got - x).abs().max() > 0.1
+
+
 def test_warp_rotate90_of_a_square_image_is_rot90_of_the_filtered_image():
     """A quarter turn on a square image: the permuted pixels, filtered (as in test_augment.py) only along
     the reversed axis with the even phase of reverse(sym6) * reverse(sym6)."""

@@ -325,3 +325,20 @@ def test_every_panel_keeps_its_size_whatever_the_number_of_panels(tmp_path):
         assert size(["a", "b", "c"], fn) == (3 * w1, h1)
         assert size(["a", "b", "c", "d"], fn) == (3 * w1, 2 * h1)
         assert w1 > h1 > 100
+
+
+def test_plot_run_redraws_into_the_same_folder_and_shows_8_frames_by_default(tmp_path, figures):
+    """`train --plots` redraws after every snapshot (docs/training.md), so a second call overwrites;
+    the timeline shows at most 8 grids unless told (docs/metrics.md: --frames 8)."""
+    run = tmp_path / "r"
+    run.mkdir()
+    _lines(run / "stats.jsonl", [{"step": 1, "kimg": 0.004, "G/loss": 1.0}])
+    _grids(run / "samples", range(1, 13))
+    first = plot_run(str(run))
+    second = plot_run(str(run))
+    assert first == second == [str(run / "plots" / "losses.png"), str(run / "plots" / "samples.png")]
+    assert sorted(os.listdir(run / "plots")) == ["losses.png", "samples.png"]
+    assert len(figures[1][0].axes) == len(figures[3][0].axes) == 8
+    figures.clear()
+    plot_samples(str(run / "samples"), None, str(tmp_path / "s.png"))
+    assert len(figures[0][0].axes) == 8
