@@ -342,3 +342,12 @@ def test_plot_run_redraws_into_the_same_folder_and_shows_8_frames_by_default(tmp
     figures.clear()
     plot_samples(str(run / "samples"), None, str(tmp_path / "s.png"))
     assert len(figures[0][0].axes) == 8
+
+
+def test_plot_samples_with_a_single_grid(tmp_path, figures):
+    arrays = _grids(tmp_path / "samples", [3])
+    assert plot_samples(str(tmp_path / "samples"), None, str(tmp_path / "s.png")) == str(tmp_path / "s.png")
+    (fig, _), = figures
+    (ax,) = fig.axes
+    assert ax.get_title(loc="left") == "step 3"
+    assert np.array_equal(np.asarray(ax.images[0].get_array()), arrays[3])
