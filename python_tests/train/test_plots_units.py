@@ -99,7 +99,7 @@ def test_metric_kimg_precedence_and_weights_path_forms():
 # -- losses.png ------------------------------------------------------------------------------------------
 def test_plot_losses_one_panel_per_numeric_key_against_kimg(tmp_path, figures):
     stats = [{"step": 2, "kimg": 0.008, "G/loss": 0.7, "D/loss": 1.4, "aug/p": 0.0, "sec_per_kimg": 900.0,
-              "note": "text", "flag": True, "bad": float("nan")},
+              "note": "text", "flag": True, "bad": float("nan"), "Augment/p": 0.5, "Timing/sec": 2.0},
              {"step": 4, "kimg": 0.016, "G/loss": 0.6, "D/loss": 1.3, "R1": 0.2},
              {"step": 6, "G/loss": 99.0},                         # no kimg: not drawn
              {"step": 8, "kimg": 0.032, "G/loss": 0.5, "aug/p": 0.1}]
@@ -112,7 +112,7 @@ def test_plot_losses_one_panel_per_numeric_key_against_kimg(tmp_path, figures):
     assert path == out
     panels = _panels(fig)
     # G's panels first, then D's, then the rest by name
-    assert list(panels) == ["G/loss", "D/loss", "R1", "aug/p", "sec_per_kimg"]
+    assert list(panels) == ["G/loss", "D/loss", "Augment/p", "R1", "Timing/sec", "aug/p", "sec_per_kimg"]
     assert panels["G/loss"][1:3] == ([0.008, 0.016, 0.032], [0.7, 0.6, 0.5])
     assert panels["D/loss"][1:3] == ([0.008, 0.016], [1.4, 1.3])
     assert panels["aug/p"][1:3] == ([0.008, 0.032], [0.0, 0.1])
@@ -120,8 +120,8 @@ def test_plot_losses_one_panel_per_numeric_key_against_kimg(tmp_path, figures):
     assert all(v[0] == "kimg" for v in panels.values())
     assert all(v[3] == "." for v in panels.values())               # few points: each marked
     assert fig.get_suptitle() == "training statistics (stats.jsonl)"
-    # 5 panels on a grid of 3 columns: one axis left hidden
-    assert len(fig.axes) == 6 and sum(not ax.get_visible() for ax in fig.axes) == 1
+    # 7 panels on a grid of 3 columns: two axes left hidden
+    assert len(fig.axes) == 9 and sum(not ax.get_visible() for ax in fig.axes) == 2
 
 
 def test_plot_losses_long_series_without_markers_and_a_title(tmp_path, figures):
