@@ -18,6 +18,7 @@ from anyres_fast.data.prepare import jpegtran, prepare_source, sidecar_name, tra
 from anyres_fast.data.segmented import NotSegmented
 
 from helpers import BAD_NAMES, write_images
+from jpeg_scan import scan_markers as _scan_markers, segments as _segments
 
 needs_jpegtran = pytest.mark.skipif(jpegtran() is None, reason="needs jpegtran (apt-get install libjpeg-turbo-progs)")
 
@@ -29,33 +30,6 @@ def _jpeg(w, h, seed=0, mode="RGB", subsampling=2, **kw):
     b = io.BytesIO()
     im.save(b, "JPEG", quality=85, subsampling=subsampling, **kw)
     return b.getvalue()
-
-
-def _segments(data):
-    """[(marker byte, position of its 0xFF, segment length)] of the headers, through SOS (ITU T.81 B.1)."""
-    out, i = [], 2
-    while True:
-        assert data[i] == 0xFF
-        m = data[i + 1]
-        n = data[i + 2] * 256 + data[i + 3]
-        out.append((m, i, n))
-        if m == 0xDA:
-            return out
-        i += 2 + n
-
-
-def _scan_markers(data):
-    """Positions of every RSTn in the scan, then of the marker that ends it, by walking the bytes."""
-    m, i, n = _segments(data)[-1]
-    j, found = i + 2 + n, []
-    while True:
-        if data[j] == 0xFF and data[j + 1] != 0x00:
-            found.append(j)
-            if not 0xD0 <= data[j + 1] <= 0xD7:
-                return found
-            j += 2
-        else:
-            j += 1
 
 
 def _restart_interval(data):

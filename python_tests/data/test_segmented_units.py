@@ -13,6 +13,8 @@ from PIL import Image
 
 from anyres_fast.data.segmented import NotSegmented, SegmentedJPEG, find_markers, open_segmented
 
+from jpeg_scan import scan_markers as _scan_markers, segments as _segments, sos_end as _sos_end
+
 MCU = {("L", 0): (8, 8), ("RGB", 0): (8, 8), ("RGB", 1): (16, 8), ("RGB", 2): (16, 16)}   # 4:4:4, 4:2:2, 4:2:0
 
 
@@ -28,41 +30,8 @@ def _jpeg(w, h, seed=0, mode="RGB", subsampling=2, restart=1):
     return b.getvalue()
 
 
-def _segments(data):
-    """[(marker byte, position of its 0xFF, length)] of the header segments through SOS (T.81 B.1.1)."""
-    out, i = [], 2
-    while True:
-        assert data[i] == 0xFF
-        while data[i + 1] == 0xFF:                 # fill bytes (T.81 B.1.1.2)
-            i += 1
-        m = data[i + 1]
-        n = data[i + 2] * 256 + data[i + 3]
-        out.append((m, i, n))
-        if m == 0xDA:
-            return out
-        i += 2 + n
-
-
-def _sos_end(data):
-    _, i, n = _segments(data)[-1]
-    return i + 2 + n
-
-
 def _sof(data):
     return [i for m, i, _ in _segments(data) if m in (0xC0, 0xC1)][0]
-
-
-def _scan_markers(data):
-    """Every RSTn of the scan, then the marker ending it: walk the bytes (0xFF 0x00 is a stuffed 0xFF)."""
-    j, found = _sos_end(data), []
-    while True:
-        if data[j] == 0xFF and data[j + 1] != 0x00:
-            found.append(j)
-            if not 0xD0 <= data[j + 1] <= 0xD7:
-                return found
-            j += 2
-        else:
-            j += 1
 
 
 def _whole(data, r):
