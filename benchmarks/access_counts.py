@@ -184,10 +184,15 @@ def run_case(lib, case):
         rc = lib.trace_run(case.up, case.down, *case.fu, *case.fd, case.tile, case.tile, case.pad)
     if rc != 0:
         raise RuntimeError(f"{case.name}: launcher returned {rc}")
+    return read_trace(lib.trace_length, lib.trace_record)
+
+
+def read_trace(length, record) -> list:
+    """The trace through a harness's two C functions: length() records, record(i, int64[6]) fills one."""
     rec = (ctypes.c_int64 * 6)()
     out = []
-    for i in range(lib.trace_length()):
-        lib.trace_record(ctypes.c_long(i), rec)
+    for i in range(length()):
+        record(ctypes.c_long(i), rec)
         out.append(tuple(rec))
     return out
 

@@ -663,12 +663,7 @@ def _traced_forward(cuda_path, path):
         mc._cuda_forward(x.to(dtype), weight.to(dtype), styles.float(), True, p, up, 1e-8)
         cuda_path.lib.emu_trace(0)
     cuda_path.check()
-    rec = (ctypes.c_int64 * 6)()
-    trace = []
-    for n in range(cuda_path.lib.emu_trace_length()):
-        cuda_path.lib.emu_trace_record(ctypes.c_long(n), rec)
-        trace.append(tuple(rec))
-    return ac.site_counts(trace)
+    return ac.site_counts(ac.read_trace(cuda_path.lib.emu_trace_length, cuda_path.lib.emu_trace_record))
 
 
 @pytest.mark.parametrize("path", ["fp16", "fma"])
