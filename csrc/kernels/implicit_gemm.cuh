@@ -319,8 +319,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 && !kDual ? 6 : 0) co
   // This thread's copy rows (the same for A and B) and the output pixels of its B rows. Eight
   // consecutive threads (a quarter warp: one shared-memory wavefront of 16-byte stores) take eight
   // consecutive rows of one 16-byte column: the row pitch is an odd number of 16-byte units
-  // (Tile::kLd), so their stores land in 8 distinct bank groups. A warp still covers 8 whole rows' worth of
-  // chunks (the same global sectors as one row after another).
+  // (Tile::kLd), so their stores land in 8 distinct bank groups. A warp reads 8 rows x 64 bytes of global
+  // memory: as many 32-byte sectors as the former row-after-row order (16 per warp instruction).
   static_assert(kThreads % (8 * TL::kChunksPerRow) == 0, "whole groups of 8 rows per pass");
   const int row0 = tid % 8 + 8 * (tid / (8 * TL::kChunksPerRow)), col = tid / 8 % TL::kChunksPerRow;
   int oy[TL::kPasses], ox[TL::kPasses];
