@@ -298,3 +298,19 @@ def filled(layout, seed=0, empty=False):
         else:
             sd[name] = torch.randn(shape, generator=g) * 0.5 + (1.0 if name.endswith("modulation.bias") else 0.0)
     return sd
+
+
+class RecordingBar:
+    """Stands in for tqdm: records its keyword arguments, every update(n) and close(); the instances made
+    since the last `RecordingBar.made.clear()` are in `made`."""
+    made = []
+
+    def __init__(self, **kw):
+        self.kw, self.updates, self.closed = kw, [], False
+        RecordingBar.made.append(self)
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True

@@ -20,6 +20,8 @@ from anyres_fast.data import sources as sources_mod
 from anyres_fast.data.datasets import sample_rng, square_crop, to_model_range
 from anyres_fast.data.sources import _probe_chunk, default_list_workers, probe_files, probe_image, scan_image_files
 
+from helpers import RecordingBar
+
 
 def _png_bytes(w, h, seed=0):
     b = io.BytesIO()
@@ -117,18 +119,7 @@ def test_default_list_workers_affinity_and_cpu_count_fallback(monkeypatch):
         assert default_list_workers() == want
 
 
-class _FakeBar:
-    made = []
-
-    def __init__(self, **kw):
-        self.kw, self.updates, self.closed = kw, [], False
-        _FakeBar.made.append(self)
-
-    def update(self, n):
-        self.updates.append(n)
-
-    def close(self):
-        self.closed = True
+_FakeBar = RecordingBar
 
 
 class _FakePool:

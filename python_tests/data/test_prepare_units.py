@@ -17,7 +17,7 @@ from anyres_fast.data import ImageSource, prepare
 from anyres_fast.data.prepare import jpegtran, prepare_source, sidecar_name, transcode
 from anyres_fast.data.segmented import NotSegmented
 
-from helpers import BAD_NAMES, write_images
+from helpers import BAD_NAMES, RecordingBar, write_images
 from jpeg_scan import scan_markers as _scan_markers, segments as _segments
 
 needs_jpegtran = pytest.mark.skipif(jpegtran() is None, reason="needs jpegtran (apt-get install libjpeg-turbo-progs)")
@@ -206,18 +206,7 @@ def test_prepare_source_refuses_an_output_in_the_source(tmp_path):
 
 
 # -- progress bar and pool (recording stand-ins) ---------------------------------------------------------
-class _Bar:
-    made = []
-
-    def __init__(self, **kw):
-        self.kw, self.updates, self.closed = kw, [], False
-        _Bar.made.append(self)
-
-    def update(self, n):
-        self.updates.append(n)
-
-    def close(self):
-        self.closed = True
+_Bar = RecordingBar
 
 
 @pytest.mark.parametrize("progress,disable", [(None, None), (True, False), (False, True)])
@@ -225,7 +214,7 @@ def test_prepare_source_progress_bar(tmp_path, monkeypatch, progress, disable):
     """One tick per file of the listing; `progress` None leaves the choice to tqdm (disable=None: only on a
     terminal); the bar is labelled with the command, counts files and is removed when done."""
     src = _source_folder(tmp_path)
-    _Bar.made = []
+    _Bar.made.clear()
     monkeypatch.setattr(prepare, "tqdm", _Bar)
     tool = _script(tmp_path / "fail", "cat > /dev/null\nexit 1\n")
     prepare_source(src, str(tmp_path / "out"), workers=1, progress=progress, tool=tool)
@@ -236,7 +225,7 @@ def test_prepare_source_progress_bar(tmp_path, monkeypatch, progress, disable):
 
 def test_prepare_source_closes_the_bar_on_an_error(tmp_path, monkeypatch):
     src = _source_folder(tmp_path)
-    _Bar.made = []
+    _Bar.made.clear()
     monkeypatch.setattr(prepare, "tqdm", _Bar)
 
     def broken(*a):
