@@ -170,7 +170,9 @@ def build(csrc: Path, directory: Path, harness: str = HARNESS):
     cmd = [cxx, "-std=c++20", "-O1", "-w", "-x", "c++", "-pthread", "-DANYRES_FAST_HOST_EMULATION",
            "-DANYRES_FAST_HOST_EMULATION_THREADS", f"-I{csrc}", "-isystem", str(cuda_inc), "-shared", "-fPIC",
            str(directory / "trace.cpp"), "-o", str(directory / "libtrace.so")]
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"access_counts: g++ failed on {csrc} (is it a checkout's csrc/?):\n{done.stderr[-3000:]}")
     lib = ctypes.CDLL(str(directory / "libtrace.so"))
     lib.trace_length.restype = ctypes.c_long
     return lib
@@ -246,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--csrc", type=Path, default=ROOT / "csrc", help="kernel sources (default: this checkout)")
     ap.add_argument("--kernel", choices=("filtered_lrelu", "implicit_gemm", "all"), default="all")
     args = ap.parse_args(argv)
+    if not (args.csrc / "kernels" / "filtered_lrelu.cu").is_file():
+        ap.error(f"--csrc {args.csrc}: no kernels/filtered_lrelu.cu there (give a checkout's csrc/ folder)")
     groups = {"filtered_lrelu": (HARNESS, CASES), "implicit_gemm": (IGEMM_HARNESS, GEMM_CASES)}
     print("| case | accesses | warp instructions | wavefronts / sectors | ideal | ratio |")
     print("|---|---|---|---|---|---|")
