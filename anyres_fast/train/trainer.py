@@ -238,8 +238,12 @@ class Context:
 
         Args:
             name: the phase (passed to the grad hooks). optimizer: the optimiser to step.
-            params: the parameters of this phase (those without requires_grad or a gradient are skipped).
+            params: the parameters of this phase (those without requires_grad or a gradient are skipped;
+                a frozen one's stale gradient is dropped, so that the optimiser leaves it as it is).
         """
+        for p in params:
+            if not p.requires_grad and p.grad is not None:
+                p.grad = None
         params = [p for p in params if p.requires_grad and p.grad is not None]
         grads = [p.grad for p in params]
         if params:
@@ -436,7 +440,7 @@ class Trainer:
                 bar = tqdm(total=round(total / 1000, 3), initial=round(ctx.nimg / 1000, 3), unit="kimg",
                            desc=os.path.basename(os.path.abspath(o.out)) or "train", leave=True,
                            bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
-        stats, acc, t_tick, steps_here = {}, {}, time.perf_counter(), 0
+        stats, acc, t_tick, steps_here, tick_steps = {}, {}, time.perf_counter(), 0, 0
         interrupt = _Interrupt(True, grace=2.0 if ctx.world > 1 else 0.0)
         try:
             while ctx.nimg < total and (o.max_steps is None or steps_here < o.max_steps):
@@ -444,6 +448,7 @@ class Trainer:
                 ctx.step += 1
                 ctx.nimg += o.batch
                 steps_here += 1
+                tick_steps += 1
                 for k, v in step_stats.items():
                     acc.setdefault(k, []).append(v)
                 if bar is not None:   # set, not summed: float sums of batch/1000 overshoot the total
@@ -455,8 +460,10 @@ class Trainer:
                     now = time.perf_counter()
                     stats = {k: float(np.mean(v)) for k, v in acc.items()}
                     stats.update(step=ctx.step, kimg=ctx.nimg / 1000,
-                                 sec_per_kimg=(now - t_tick) / max(1e-9, len(next(iter(acc.values()), [1])) * o.batch / 1000))
-                    acc, t_tick = {}, now
+                                 sec_per_kimg=(now - t_tick) / (tick_steps * o.batch / 1000))
+                    # a stat may be missing on some steps (e.g. a lazy regulariser's): its mean is over
+                    # the steps that report it, while the time is per image of every step of the tick
+                    acc, t_tick, tick_steps = {}, now, 0
                     if ctx.rank == 0:
                         _append_line(os.path.join(o.out, "stats.jsonl"), json.dumps(stats))
                         if writer is not None:

@@ -218,7 +218,10 @@ def test_step_optimizer_cleans_gradients_skips_unused_runs_hooks_and_clears():
     assert torch.equal(grads[0], torch.tensor([0.0, 1e5, -1e5, 2.0])) and torch.equal(grads[1], b.detach() * -1)
     assert torch.equal(a.detach(), torch.tensor([0.0, -1e5, 1e5, -2.0]))
     assert torch.equal(unused.detach(), torch.ones(3))
-    assert a.grad is None and b.grad is None and torch.equal(frozen.grad, torch.ones(2))   # not taken part
+    assert a.grad is None and b.grad is None
+    # a frozen parameter's stale gradient is dropped: the optimiser (SGD steps every p with a .grad)
+    # leaves it as it was
+    assert frozen.grad is None and torch.equal(frozen.detach(), torch.ones(2))
     ctx.step_optimizer("empty", opt, [unused])              # nothing with a gradient: hooks still run
     assert seen[-1][0] == "empty" and seen[-1][1] == []
 
@@ -877,6 +880,28 @@ def test_bar_shows_four_stats_in_three_digits_and_a_recipe_without_stats(tmp_pat
     _, stats, _ = _train(out, recipe=_NoStats(), max_steps=1, batch=4)
     # no stats: the tick still counts its steps' images, 2 s for 4 images
     assert stats == {"step": 1, "kimg": 0.004, "sec_per_kimg": pytest.approx(2 / 0.004)}
+
+
+class _LazyStat(Toy):
+    """A stat reported on even steps only, first in the dict (as a lazy regulariser's would be)."""
+
+    def train_step(self, ctx, step):
+        st = super().train_step(ctx, step)
+        return {"reg": float(step), **st} if step % 2 == 0 else st
+
+
+@pytest.mark.parametrize("recipe", [_LazyStat, _NoStats])
+def test_sec_per_kimg_counts_every_step_of_the_tick(tmp_path, monkeypatch, recipe):
+    times = iter([0.0, 6.0, 9.0])
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(times))
+    out = tmp_path / "run"
+    _train(out, recipe=recipe(), batch=4, kimg=0.02, tick=3)      # 5 steps: ticks after 3 and 5
+    lines = _lines(out)
+    assert [x["step"] for x in lines] == [3, 5]
+    # 6 s over 3 steps of 4 images, then 3 s over 2 steps, whatever stats the steps report
+    assert [x["sec_per_kimg"] for x in lines] == pytest.approx([6 / 0.012, 3 / 0.008])
+    if recipe is _LazyStat:
+        assert [x["reg"] for x in lines] == [1.0, 4.0]              # steps 0, 2, then step 4 alone
 
 
 def test_without_tensorboard_the_run_keeps_stats_jsonl_only(tmp_path, monkeypatch):
