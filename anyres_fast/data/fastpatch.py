@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from ..utils.images import ORIENTATION_TRANSPOSE, orientation, rgb8_pixels
 
@@ -86,13 +86,18 @@ def _to_stored(lo: float, hi: float, length: int, reflected: bool, r: int) -> tu
 
 
 def draft_reduction(im: Image.Image, r: int) -> int:
-    """Ask Pillow to decode `im` (an unloaded JPEG) at 1/r; returns the reduction it will use."""
-    if r <= 1:
-        return 1
-    w, h = im.size
-    if im.draft(None, (max(1, w // r), max(1, h // r))) is None:
-        return 1
-    return int(im.decoderconfig[0]) if im.decoderconfig else 1
+    """Ask Pillow to decode `im` (an unloaded JPEG) at 1/r; returns the reduction it will use.
+
+    Pillow takes only the first draft of a file: on an image drafted before, this returns the reduction
+    of that draft, which is what it decodes at. Anything but a JPEG decodes at full size: 1.
+    """
+    if r > 1:
+        w, h = im.size
+        im.draft(None, (max(1, w // r), max(1, h // r)))
+    # decoderconfig is (scale, 0) once a JPEG is drafted; other formats use it for other things
+    if isinstance(im, JpegImagePlugin.JpegImageFile) and im.decoderconfig:
+        return int(im.decoderconfig[0])
+    return 1
 
 
 def fast_region(im: Image.Image, choices: tuple, p: int, oversampling: float = DEFAULT_OVERSAMPLING,

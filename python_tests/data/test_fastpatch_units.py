@@ -68,6 +68,27 @@ def test_draft_reduction_of_images_that_cannot_be_drafted(tmp_path):
         assert draft_reduction(png, 8) == 1 and png.size == (64, 48)
 
 
+def test_draft_reduction_of_a_jpeg_drafted_before():
+    """Pillow keeps the first draft: a second ask returns that draft's reduction (the one the file then
+    decodes at), whatever r it names, r = 1 included."""
+    data = _jpeg_bytes(64, 48)
+    for first, second in ((4, 2), (2, 8), (8, 1), (1, 4)):
+        im = _open(data)
+        r1 = draft_reduction(im, first)
+        assert draft_reduction(im, second) == (r1 if first > 1 else second)
+        got = r1 if first > 1 else second
+        im.load()
+        assert im.size == (-(-64 // got), -(-48 // got)), (first, second)
+
+
+def test_draft_reduction_of_a_png_with_a_decoder_config(tmp_path):
+    """A PNG's decoderconfig is not a scale (Pillow adds a flag to it for some files): 1 for any r."""
+    Image.new("P", (40, 30)).save(tmp_path / "p.png", transparency=0)
+    with Image.open(tmp_path / "p.png") as png:
+        png.decoderconfig = png.decoderconfig + (5,)
+        assert draft_reduction(png, 4) == 1 and draft_reduction(png, 1) == 1 and png.size == (40, 30)
+
+
 def _expected_region(W, H, choices, p, flip, oversampling=3.0):
     """docs/data.md steps 2-4 by hand for orientation 1: r, then per axis the footprint mapped by 1/r in the
     stored frame (x reflected when flipped), widened by ceil(3 f / r) + 2 and clipped to the square."""
