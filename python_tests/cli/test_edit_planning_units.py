@@ -157,3 +157,26 @@ def test_outpaint_options_parse_as_documented(tmp_path, recorded, capsys):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(CommandError, match="^--image .*bad.png': cannot read the image"):
         run(["outpaint", "--image", str(tmp_path / "bad.png"), "--width", "40"] + common(tmp_path))
+
+
+def test_the_device_flag_reaches_loading_and_the_edit(tmp_path, recorded, monkeypatch):
+    """--device is parsed once and handed to the weights' load and to run_edit; a GPU that this machine
+    lacks is refused with the flag's message before anything is loaded."""
+    import torch
+
+    loads = []
+    monkeypatch.setattr(weights_arg, "load", lambda weights, device: loads.append(device) or "G")
+    for mod in (outpaint, inbetween):
+        monkeypatch.setattr(mod, "run_edit", lambda args, G, canvas, targets, sources, prefix, seams, device:
+                            recorded.setdefault("devices", []).append(device))
+    img = photo(tmp_path / "p.png", 32, 32)
+    a, b = photo(tmp_path / "a.png", 30, 36), photo(tmp_path / "b.png", 50, 30)
+    jobs = [["outpaint", "--image", img, "--width", "40"], ["inbetween", "--left", a, "--right", b, "--width", "90"]]
+    for argv in jobs:
+        assert run(argv + common(tmp_path)) == 0
+    assert loads == recorded["devices"] == [torch.device("cpu")] * 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv in jobs + [["inbetween", "--left", b, "--cyclic", "--width", "128"]]:
+        with pytest.raises(CommandError, match=re.escape("--device 'cuda': no CUDA GPU is available")):
+            run(argv + common(tmp_path)[:-1] + ["cuda"])
+    assert len(loads) == 2
