@@ -171,12 +171,76 @@ def test_the_device_flag_reaches_loading_and_the_edit(tmp_path, recorded, monkey
                             recorded.setdefault("devices", []).append(device))
     img = photo(tmp_path / "p.png", 32, 32)
     a, b = photo(tmp_path / "a.png", 30, 36), photo(tmp_path / "b.png", 50, 30)
-    jobs = [["outpaint", "--image", img, "--width", "40"], ["inbetween", "--left", a, "--right", b, "--width", "90"]]
+    jobs = [["outpaint", "--image", img, "--width", "40"], ["inbetween", "--left", a, "--right", b, "--width", "90"],
+            ["inbetween", "--left", b, "--cyclic", "--width", "128"]]
     for argv in jobs:
         assert run(argv + common(tmp_path)) == 0
-    assert loads == recorded["devices"] == [torch.device("cpu")] * 2
+    assert loads == recorded["devices"] == [torch.device("cpu")] * 3
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for argv in jobs + [["inbetween", "--left", b, "--cyclic", "--width", "128"]]:
+    for argv in jobs:
         with pytest.raises(CommandError, match=re.escape("--device 'cuda': no CUDA GPU is available")):
             run(argv + common(tmp_path)[:-1] + ["cuda"])
-    assert len(loads) == 2
+    assert len(loads) == 3
+
+
+def test_inbetween_names_the_flag_of_an_unreadable_photo_and_checks_both_sides(tmp_path, recorded):
+    """Each photo's errors name its own flag; a photo must be at least one patch (29) tall and wide: exactly
+    29 x 29 is accepted, 40 wide but 28 tall is not (and 28 wide, 40 tall, in test_inbetween_refusals)."""
+    ok, edge = photo(tmp_path / "a.png", 30, 36), photo(tmp_path / "e.png", 29, 29)
+    flat = photo(tmp_path / "f.png", 40, 28)
+    gone, bad = str(tmp_path / "gone.png"), str(tmp_path / "bad.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    cases = [(["--left", gone, "--right", ok, "--width", "90"], f"--left {gone!r}: no such file"),
+             (["--left", ok, "--right", bad, "--width", "90"], f"--right {bad!r}: cannot read the image"),
+             (["--left", bad, "--cyclic", "--width", "64"], f"--left {bad!r}: cannot read the image"),
+             (["--left", flat, "--right", ok, "--width", "90"],
+              f"--left {flat!r}: 40x28 is smaller than the model's 29x29 patch"),
+             (["--left", ok, "--right", flat, "--width", "90"],
+              f"--right {flat!r}: 40x28 is smaller than the model's 29x29 patch"),
+             (["--left", flat, "--cyclic", "--width", "64"],
+              f"--left {flat!r}: 40x28 is smaller than the model's 29x29 patch")]
+    for flags, message in cases:
+        with pytest.raises(CommandError, match="^" + re.escape(message)):
+            run(["inbetween", *flags] + common(tmp_path))
+    assert "edit" not in recorded
+    assert run(["inbetween", "--left", edge, "--right", edge, "--width", "58"] + common(tmp_path)) == 0
+    assert recorded["plan"] == ("G", 29, 58, [(0, 0, 29, 29), (0, 29, 29, 29)], {})
+    recorded.clear()
+    assert run(["inbetween", "--left", edge, "--cyclic", "--width", "32"] + common(tmp_path)) == 0
+    assert recorded["plan"] == ("G", 29, 32, [(0, 0, 29, 29)], {"cyclic": True}) and recorded["lpips"] == "alex"
+
+
+def test_inbetween_centres_a_shorter_photo_at_half_the_height_difference(tmp_path, recorded):
+    """(H - h) // 2 from the top: a 30-tall photo beside a 41-tall one starts at row 5."""
+    a, b = photo(tmp_path / "a.png", 30, 41), photo(tmp_path / "b.png", 40, 30)
+    assert run(["inbetween", "--left", b, "--right", a, "--width", "80"] + common(tmp_path)) == 0
+    assert recorded["plan"] == ("G", 41, 80, [(5, 0, 30, 40), (0, 50, 41, 30)], {})
+
+
+def test_inbetween_cyclic_needs_an_infinitygan_and_whole_latent_columns(tmp_path, recorded):
+    """The published random model has depth 4: a ring must be a multiple of 2^4 = 16 pixels (120 is a
+    multiple of 8 = 2 * 4, not of 16) and at least its 101-pixel patch; an any-resolution generator is refused."""
+    a = photo(tmp_path / "a.png", 110, 110)
+    base = ["inbetween", "--left", a, "--cyclic", "--out", str(tmp_path / "o"), "--device", "cpu"]
+    with pytest.raises(CommandError, match="^" + re.escape("--cyclic --width 120: a cyclic canvas must be a "
+                                                          "multiple of 16 pixels")):
+        run(base + ["--width", "120", "--weights", "random"])
+    assert run(base + ["--width", "128", "--weights", "random"]) == 0
+    assert recorded["plan"] == ("G", 110, 128, [(0, 0, 110, 110)], {"cyclic": True})
+    with pytest.raises(CommandError, match="an any-resolution generator, but this command needs an InfinityGAN"):
+        run(base + ["--width", "128", "--weights", "random:64,channel_base=256,channel_max=8"])
+
+
+def test_inbetween_options_parse_as_documented(tmp_path, capsys):
+    """--left and --width are required, --right defaults to None and --cyclic to off; every option is explained."""
+    a = photo(tmp_path / "a.png", 30, 36)
+    for argv, missing in ((["--width", "40"], "--left"), (["--left", a], "--width")):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["inbetween", *argv, "--weights", "random", "--out", "o"])
+        assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+    args = build_parser().parse_args(["inbetween", "--left", a, "--width", "40", "--weights", "random", "--out", "o"])
+    assert (args.right, args.cyclic) == (None, False)
+    sub = build_parser()._subparsers._group_actions[0].choices["inbetween"]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and action.help.strip(), action.dest
