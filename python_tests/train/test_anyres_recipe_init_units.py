@@ -72,7 +72,9 @@ def _is_scale(k):
     return k.startswith("scale_mapping.") or ".scale_affine." in k
 
 
-def test_weights_come_from_the_newest_checkpoint_of_the_teacher_run(tmp_path):
+def test_weights_come_from_the_newest_checkpoint_of_the_teacher_run(tmp_path, monkeypatch):
+    seen, real = [], ar.load_checkpoint       # the teacher run is read onto the CPU
+    monkeypatch.setattr(ar, "load_checkpoint", lambda p, map_location="cpu": seen.append(map_location) or real(p, map_location))
     _phase1(tmp_path / "t1", seed=10, step=1)
     path, mods = _phase1(tmp_path / "t1", seed=20, step=2)
     rec, ctx = _bare(tmp_path, str(tmp_path / "t1"))
@@ -89,7 +91,7 @@ def test_weights_come_from_the_newest_checkpoint_of_the_teacher_run(tmp_path):
     assert not any(p.requires_grad for p in rec.G_ema.parameters())
     assert all(p.requires_grad for p in rec.G.parameters())
     assert rec.tcfg == _gcfg(False, beta=0.5 ** (32 / 20000))
-    assert rec.teacher_path == path
+    assert rec.teacher_path == path and seen == ["cpu"]
     assert rec.config()["teacher_generator"] == rec.tcfg.to_dict()
 
 
@@ -171,6 +173,8 @@ def test_load_run_modules_and_generator_from_run(tmp_path, monkeypatch):
     monkeypatch.setattr(ar, "load_checkpoint", lambda p, map_location="cpu": seen.append(map_location) or real(p, map_location))
     state, got = ar.load_run_modules(str(tmp_path / "t"))
     assert got == path and seen == ["cpu"] and torch.equal(state["modules"]["D"]["b4.out.bias"], mods["D"]["b4.out.bias"])
+    ar.load_run_modules(str(tmp_path / "t"), map_location=torch.device("cpu"))   # passed on as given
+    assert isinstance(seen[-1], torch.device) and seen[-1].type == "cpu"
     from anyres_fast.train import checkpoint
     real2 = checkpoint.load_checkpoint
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda p, map_location="cpu": seen.append(map_location) or real2(p, map_location))
