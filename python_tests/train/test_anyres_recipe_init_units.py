@@ -1,7 +1,8 @@
 """Phase patch's initialisation in AnyresRecipe (docs/training.md, "Phase patch"): G, G_ema and D start
 from the teacher run's newest checkpoint (G / G_ema / D, the scale branch left as built), the teacher is
 that run's G_ema, frozen; a resumed run reads only the stored teacher configuration; the refusals and
-their messages; a network pickle as teacher. Phase-1 runs are hand-written checkpoints of tiny networks
+their messages; how a teacher is recognised as a network pickle (loading one is tested end to end in
+models/test_published.py). Phase-1 runs are hand-written checkpoints of tiny networks
 with distinct random weights, so each assertion names exactly which stored tensor went where."""
 import re
 import types
