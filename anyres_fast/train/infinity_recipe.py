@@ -96,6 +96,12 @@ def published_mbstd_group(batch: int) -> int:
     return batch
 
 
+def lazy_ratio(interval: int) -> float:
+    """The lazy-regularisation factor interval / (interval + 1) applied to Adam's lr and betas
+    (StyleGAN2 §B); 1 for a regulariser that is off (interval 0)."""
+    return interval / (interval + 1) if interval > 0 else 1.0
+
+
 def generator_config(cfg: InfinityTrainConfig) -> InfinityConfig:
     kw = dict(TINY_G) if cfg.tiny else {"patch_size": cfg.patch}
     kw.update(cfg.g_kwargs)
@@ -146,8 +152,7 @@ class InfinityRecipe(Recipe):
         d_kw.update(cfg.d_kwargs)
         self.D = Discriminator(p, aux_outputs=1, any_resolution=True, **d_kw).to(ctx.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        g_ratio = cfg.pl_every / (cfg.pl_every + 1)
-        d_ratio = cfg.r1_every / (cfg.r1_every + 1)
+        g_ratio, d_ratio = lazy_ratio(cfg.pl_every), lazy_ratio(cfg.r1_every)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr * g_ratio,
                                       betas=tuple(b ** g_ratio for b in cfg.betas), eps=1e-8)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr * d_ratio,
@@ -269,7 +274,10 @@ class InfinityRecipe(Recipe):
         ctx.step_optimizer("G", self.opt_G, list(self.G.parameters()))
 
         if cfg.pl_every > 0 and cfg.pl_weight > 0 and step % cfg.pl_every == 0:
-            pl_mean = self.pl_mean
+            # Every chunk's penalty uses the step's mean; the running mean moves by the mean of the
+            # chunks' updates over all ranks (linear in the lengths, so one update with the whole
+            # batch's mean length, the same on every rank and for any split).
+            new_means = []
             for k, chunk in enumerate(chunks):
                 b = max(1, chunk["image"].shape[0] // L.PL_BATCH_SHRINK)
                 inp = self.fake_inputs(ctx, b, "PL", k)
@@ -278,9 +286,9 @@ class InfinityRecipe(Recipe):
                 pen, new_mean, lengths = L.path_length_penalty(fake, ws, self.pl_mean, cfg.pl_decay,
                                                                generator=ctx.generator("PL/proj", k))
                 (pen * cfg.pl_weight * cfg.pl_every * ctx.chunk_weight).backward()
-                pl_mean = new_mean
+                new_means.append(new_mean.detach())
                 add("G/path_length", lengths.mean().item())
-            self.pl_mean = pl_mean
+            self.pl_mean = ctx.mean_over_ranks_tensors([torch.stack(new_means).mean(0)])[0]
             ctx.step_optimizer("Greg", self.opt_G, list(self.G.parameters()))
         self.G.requires_grad_(False)
         self.update_ema()
