@@ -131,7 +131,7 @@ def test_resume_without_stored_teacher_config_and_a_fresh_run_read_the_teacher_r
 
 def test_refusals(tmp_path):
     rec, ctx = _bare(tmp_path, None)
-    with pytest.raises(ValueError, match=re.escape("phase patch needs --teacher (a phase-1 run folder)")):
+    with pytest.raises(ValueError, match="^" + re.escape("phase patch needs --teacher (a phase-1 run folder)") + "$"):
         rec._init_from_teacher(ctx)
     empty = str(tmp_path / "empty")
     rec, ctx = _bare(tmp_path, empty)

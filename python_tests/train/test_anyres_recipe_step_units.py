@@ -374,7 +374,8 @@ def test_build_patch_from_a_run_teacher(tmp_path, lpips_calls):
     tg = _gcfg(False, beta=0.5, config="R")
     _, mods = _phase1(tmp_path / "t", tg)
     rec, ctx = _built(tmp_path, phase="patch", config="R", hr_data=_hr(tmp_path), teacher=str(tmp_path / "t"),
-                      lpips="alex", scale_max=0.4, scale_min=0.1, random_crop=False, ema_rampup=0.05)
+                      lpips="alex", scale_max=0.4, scale_min=0.1, random_crop=False, xflip=False,
+                      ema_rampup=0.05)
     assert rec.gcfg == _gcfg(True, beta=0.5 ** (4 / 20000), config="R")
     assert rec.ema_rampup is None and rec.blur_init_sigma == 0.0        # no blur nor ramp-up after a teacher init
     assert lpips_calls == [("alex", True, CPU)] and rec.lpips_net == ("lpips", "alex")
@@ -386,7 +387,8 @@ def test_build_patch_from_a_run_teacher(tmp_path, lpips_calls):
     assert list(ds) == ["lr", "hr"] and isinstance(ds["hr"], HRPatchDataset)
     hr = ds["hr"]
     assert (hr.source, hr.resolution, hr.scale_max, hr.scale_min, hr.random_crop, hr.xflip, hr.seed) == \
-        (rec.hr_source, P, 0.4, 0.1, False, True, 1)
+        (rec.hr_source, P, 0.4, 0.1, False, False, 1)
+    assert (ds["lr"].random_crop, ds["lr"].xflip) == (False, False)
     # optimisers over the weights as loaded from the teacher
     assert [id(p) for p in rec.opt_D.param_groups[0]["params"]] == [id(p) for p in rec.D.parameters()]
     for k, v in rec.D.state_dict().items():
@@ -628,6 +630,8 @@ def test_step_chunks_latents_and_context(tmp_path):
     zdc = [c for c in ctx.randn_calls if c[1] != ctx.randn_calls[0][1]]
     assert [(c[0], c[2]) for c in zg] == [((2, zd), 0), ((2, zd), 1)] == [(c[0], c[2]) for c in zdc]
     assert len({c[1] for c in ctx.randn_calls}) == 2            # G's and D's latents are separate draws
+    # the tags name counter-based streams: a renamed one changes every draw of a run resumed across versions
+    assert [c[1] for c in zg] == ["z_G", "z_G"] and [c[1] for c in zdc] == ["z_D", "z_D"]
     for name in ("G", "D"):
         for k, s in enumerate(rec.seen[name]):
             assert torch.equal(s["z"], torch.full((2, zd), k + (0.5 if name == "G" else 0.25)))
@@ -670,15 +674,26 @@ def test_step_patch_hr_batch_reports_scales_and_decoding(tmp_path):
     assert not any(k.startswith(("scale/", "data/")) for k in stats)
 
 
-def test_step_draws_fake_labels_per_phase_only_with_classes(tmp_path):
+def test_step_patch_hr_batch_counts_reduction_1_as_fast_decoding(tmp_path):
+    rec = _stepper(phase="patch")
+    ctx = _ctx_for(rec, u=0.1)
+    for ch, red in zip(ctx.batches["hr"], ([1, 0], [0, 0])):
+        ch["reduction"] = torch.tensor(red)
+    stats = rec.train_step(ctx, 1)
+    # reduction 1 is the fast path at full size (docs/data.md); only 0 is the exact path
+    assert stats["data/fast_decode"] == 0.25 and stats["data/max_reduction"] == 1.0
+
+
+@pytest.mark.parametrize("c_dim", [1, 3])
+def test_step_draws_fake_labels_per_phase_only_with_classes(tmp_path, c_dim):
     for phase, u, kind in (("fixed", 0.0, "lr"), ("patch", 0.1, "hr")):
-        rec = _stepper(phase=phase, c_dim=3, r1_interval=1)
+        rec = _stepper(phase=phase, c_dim=c_dim, r1_interval=1)
         rec.train_step(_ctx_for(rec, u=u), 0)
         draws = [e for e in rec.log if e[0] == "labels"]
         assert sorted(draws) == sorted(("labels", kind, 2, tag, k) for tag in "GD" for k in range(2))
         for name, tag in (("G", "G"), ("D", "D")):
             for k, s in enumerate(rec.seen[name]):
-                assert torch.equal(s["chunk"]["fake_c"], torch.full((2, 3), float(ord(tag) + k))), (name, k)
+                assert torch.equal(s["chunk"]["fake_c"], torch.full((2, c_dim), float(ord(tag) + k))), (name, k)
                 assert s["chunk"]["chunk_index"] == k
         assert all("fake_c" not in s["chunk"] for s in rec.seen["Dreg"])   # R1 scores reals only
 
@@ -698,7 +713,7 @@ def test_step_panorama_draws_per_phase(tmp_path):
 
 
 @pytest.mark.parametrize("init,fade,nimg", [(10.0, 25.0, 5000), (10.0, 25.0, 30000), (2.0, 4.0, 1000),
-                                            (0.0, 25.0, 0)])
+                                            (0.5, 25.0, 0), (0.0, 25.0, 0)])
 def test_step_blur_sigma_follows_the_schedule(tmp_path, init, fade, nimg):
     rec = _stepper()
     rec.blur_init_sigma, rec.blur_fade_kimg = init, fade
@@ -1059,6 +1074,9 @@ def test_build_with_a_pickle_teacher_takes_its_generator_and_discriminator(tmp_p
     for k, v in rec.D.state_dict().items():
         assert torch.equal(v, D.state_dict()[k]), k
     assert rec.D is not nets.D and rec.D.training and all(p.requires_grad for p in rec.D.parameters())
+    # its own tensors: training must not move the cached pickle's D (a shallow copy would share them)
+    assert not {id(p) for p in rec.D.parameters()} & {id(p) for p in nets.D.parameters()}
+    assert not {p.data_ptr() for p in rec.D.parameters()} & {p.data_ptr() for p in nets.D.parameters()}
     assert [id(p) for p in rec.opt_D.param_groups[0]["params"]] == [id(p) for p in rec.D.parameters()]
     # stored so that a resume rebuilds this D: the pickle's settings without resolution and c_dim
     want = {k: v for k, v in nets.D_kwargs.items() if k not in ("resolution", "c_dim")}
@@ -1088,3 +1106,12 @@ def test_resume_with_a_pickle_whose_d_does_not_fit_builds_a_fresh_d(tmp_path, lp
     rec = ar.AnyresRecipe(micro_config(phase="patch", lr_data=_lr(tmp_path), hr_data=_hr(tmp_path), teacher=path))
     rec.build(_ctx(tmp_path / "o", resume=True))
     assert rec.gcfg == stored and rec.D.resolution == P and rec.D.c_dim == 0 and rec.cfg.d_kwargs == MICRO_D
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_build_with_a_pickle_teacher_places_its_discriminator_on_the_run_device(tmp_path, lpips_calls):
+    path, _, _ = _pickle(tmp_path)
+    rec, _ = _built(tmp_path, device=torch.device("meta"), phase="patch", hr_data=_hr(tmp_path), teacher=path)
+    assert rec.D.resolution == P and rec.cfg.d_kwargs != MICRO_D          # the pickle's D, not a fresh one
+    for m in (rec.G, rec.G_ema, rec.D, rec.teacher):
+        assert {t.device.type for t in list(m.parameters()) + list(m.buffers())} == {"meta"}
