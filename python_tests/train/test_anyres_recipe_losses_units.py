@@ -576,6 +576,22 @@ def test_cross_frame_fakes_are_the_p_columns_from_the_splice_of_two_adjacent_sli
     assert G.calls[-1][4] is None and G.calls[-2][1] is False and G.calls[-2][3] is None
 
 
+class _DeviceStripG(_StripG):
+    """_StripG that only follows devices: it checks that the boxes are on the latents' device."""
+
+    def synthesize(self, ws, *, canvas, box, update_emas=False, c=None):
+        assert box.device == ws.device and box.dtype == torch.float64
+        return torch.zeros(ws.shape[0], 3, self.img_resolution, self.img_resolution, device=ws.device)
+
+
+def test_cross_frame_fakes_follow_the_latents_device():
+    # crop and splice arrive on the host (counter-based draws); every tensor built from them must move to
+    # z's device. The meta device stands in for a GPU here: mixing it with a host tensor is an error.
+    z = torch.zeros(3, 1, device="meta")
+    out = ar.cross_frame_fakes(_DeviceStripG(), z, None, torch.tensor([0, 4, 9]), torch.tensor([0, 6, 2]))
+    assert out.device.type == "meta" and out.shape == (3, 3, 6, 6)
+
+
 def test_cross_frame_fakes_match_two_separately_rendered_slices():
     G = _pano_G(60.0).eval()
     p, rate = 64, G.synthesis.input.sampling_rate
