@@ -140,7 +140,7 @@ def test_init_refuses_unsupported_patch_unless_tiny_or_overridden():
 def test_build_refuses_missing_data_and_unknown_diversity(tmp_path, data):
     ctx = _ctx(tmp_path / "run")
     for missing in (None, ""):
-        with pytest.raises(ValueError, match=re.escape("InfinityGAN training needs --data (a folder or zip of images)")):
+        with pytest.raises(ValueError, match="^" + re.escape("InfinityGAN training needs --data (a folder or zip of images)") + "$"):
             ir.InfinityRecipe(_cfg(missing)).build(ctx)
     with pytest.raises(ValueError, match=re.escape("diversity must be one of ('angular', 'l1'), got 'cosine'")):
         ir.InfinityRecipe(_cfg(data, diversity="cosine")).build(ctx)
@@ -227,7 +227,7 @@ def test_build_optimisers_apply_the_lazy_regularisation_ratios(tmp_path, data):
 
 def test_build_with_a_lazy_regulariser_off_uses_plain_adam_settings(tmp_path, data):
     # interval 0 turns the regulariser off (train_step); its optimiser then has no lazy ratio to apply
-    for r1_every, pl_every in ((0, 0), (0, 4), (16, 0)):
+    for r1_every, pl_every in ((0, 0), (0, 4), (16, 0), (1, 1)):
         rec, _ = _built(tmp_path, data, r1_every=r1_every, pl_every=pl_every)
         for opt, every in ((rec.opt_G, pl_every), (rec.opt_D, r1_every)):
             ratio = every / (every + 1) if every else 1.0
@@ -639,7 +639,7 @@ def test_train_step_gradients_statistics_and_phases(tmp_path, data, sizes, step,
 
 @pytest.mark.parametrize("r1_every,pl_every,pl_weight,step", [
     (2, 2, 1.5, 4), (2, 2, 1.5, 3), (0, 2, 1.5, 2), (2, 0, 1.5, 2), (2, 2, 0.0, 2),
-    (3, 2, 1.5, 6), (3, 2, 1.5, 4), (3, 2, 1.5, 3), (1, 1, 1.5, 5),
+    (3, 2, 1.5, 6), (3, 2, 1.5, 4), (3, 2, 1.5, 3), (1, 1, 1.5, 5), (2, 2, 0.5, 2),
 ])
 def test_train_step_runs_the_lazy_regularisers_on_their_steps(tmp_path, data, r1_every, pl_every, pl_weight, step):
     rec, real_ctx = _built(tmp_path, data, pl_weight=pl_weight, r1_every=r1_every, pl_every=pl_every)
@@ -650,6 +650,19 @@ def test_train_step_runs_the_lazy_regularisers_on_their_steps(tmp_path, data, r1
     assert ("D/r1_penalty" in stats) == ("Dreg" in phases)
     assert ("G/path_length" in stats) == ("Greg" in phases)
     assert all(np.isfinite(v) for v in stats.values())
+
+
+def test_train_step_r1_scores_the_reals_in_float32(tmp_path, data):
+    rec, real_ctx = _built(tmp_path, data, r1_every=1)
+    calls, forward = [], rec.D.forward
+
+    def recording(x, **kw):
+        calls.append(kw.get("force_fp32", False))
+        return forward(x, **kw)
+    rec.D.forward = recording
+    rec.train_step(_StubCtx(real_ctx, rec, _chunks((2, 2)), 0.5), 1)
+    # D (reals, fakes), R1 and G passes over two chunks: only R1's forces float32 (its input gradient)
+    assert calls == [False] * 4 + [True] * 2 + [False] * 2
 
 
 @pytest.mark.parametrize("sizes", [(4, 4), (2, 4, 2)])
@@ -778,3 +791,14 @@ def test_snapshot_writes_the_grid_seed_panoramas_stacked(tmp_path):
     for i in range(3):
         want = (rec.panorama(1000 + i, 2)[0].permute(1, 2, 0).numpy() * 127.5 + 128).clip(0, 255)
         assert np.abs(pixels[21 * i:21 * (i + 1)] - want).max() <= 1, i
+
+
+def test_snapshot_renders_on_the_run_device(tmp_path):
+    rec = _with_g_ema(small_infinity(seed=0))
+    rec.cfg.grid_seeds, rec.cfg.panorama_width = 2, 3
+    seen = []
+    rec.panorama = lambda seed, width, device=None: seen.append((seed, width, device)) or torch.zeros(1, 3, 4, 8)
+    dev = torch.device("meta")
+    rec.snapshot(type("Ctx", (), {"device": dev})(), str(tmp_path), 1)
+    assert seen == [(1000, 3, dev), (1001, 3, dev)]
+    assert Image.open(tmp_path / "step00000001.png").size == (8, 8)
