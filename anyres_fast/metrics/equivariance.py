@@ -234,7 +234,10 @@ def pseudo_rotation(x: torch.Tensor, angle, a: int = LANCZOS_A) -> tuple:
 # The metrics
 
 def psnr_from_sums(squared: float, count: float) -> float:
-    """20 log10(2) - 10 log10(squared / count) (peak-to-peak 2 for images in [-1, 1])."""
+    """20 log10(2) - 10 log10(squared / count) (peak-to-peak 2 for images in [-1, 1]); +inf for an exact
+    match (squared 0), as the published torch code gives, without numpy's divide-by-zero warning."""
+    if squared == 0:
+        return float("inf")
     return float(20 * np.log10(2) - 10 * np.log10(squared / count))
 
 

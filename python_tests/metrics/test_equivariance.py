@@ -4,6 +4,7 @@ code itself is scripts/check_equivariance_against_stylegan3.py, which needs a St
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -109,6 +110,10 @@ def test_a_generator_that_ignores_the_input_transform_scores_clearly_lower():
 def test_result_line_and_psnr_formula():
     assert psnr_from_sums(4.0, 1.0) == pytest.approx(0.0)           # MSE 4 = peak-to-peak^2
     assert psnr_from_sums(0.04, 1.0) == pytest.approx(20.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                              # an exact match warns of nothing
+        assert psnr_from_sums(0.0, 5.0) == float("inf")
+        assert psnr_from_sums(1e-300, 1.0) == pytest.approx(20 * math.log10(2) + 3000)
     G = micro_generator("T")
     r = equivariance_metric(G, "eqt-int", Options(num=3, batch=2, progress=False, precision="fp32"))
     assert r["metric"] == "eqt-int" and r["num_fake"] == 4 and math.isfinite(r["psnr"])
