@@ -43,6 +43,14 @@ def test_common_options_parse_the_given_values():
         ([3, 4, 5], 7, "l1", "random", 9, "r.pt", "cpu", True)
 
 
+def test_common_options_accept_each_named_choice():
+    # the defaults are the first choices; naming them explicitly must parse as well
+    for pixel in ("l2", "l1"):
+        for lpips_mode in ("alex", "random"):
+            a = _parser().parse_args(["--weights", "w", "--out", "o", "--pixel", pixel, "--lpips", lpips_mode])
+            assert (a.pixel, a.lpips) == (pixel, lpips_mode)
+
+
 @pytest.mark.parametrize("argv,shown", [
     ([], "the following arguments are required: --weights, --out"),
     (["--steps", "0"], "--steps"), (["--pixel", "l3"], "invalid choice: 'l3'"),
