@@ -177,6 +177,9 @@ def test_inversion_memory_refusal_gives_sizes_estimate_and_downscale(memory):
     memory.update(need=have + 1, host=have)
     with pytest.raises(CommandError, match="about 0.90 "):   # just over: shrink by the 10 % margin
         editing.check_inversion_memory("G", canvas, torch.device("cpu"), None)
+    # megapixels are pixels / 10^6: 1750 x 1000 is 1.75 MP, which rounds up to 1.8 at one decimal
+    with pytest.raises(CommandError, match=re.escape("(1750x1000, 1.8 MP)")):
+        editing.check_inversion_memory("G", _canvas((1750, 1000)), torch.device("cpu"), None)
 
 
 # ----------------------------------------------------------------------------------------- run_edit
