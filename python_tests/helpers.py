@@ -142,6 +142,19 @@ MICRO_G = dict(z_dim=8, w_dim=8, channel_base=256, channel_max=8, num_layers=4, 
 MICRO_D = dict(channel_base=256, channel_max=8, mapping_layers=1)
 
 
+def randn_filled(module, seed):
+    """`module` with every parameter and floating-point buffer redrawn from N(0, 1) (seeded), in place.
+
+    Returns:
+        The module, so that weights far from any initialisation show whether they are copied exactly.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
+            t.copy_(torch.randn(t.shape, generator=g))
+    return module
+
+
 def micro_config(**kw):
     from anyres_fast.train.anyres_recipe import AnyresTrainConfig
     base = dict(resolution=64, tiny=True, lpips="random", g_kwargs=dict(MICRO_G), d_kwargs=dict(MICRO_D), grid_seeds=2)

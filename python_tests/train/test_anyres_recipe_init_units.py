@@ -16,7 +16,7 @@ from anyres_fast.train import anyres_recipe as ar
 from anyres_fast.train.checkpoint import save_checkpoint
 from anyres_fast.train.trainer import Context
 
-from helpers import MICRO_D, MICRO_G, micro_config
+from helpers import MICRO_D, MICRO_G, micro_config, randn_filled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,19 +31,12 @@ def _gcfg(scale_branch, beta=0.999, **kw):
     return GeneratorConfig(resolution=64, scale_branch=scale_branch, magnitude_ema_beta=beta, **{**MICRO_G, **kw})
 
 
-def _filled(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
-            t.copy_(torch.randn(t.shape, generator=g))
-    return module
-
-
 def _phase1(run, seed=0, step=2, gcfg=None, drop=(), extra=(), config=True):
     """A phase-1 checkpoint: G, G_ema, D with distinct random weights; returns (path, state dicts)."""
     gcfg = gcfg or _gcfg(False, beta=0.5 ** (32 / 20000))       # another batch than the patch run's
-    mods = {"G": _filled(Generator(gcfg), seed).state_dict(), "G_ema": _filled(Generator(gcfg), seed + 1).state_dict(),
-            "D": _filled(Discriminator(64, c_dim=0, **MICRO_D), seed + 2).state_dict()}
+    mods = {"G": randn_filled(Generator(gcfg), seed).state_dict(),
+            "G_ema": randn_filled(Generator(gcfg), seed + 1).state_dict(),
+            "D": randn_filled(Discriminator(64, c_dim=0, **MICRO_D), seed + 2).state_dict()}
     for k in drop:
         del mods["G"][k]
     for i, k in enumerate(extra):

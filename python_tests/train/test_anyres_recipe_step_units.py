@@ -34,7 +34,7 @@ from anyres_fast.train.augment import AdaController, AugmentPipe
 from anyres_fast.train.checkpoint import save_checkpoint
 from anyres_fast.train.trainer import Context
 
-from helpers import MICRO_D, MICRO_G, micro_config, write_images
+from helpers import MICRO_D, MICRO_G, micro_config, randn_filled, write_images
 from published_pickles import write_pickle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,14 +57,6 @@ def _ctx(out, device=CPU, **kw):
 
 def _gcfg(scale_branch, beta=0.999, **kw):
     return GeneratorConfig(resolution=P, scale_branch=scale_branch, magnitude_ema_beta=beta, **{**MICRO_G, **kw})
-
-
-def _filled(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
-            t.copy_(torch.randn(t.shape, generator=g))
-    return module
 
 
 def _is_scale(k):
@@ -101,8 +93,9 @@ def lpips_calls(monkeypatch):
 
 def _phase1(run, gcfg, seed=0, c_dim=0):
     """A phase-1 checkpoint of random G / G_ema / D (the teacher run of a patch build)."""
-    mods = {"G": _filled(Generator(gcfg), seed).state_dict(), "G_ema": _filled(Generator(gcfg), seed + 1).state_dict(),
-            "D": _filled(Discriminator(P, c_dim=c_dim, **MICRO_D), seed + 2).state_dict()}
+    mods = {"G": randn_filled(Generator(gcfg), seed).state_dict(),
+            "G_ema": randn_filled(Generator(gcfg), seed + 1).state_dict(),
+            "D": randn_filled(Discriminator(P, c_dim=c_dim, **MICRO_D), seed + 2).state_dict()}
     return save_checkpoint(str(run), 2, {"modules": mods, "config": {"generator": gcfg.to_dict()}}), mods
 
 
@@ -983,8 +976,8 @@ def test_student_config_on_resume_is_the_stored_one(tmp_path, fake_pickle):
 
 
 def _nets(G=True, seed=10):
-    g = _filled(Generator(_gcfg(False)), seed).eval() if G else None
-    ge = _filled(Generator(_gcfg(False)), seed + 1).eval()
+    g = randn_filled(Generator(_gcfg(False)), seed).eval() if G else None
+    ge = randn_filled(Generator(_gcfg(False)), seed + 1).eval()
     return types.SimpleNamespace(config=_gcfg(False, beta=0.75), G=g, G_ema=ge, D=None)
 
 
@@ -1059,8 +1052,8 @@ def test_init_from_pickle_refuses_weights_that_do_not_match(tmp_path, fake_pickl
 
 def _pickle(tmp_path, name="net.pkl", with_d=True, d_res=P, c_dim=0, seed=0):
     torch.manual_seed(seed)
-    G = _filled(Generator(GeneratorConfig(resolution=P, scale_branch=False, c_dim=c_dim, **MICRO_G)), seed)
-    D = _filled(Discriminator(d_res, c_dim=c_dim, **MICRO_D), seed + 1) if with_d else None
+    G = randn_filled(Generator(GeneratorConfig(resolution=P, scale_branch=False, c_dim=c_dim, **MICRO_G)), seed)
+    D = randn_filled(Discriminator(d_res, c_dim=c_dim, **MICRO_D), seed + 1) if with_d else None
     path = str(tmp_path / name)
     write_pickle(path, G.eval(), D)
     return path, G, D
