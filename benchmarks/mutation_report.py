@@ -39,12 +39,18 @@ COLUMNS = {"killed": "killed", "survived": "survived", "timeout": "timeout", "no
            "suspicious": "suspicious", "skipped": "skipped", "segfault": "killed", "caught by type check": "killed"}
 
 
-def _scratch(folder: str, module: str, tests: list, pytest_args: list) -> None:
-    """Copy the package and tests into `folder` and write mutmut's configuration there."""
+def copy_checkout(folder: str) -> None:
+    """Copy the package, the tests and what they read (benchmarks, scripts, pyproject.toml) into `folder`,
+    without caches and build outputs, so that a tool can edit the copy and never the checkout."""
     for name in ("anyres_fast", "python_tests") + EXTRA:
         shutil.copytree(os.path.join(ROOT, name), os.path.join(folder, name),
                         ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), folder)
+
+
+def _scratch(folder: str, module: str, tests: list, pytest_args: list) -> None:
+    """Copy the package and tests into `folder` and write mutmut's configuration there."""
+    copy_checkout(folder)
     _scratch_config(folder, module, tests, pytest_args)
 
 

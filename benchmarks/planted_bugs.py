@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.mutation_report import copy_checkout  # noqa: E402
+
 T = "python_tests/"
 DATA = (T + "data/test_data_strength.py", T + "data/test_data_units.py")
 ANYRES_TRAIN = (T + "train/test_train_strength.py", T + "train/test_anyres_recipe_step_units.py")
@@ -170,10 +171,7 @@ def main(argv=None) -> int:
     if not plants:
         ap.error(f"no plant matches --only {args.only!r}")
     with tempfile.TemporaryDirectory(prefix="planted-") as scratch:
-        for name in ("anyres_fast", "python_tests", "benchmarks", "scripts"):
-            shutil.copytree(os.path.join(ROOT, name), os.path.join(scratch, name),
-                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "build"))
-        shutil.copy(os.path.join(ROOT, "pyproject.toml"), scratch)
+        copy_checkout(scratch)
         results = []
         for p in plants:
             results.append(run_plant(scratch, p))
